@@ -1,0 +1,100 @@
+"""The builder: `create_model(preset | spec)` -> a MobileViT `nn.Module`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from workbench.blocks import ATTENTION_IMPLS, ConvNormAct, InvertedResidual, MobileViTBlock, MultiHeadSelfAttention
+from workbench.errors import WorkbenchError
+from workbench.presets import get_preset
+from workbench.spec import ModelSpec, ResolvedSpec, load_spec_file
+
+
+class MobileViT(nn.Module):
+    """stem -> layer1..layer5 (MV2 stacks, then MV2 + MobileViT block) -> [1x1 expansion] -> pool -> linear."""
+
+    def __init__(self, spec: ModelSpec, attention_impl: str = "sdpa"):
+        super().__init__()
+        self.spec = spec
+        r = spec.resolve()
+        self.stem = ConvNormAct(3, r.stem_channels, 3, r.stem_stride)
+        for st in r.stages:
+            if st.kind == "mv2":
+                layers = [InvertedResidual(st.in_channels if i == 0 else st.channels, st.channels,
+                                           st.stride if i == 0 else 1, st.expansion) for i in range(st.depth)]
+            else:
+                layers = [InvertedResidual(st.in_channels, st.channels, st.stride, st.expansion),
+                          MobileViTBlock(st, r.block)]
+            self.add_module(st.name, nn.Sequential(*layers))
+        self.head_conv = ConvNormAct(r.stages[-1].channels, r.head_channels, 1) if r.head_channels else nn.Identity()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(r.dropout)
+        self.classifier = nn.Linear(r.out_channels, r.num_classes)
+        self.set_attention_impl(attention_impl)
+
+    @property
+    def resolved(self) -> ResolvedSpec:
+        return self.spec.resolve()
+
+    def set_attention_impl(self, impl: str) -> "MobileViT":
+        """Run every v1 attention as explicit matmuls ("matmul") or F.scaled_dot_product_attention ("sdpa")."""
+        if impl not in ATTENTION_IMPLS:
+            raise WorkbenchError(f"attention impl {impl!r}: accepted values are {' | '.join(ATTENTION_IMPLS)}")
+        self.attention_impl = impl
+        for m in self.modules():
+            if isinstance(m, MultiHeadSelfAttention):
+                m.impl = impl
+        return self
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.layer5(self.layer4(self.layer3(self.layer2(self.layer1(x)))))
+        return self.head_conv(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.forward_features(x)).flatten(1)
+        return self.classifier(self.dropout(x))
+
+
+def resolve_spec(model: str | Path | ModelSpec, overrides: dict | list[str] | None = None) -> ModelSpec:
+    """A preset name, a spec file path (.yaml/.yml/.json) or a spec, with optional dotted-key overrides."""
+    if isinstance(model, ModelSpec):
+        spec = model
+    elif str(model).endswith((".yaml", ".yml", ".json")) or Path(str(model)).is_file():
+        spec = load_spec_file(model)
+    else:
+        spec = get_preset(str(model))
+    return spec.with_overrides(overrides) if overrides else spec
+
+
+def create_model(model: str | Path | ModelSpec, overrides: dict | list[str] | None = None,
+                 attention_impl: str = "sdpa") -> MobileViT:
+    """Build a model from a preset name, a spec file or a `ModelSpec`."""
+    return MobileViT(resolve_spec(model, overrides), attention_impl)
+
+
+MAX_RESOLUTION = 4096
+
+
+def check_resolution(spec: ModelSpec, resolution: int | str) -> int:
+    """The input side the model can take: an integer from the model's total stride up to 4096 px."""
+    try:
+        res = int(str(resolution))
+    except ValueError:
+        raise WorkbenchError(f"resolution {resolution!r}: expected an integer number of pixels") from None
+    stride = spec.resolve().total_stride
+    if res < stride or res > MAX_RESOLUTION:
+        hint = " (or set stem.stride=1 to halve it)" if spec.stem.stride == 2 else ""
+        raise WorkbenchError(f"resolution {res}: this model needs {stride} <= resolution <= {MAX_RESOLUTION}, "
+                             f"its total stride is {stride}{hint}")
+    return res
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable
