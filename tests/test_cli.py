@@ -1,0 +1,81 @@
+"""The CLI: readable tables, --json shapes, and one-line errors with exit code 2 for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from workbench.cli import main
+
+
+def run(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_count_json(capsys):
+    rc, out, _ = run(capsys, "count", "v3-xxs", "--counter", "paper,fvcore", "--json")
+    assert rc == 0
+    d = json.loads(out)
+    assert d["model"] == "v3-xxs" and d["resolution"] == 256 and d["params"] == 1249448
+    assert set(d["macs"]) == {"paper", "fvcore"}
+    assert abs(d["macs"]["paper"] / 289.02e6 - 1) < 5e-4
+
+
+def test_count_table_with_overrides_and_spec_file(capsys, tmp_path):
+    rc, out, _ = run(capsys, "count", "v3-xxs", "--set", "layer4.depth=2", "--counter", "paper")
+    assert rc == 0 and "1,145,288 params" in out and "Per-operator breakdown" in out
+    spec = tmp_path / "mine.yaml"
+    rc, yaml_text, _ = run(capsys, "spec", "v3-xxs", "--set", "layer4.depth=2")
+    spec.write_text(yaml_text)
+    rc, out, _ = run(capsys, "count", str(spec), "--counter", "paper", "--json")
+    assert rc == 0 and json.loads(out)["params"] == 1145288
+
+
+def test_count_all_counters_explains_the_difference(capsys):
+    rc, out, _ = run(capsys, "count", "v1-xxs", "--resolution", "128")
+    assert rc == 0
+    assert out.count("the rules explain the whole difference") == 2
+
+
+def test_models_json_lists_every_preset(capsys):
+    rc, out, _ = run(capsys, "models", "--counter", "paper", "--json", "--quiet")
+    assert rc == 0
+    rows = json.loads(out)
+    assert len(rows) == 16 and all(isinstance(r["params"], int) and "paper" in r["macs"] for r in rows)
+
+
+def test_models_table(capsys):
+    rc, out, _ = run(capsys, "models", "--counter", "paper", "--quiet")
+    assert rc == 0 and "v3-s-unscaled" in out and "4,327,688" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["count", "v3-xxxs"], "unknown preset 'v3-xxxs': did you mean v3-xxs"),
+    (["count", "v3-xxs", "--set", "block.fusion=1x1"], "did you mean block.fusion_conv"),
+    (["count", "v3-xxs", "--set", "layer4.depth=two"], "expected an integer"),
+    (["count", "v3-xxs", "--set", "layer4.depth"], "expected KEY=VALUE"),
+    (["count", "v3-xxs", "--resolution", "abc"], "expected an integer number of pixels"),
+    (["count", "v3-xxs", "--resolution", "16"], "needs 32 <= resolution"),
+    (["count", "v3-xxs", "--resolution", "0"], "needs 32 <= resolution"),
+    (["count", "v3-xxs", "--counter", "flops"], "accepted values"),
+    (["count", "missing.yaml"], "does not exist"),
+    (["models", "--bogus"], "unrecognized arguments"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+    rc, out, err = run(capsys, *argv)
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("workbench: error:") and message in err
+
+
+def test_malformed_spec_file_via_console_entry_point(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stem: {channels: 16\n")
+    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "count", str(bad)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "not valid YAML" in proc.stderr
