@@ -16,3 +16,14 @@ def reference_rows() -> dict[str, dict]:
 @pytest.fixture(scope="session")
 def presets_csv() -> dict[str, dict]:
     return reference_rows()
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny forward passes run fastest on one thread, and do not stall when other processes load the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

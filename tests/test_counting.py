@@ -10,6 +10,8 @@ from workbench.counting.report import CATEGORIES
 from workbench.errors import WorkbenchError
 from workbench.model import create_model
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 @pytest.mark.parametrize("name,impl,resolution", [
     ("v1-xxs", "matmul", 256), ("v1-xxs", "sdpa", 256), ("v3-xs", "matmul", 256), ("v2-0.5", "matmul", 256),

@@ -16,6 +16,8 @@ from conftest import reference_rows
 
 SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "reference" / "presets.csv"
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 def test_registry_is_exactly_the_csv_presets(presets_csv):
     assert preset_names() == list(presets_csv)

@@ -1,0 +1,115 @@
+"""Params and MACs as closed-form functions of a spec: no model is built, no tensor is allocated.
+
+It walks the resolved spec layer by layer with the same shape arithmetic the builder's layers perform,
+and applies two rule sets: `paper` (ml-cvnets, as counting/paper.py) and `fvcore` (as fvcore counts our
+modules). Scaling and search use it to score thousands of candidates a second; tests hold it equal to
+the measured counters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from workbench.spec import ModelSpec, ResolvedSpec, ResolvedStage, make_divisible
+
+
+def _conv_out(size: int, kernel: int, stride: int) -> int:
+    pad = (kernel - 1) // 2
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+@dataclass
+class AnalyticCount:
+    params: int = 0
+    paper: int = 0
+    fvcore: int = 0
+    breakdown: dict[str, dict[str, int]] = field(default_factory=lambda: {"paper": {}, "fvcore": {}})
+
+    @property
+    def macs(self) -> dict[str, int]:
+        return {"paper": self.paper, "fvcore": self.fvcore}
+
+    def add(self, category: str, paper: int = 0, fvcore: int = 0, params: int = 0) -> None:
+        self.paper += paper
+        self.fvcore += fvcore
+        self.params += params
+        for rules, v in (("paper", paper), ("fvcore", fvcore)):
+            self.breakdown[rules][category] = self.breakdown[rules].get(category, 0) + v
+
+    # --- layers, each the closed form of a module in blocks.py ---------------------------------------
+    def conv_bn(self, cin: int, cout: int, kernel: int, stride: int, size: int, groups: int = 1,
+                bn: bool = True, bias: bool = False) -> int:
+        out = _conv_out(size, kernel, stride)
+        positions = out * out
+        weights = kernel * kernel * cin * cout // groups
+        self.add("conv", paper=weights * positions + (cout * positions if bias else 0),
+                 fvcore=weights * positions, params=weights + (cout if bias else 0))
+        if bn:
+            self.add("norm", fvcore=2 * cout * positions, params=2 * cout)
+        return out
+
+    def linear(self, tokens: int, fin: int, fout: int) -> None:  # nn.Linear with bias over `tokens` rows
+        self.add("linear", paper=tokens * (fin * fout + fout), fvcore=tokens * fin * fout, params=fin * fout + fout)
+
+    def norm(self, elements: int, channels: int) -> None:  # LayerNorm / GroupNorm(1, d): 5 per element in fvcore
+        self.add("norm", fvcore=5 * elements, params=2 * channels)
+
+    def mv2(self, cin: int, cout: int, stride: int, expansion: float, size: int) -> int:
+        hidden = make_divisible(round(cin * expansion), 8) if expansion != 1 else cin
+        if expansion != 1:
+            self.conv_bn(cin, hidden, 1, 1, size)
+        size = self.conv_bn(hidden, hidden, 3, stride, size, groups=hidden)
+        return self.conv_bn(hidden, cout, 1, 1, size)
+
+    def mobilevit_block(self, st: ResolvedStage, r: ResolvedSpec, size: int, attention_impl: str) -> None:
+        b, c, d, f = r.block, st.channels, st.attn_dim, st.ffn_dim
+        self.conv_bn(c, c, 3, 1, size, groups=c if b.local_conv == "depthwise" else 1)
+        self.conv_bn(c, d, 1, 1, size, bn=False)
+        grid = -(-size // st.patch) * st.patch  # side after resizing up to a multiple of the patch
+        tokens = grid * grid  # P * N
+        n = tokens // (st.patch * st.patch)
+        if grid != size:  # bilinear resize there and back: fvcore counts 4 per output element
+            self.add("other", fvcore=4 * d * (grid * grid + size * size))
+        for _ in range(st.depth):
+            self.norm(tokens * d, d)
+            if b.attention == "mhsa":
+                self.linear(tokens, d, 3 * d)
+                true_matmuls = 2 * tokens * n * d if attention_impl == "matmul" else 0
+                self.add("attention", paper=2 * tokens * d * d, fvcore=true_matmuls)
+                self.linear(tokens, d, d)
+                self.norm(tokens * d, d)
+                self.linear(tokens, d, f)
+                self.linear(tokens, f, d)
+            else:  # the v2 layer: 1x1 convs with bias on the [B, d, P, N] patch tensor
+                self.conv_bn(d, 1 + 2 * d, 1, 1, grid, bn=False, bias=True)
+                self.conv_bn(d, d, 1, 1, grid, bn=False, bias=True)
+                self.norm(tokens * d, d)
+                self.conv_bn(d, f, 1, 1, grid, bn=False, bias=True)
+                self.conv_bn(f, d, 1, 1, grid, bn=False, bias=True)
+        self.norm(tokens * d, d)
+        if b.projection:
+            self.conv_bn(d, c, 1, 1, size)
+        if b.fusion_conv != "none":
+            fusion_in = (c if b.fusion_input == "input" else d) + (c if b.projection else d)
+            self.conv_bn(fusion_in, c, 3 if b.fusion_conv == "3x3" else 1, 1, size)
+
+
+def analytic_count(spec: ModelSpec | ResolvedSpec, resolution: int = 256,
+                   attention_impl: str = "matmul") -> AnalyticCount:
+    """Params and paper/fvcore MACs of `spec` on a 1 x 3 x resolution x resolution input."""
+    r = spec.resolve() if isinstance(spec, ModelSpec) else spec
+    acc = AnalyticCount()
+    size = acc.conv_bn(3, r.stem_channels, 3, r.stem_stride, resolution)
+    for st in r.stages:
+        if st.kind == "mv2":
+            for i in range(st.depth):
+                size = acc.mv2(st.in_channels if i == 0 else st.channels, st.channels,
+                               st.stride if i == 0 else 1, st.expansion, size)
+        else:
+            size = acc.mv2(st.in_channels, st.channels, st.stride, st.expansion, size)
+            acc.mobilevit_block(st, r, size, attention_impl)
+    if r.head_channels:
+        acc.conv_bn(r.stages[-1].channels, r.head_channels, 1, 1, size)
+    acc.add("other", fvcore=r.out_channels * size * size)  # global average pool
+    acc.linear(1, r.out_channels, r.num_classes)
+    return acc
