@@ -1,0 +1,295 @@
+"""Datasets behind one small interface: uint8 NxHxWx3 images, int64 labels, class names, a train and a test split.
+
+`load_dataset(name)` understands:
+  digits             scikit-learn's bundled handwritten digits (real data, no download), upsampled to 32 px RGB
+  npz:PATH           a folder with train.npz and test.npz (arrays `x` uint8 NxHxWx3, `y` integers), optional
+                     classes.txt; or one .npz file with x_train/y_train/x_test/y_test, or x/y (a fifth is held out)
+  cifar10, cifar100  torchvision's loaders under --data-dir (downloaded there only when asked to)
+  imagefolder:PATH   PATH/train/CLASS/*.jpg and PATH/val/CLASS/*.jpg, decoded once to a uint8 cache at one size
+Every check raises `WorkbenchError` with a one-line message naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from workbench.errors import WorkbenchError
+
+DEFAULT_DATASET = "digits"
+DATASET_FORMS = "digits | npz:PATH | cifar10 | cifar100 | imagefolder:PATH"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
+
+
+@dataclass
+class Dataset:
+    name: str
+    train_x: np.ndarray  # uint8 (N, H, W, 3)
+    train_y: np.ndarray  # int64 (N,)
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def nbytes(self) -> int:
+        return self.train_x.nbytes + self.test_x.nbytes
+
+    def describe(self) -> str:
+        h, w = self.train_x.shape[1:3]
+        return (f"{self.name}: {len(self.train_y):,} train / {len(self.test_y):,} test images, "
+                f"{h}x{w} px, {self.num_classes} classes")
+
+
+# --- validation ------------------------------------------------------------------------------------
+def check_images(x: np.ndarray, where: str) -> np.ndarray:
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
+        dtype = getattr(x, "dtype", type(x).__name__)
+        raise WorkbenchError(f"{where}: images must be uint8, got {dtype}")
+    if x.ndim != 4 or x.shape[3] != 3:
+        raise WorkbenchError(f"{where}: images must have shape (N, H, W, 3), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise WorkbenchError(f"{where}: no images")
+    if min(x.shape[1:3]) < 1:
+        raise WorkbenchError(f"{where}: empty images of shape {tuple(x.shape)}")
+    return x
+
+
+def check_labels(y: np.ndarray, n: int, where: str, num_classes: int | None = None) -> np.ndarray:
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu":
+        raise WorkbenchError(f"{where}: labels must be integers, got {y.dtype}")
+    if y.ndim != 1 or len(y) != n:
+        raise WorkbenchError(f"{where}: labels must have shape ({n},) to match the images, got {tuple(y.shape)}")
+    if len(y) and y.min() < 0:
+        raise WorkbenchError(f"{where}: label {int(y.min())} is out of range (labels are class indices >= 0)")
+    if num_classes is not None and len(y) and y.max() >= num_classes:
+        raise WorkbenchError(f"{where}: label {int(y.max())} is out of range for {num_classes} classes")
+    return y.astype(np.int64)
+
+
+def make_dataset(name: str, train: tuple, test: tuple, classes: list[str] | None, where: str) -> Dataset:
+    """Validate both splits and agree on the class list (given, or 0..max label)."""
+    tx = check_images(train[0], f"{where} (train)")
+    vx = check_images(test[0], f"{where} (test)")
+    k = len(classes) if classes else None
+    ty = check_labels(train[1], len(tx), f"{where} (train)", k)
+    vy = check_labels(test[1], len(vx), f"{where} (test)", k)
+    if classes is None:
+        classes = [str(i) for i in range(int(max(ty.max(), vy.max())) + 1)]
+    if len(classes) < 2:
+        raise WorkbenchError(f"{where}: need at least 2 classes, found {len(classes)}")
+    return Dataset(name, tx, ty, vx, vy, list(classes))
+
+
+def holdout_split(y: np.ndarray, every: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified split: every `every`-th image of each class goes to test."""
+    test = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        test[idx[every - 1::every]] = True
+    return np.flatnonzero(~test), np.flatnonzero(test)
+
+
+# --- digits ----------------------------------------------------------------------------------------
+def load_digits(size: int = 32) -> Dataset:
+    """1,797 real 8x8 handwritten digits (UCI, bundled with scikit-learn), 0-16 grey levels -> uint8 RGB."""
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    grey = torch.from_numpy(d.images.astype(np.float32) * (255.0 / 16.0))[:, None]
+    # Bilinear upsampling keeps the strokes smooth; 32 px is the smallest size every preset takes.
+    up = F.interpolate(grey, size=(size, size), mode="bilinear", align_corners=False)
+    x = up.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).permute(0, 2, 3, 1).contiguous().numpy()
+    y = d.target.astype(np.int64)
+    tr, te = holdout_split(y)
+    return make_dataset("digits", (x[tr], y[tr]), (x[te], y[te]), [str(i) for i in range(10)], "digits")
+
+
+# --- npz -------------------------------------------------------------------------------------------
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise WorkbenchError(f"{path}: not a readable .npz file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def _need(arrays: dict, keys: tuple[str, ...], path: Path) -> list[np.ndarray]:
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise WorkbenchError(f"{path}: missing array(s) {', '.join(missing)}; found {', '.join(arrays) or 'none'} "
+                             f"(expected {', '.join(keys)})")
+    return [arrays[k] for k in keys]
+
+
+def _read_classes(path: Path) -> list[str] | None:
+    if not path.is_file():
+        return None
+    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    return names or None
+
+
+def load_npz(spec: str) -> Dataset:
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        files = [path / "train.npz", path / "test.npz"]
+        for f in files:
+            if not f.is_file():
+                raise WorkbenchError(f"npz:{spec}: {f} does not exist (a folder needs train.npz and test.npz)")
+        train = _need(_read_npz(files[0]), ("x", "y"), files[0])
+        test = _need(_read_npz(files[1]), ("x", "y"), files[1])
+        classes = _read_classes(path / "classes.txt")
+    elif path.is_file():
+        arrays = _read_npz(path)
+        if "x_train" in arrays or "x_test" in arrays:
+            xtr, ytr, xte, yte = _need(arrays, ("x_train", "y_train", "x_test", "y_test"), path)
+            train, test = (xtr, ytr), (xte, yte)
+        else:
+            x, y = _need(arrays, ("x", "y"), path)
+            x = check_images(x, str(path))
+            y = check_labels(y, len(x), str(path))
+            tr, te = holdout_split(y)
+            train, test = (x[tr], y[tr]), (x[te], y[te])
+        classes = _read_classes(path.with_name("classes.txt"))
+    else:
+        raise WorkbenchError(f"npz:{spec}: no such file or folder")
+    return make_dataset(f"npz:{spec}", tuple(train), tuple(test), classes, f"npz:{spec}")
+
+
+# --- torchvision CIFAR -----------------------------------------------------------------------------
+def load_cifar(name: str, data_dir: str | None) -> Dataset:
+    if not data_dir:
+        raise WorkbenchError(f"{name} needs --data-dir DIR: torchvision downloads it there on first use "
+                             f"(or pass --dataset npz:PATH for a local copy)")
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    root = Path(data_dir).expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tr = cls(str(root), train=True, download=True)
+        te = cls(str(root), train=False, download=True)
+    except (OSError, RuntimeError) as e:
+        raise WorkbenchError(f"{name}: could not load or download into {root}: {str(e).splitlines()[0]}") from None
+    return make_dataset(name, (tr.data, np.asarray(tr.targets)), (te.data, np.asarray(te.targets)),
+                        list(tr.classes), name)
+
+
+# --- image folders ---------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    return Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "workbench"))
+
+
+def _list_split(root: Path, split: str) -> tuple[list[Path], list[str], list[str]]:
+    folder = root / split
+    if not folder.is_dir():
+        raise WorkbenchError(f"imagefolder:{root}: missing {split}/ (expected {split}/CLASS/IMAGE files)")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files, labels = [], []
+    for c in classes:
+        for f in sorted((folder / c).iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(f)
+                labels.append(c)
+    if not files:
+        raise WorkbenchError(f"imagefolder:{root}: no images under {split}/CLASS/ (suffixes {', '.join(IMAGE_SUFFIXES)})")
+    return files, labels, classes
+
+
+def decode_image(path: Path, size: int) -> np.ndarray:
+    """Shorter side to `size`, centre square crop, RGB uint8: the cache keeps what any crop could use."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            scale = size / min(w, h)
+            im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+            w, h = im.size
+            left, top = (w - size) // 2, (h - size) // 2
+            return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise WorkbenchError(f"unreadable image {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+def _fingerprint(root: Path, files: list[Path], size: int) -> str:
+    h = hashlib.sha256(f"{root.resolve()}|{size}".encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _decode_split(files: list[Path], size: int) -> np.ndarray:
+    # PIL releases the GIL while decoding, so threads use every core without worker processes.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        return np.stack(list(pool.map(lambda f: decode_image(f, size), files)))
+
+
+def load_imagefolder(spec: str, size: int) -> Dataset:
+    root = Path(spec).expanduser()
+    if not root.is_dir():
+        raise WorkbenchError(f"imagefolder:{spec}: no such folder")
+    tr_files, tr_labels, classes = _list_split(root, "train")
+    va_files, va_labels, va_classes = _list_split(root, "val")
+    unknown = sorted(set(va_classes) - set(classes))
+    if unknown:
+        raise WorkbenchError(f"imagefolder:{spec}: val/ has classes missing from train/: {', '.join(unknown[:5])}")
+    index = {c: i for i, c in enumerate(classes)}
+    cache = cache_dir() / "imagefolder" / f"{root.name}-{size}px-{_fingerprint(root, tr_files + va_files, size)}.npz"
+    if cache.is_file():
+        try:
+            with np.load(cache) as z:
+                return make_dataset(f"imagefolder:{spec}", (z["train_x"], z["train_y"]), (z["test_x"], z["test_y"]),
+                                    classes, f"imagefolder:{spec}")
+        except (OSError, ValueError, KeyError, EOFError):
+            pass  # a damaged cache is rebuilt below
+    train = (_decode_split(tr_files, size), np.array([index[c] for c in tr_labels], dtype=np.int64))
+    test = (_decode_split(va_files, size), np.array([index[c] for c in va_labels], dtype=np.int64))
+    ds = make_dataset(f"imagefolder:{spec}", train, test, classes, f"imagefolder:{spec}")
+    _write_cache(cache, ds)
+    return ds
+
+
+def _write_cache(path: Path, ds: Dataset) -> None:
+    """Write to a temporary file and rename, so a killed run never leaves a half cache that later loads."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, train_x=ds.train_x, train_y=ds.train_y, test_x=ds.test_x, test_y=ds.test_y)
+        os.replace(tmp, path)
+    except OSError:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)  # an unwritable cache only costs the decode next time
+
+
+# --- entry point -----------------------------------------------------------------------------------
+def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | None = None, resolution: int = 32) -> Dataset:
+    """Resolve a dataset name; `resolution` is the cache size for image folders (the largest training size)."""
+    text = str(name).strip()
+    kind, sep, arg = text.partition(":")
+    kind = kind.lower()
+    if kind == "digits" and not sep:
+        return load_digits()
+    if kind in ("cifar10", "cifar100") and not sep:
+        return load_cifar(kind, data_dir)
+    if kind == "npz" and arg:
+        return load_npz(arg)
+    if kind == "imagefolder" and arg:
+        return load_imagefolder(arg, resolution)
+    raise WorkbenchError(f"unknown dataset {name!r}: accepted forms are {DATASET_FORMS}")
