@@ -1,0 +1,132 @@
+"""Who runs which trial: one row per (study, item) in a small table beside Optuna's, claimed atomically.
+
+Optuna has no "create this trial unless someone already has" operation, so two processes planning the same
+study would both start the same variant and seed. Here a claim is an INSERT on a primary key (exactly one
+writer wins on SQLite and PostgreSQL alike) or a compare-and-swap UPDATE that takes over the row of an owner
+that is dead (same host, its process is gone) or silent (no heartbeat for `stale_after_s`). A row is never
+deleted: `done` and `failed` stay, so a process that planned from an old snapshot cannot claim a finished
+item again.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+METADATA = sa.MetaData()
+CLAIMS = sa.Table(
+    "workbench_claims", METADATA,
+    sa.Column("study", sa.String(512), primary_key=True),
+    sa.Column("item", sa.String(128), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),  # running | done | failed
+    sa.Column("owner", sa.String(256), nullable=False),
+    sa.Column("trial_id", sa.Integer, nullable=True),  # the Optuna trial recording this attempt
+    sa.Column("heartbeat", sa.Float, nullable=False),
+)
+
+
+def _process_start(pid: int) -> str:
+    """The kernel's start time of `pid` (field 22 of /proc/PID/stat), so a reused pid is not mistaken."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def this_owner() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}|{pid}|{_process_start(pid)}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True only when we can tell for sure: the owner ran on this host and that process is gone."""
+    host, _, rest = owner.partition("|")
+    pid_text, _, started = rest.partition("|")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return started != "?" and _process_start(pid) != started
+
+
+@dataclass(frozen=True)
+class Claim:
+    item: str
+    state: str
+    owner: str
+    trial_id: int | None
+    heartbeat: float
+
+
+class Claims:
+    def __init__(self, engine: sa.Engine, study: str, stale_after_s: float = 120.0):
+        self.engine = engine
+        self.study = study
+        self.stale_after_s = stale_after_s
+        self.owner = this_owner()
+        METADATA.create_all(engine, checkfirst=True)
+
+    def all(self) -> dict[str, Claim]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(CLAIMS).where(CLAIMS.c.study == self.study)).all()
+        return {r.item: Claim(r.item, r.state, r.owner, r.trial_id, r.heartbeat) for r in rows}
+
+    def is_abandoned(self, claim: Claim) -> bool:
+        return claim.state == "running" and (owner_is_dead(claim.owner)
+                                             or time.time() - claim.heartbeat > self.stale_after_s)
+
+    def try_claim(self, item: str, retry_failed: bool = False) -> tuple[bool, Claim | None]:
+        """(claimed, the row we took over or None). Exactly one concurrent caller gets True."""
+        now = time.time()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(CLAIMS).values(study=self.study, item=item, state="running",
+                                                      owner=self.owner, trial_id=None, heartbeat=now))
+            return True, None
+        except sa.exc.IntegrityError:
+            pass
+        with self.engine.connect() as conn:
+            r = conn.execute(sa.select(CLAIMS).where(CLAIMS.c.study == self.study, CLAIMS.c.item == item)).one()
+        old = Claim(r.item, r.state, r.owner, r.trial_id, r.heartbeat)
+        takeable = self.is_abandoned(old) or (retry_failed and old.state == "failed")
+        if not takeable:
+            return False, old
+        with self.engine.begin() as conn:
+            # Compare-and-swap on everything we read: if anyone changed the row since, we lose.
+            n = conn.execute(sa.update(CLAIMS).where(
+                CLAIMS.c.study == self.study, CLAIMS.c.item == item, CLAIMS.c.state == old.state,
+                CLAIMS.c.owner == old.owner, CLAIMS.c.heartbeat == old.heartbeat,
+            ).values(state="running", owner=self.owner, trial_id=None, heartbeat=now)).rowcount
+        return n == 1, old
+
+    def attach_trial(self, item: str, trial_id: int) -> None:
+        self._update(item, trial_id=trial_id, heartbeat=time.time())
+
+    def finish(self, item: str, state: str) -> None:
+        self._update(item, state=state, heartbeat=time.time())
+
+    def beat(self, items: list[str]) -> None:
+        if items:
+            with self.engine.begin() as conn:
+                conn.execute(sa.update(CLAIMS).where(
+                    CLAIMS.c.study == self.study, CLAIMS.c.item.in_(items), CLAIMS.c.owner == self.owner,
+                    CLAIMS.c.state == "running").values(heartbeat=time.time()))
+
+    def _update(self, item: str, **values) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(CLAIMS).where(CLAIMS.c.study == self.study, CLAIMS.c.item == item,
+                                                 CLAIMS.c.owner == self.owner).values(**values))
+
+    def release(self, item: str) -> None:
+        """Give a running claim back: a zero heartbeat makes it abandoned, so anyone may take it over."""
+        self._update(item, heartbeat=0.0)

@@ -1,0 +1,311 @@
+"""Study files: YAML that names a base preset, the variants (or a grid), data, schedule, seeds and more.
+
+`load_study(name_or_path)` finds the file, checks every key and value, and returns a `Study` whose variants
+are fully built `ModelSpec`s, so a bad override fails here, before any store or Ray is touched. Every error
+names the file, the key, and what is accepted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from workbench.errors import WorkbenchError
+from workbench.spec import ModelSpec
+
+OBJECTIVE_METRICS = ("top1", "top5", "params", "macs_paper", "macs_fvcore", "macs_ptflops", "latency_ms",
+                     "throughput_img_s")
+TOP_KEYS = ("name", "description", "base", "baseline", "variants", "grid", "dataset", "schedule",
+            "schedule_overrides", "seeds", "objectives", "resources", "count_resolution", "counters", "latency")
+VARIANT_KEYS = ("name", "label", "preset", "overrides", "published")
+LATENCY_KEYS = ("device", "batch", "warmup", "iters", "resolution")
+RESOURCE_KEYS = ("cpus", "gpus")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    label: str
+    spec: ModelSpec  # the architecture the trial builds and counts (preset + overrides)
+    preset: str
+    overrides: dict[str, str]
+    published: dict[str, Any] | None  # the paper's row for this variant: top1, params_m, flops_m, source, ...
+
+
+@dataclass(frozen=True)
+class LatencyPlan:
+    device: str = "cpu"
+    batch: int = 8
+    warmup: int = 2
+    iters: int = 10
+    resolution: int = 256
+
+
+@dataclass
+class Study:
+    name: str
+    path: Path
+    description: str
+    variants: list[Variant]
+    baseline: str
+    dataset: str
+    schedule: str
+    schedule_overrides: dict[str, str]
+    seeds: list[int]
+    objectives: list[tuple[str, str]]  # (metric, "max" | "min")
+    cpus: float
+    gpus: float
+    count_resolution: int
+    counters: tuple[str, ...]
+    latency: LatencyPlan | None
+    text: str = field(repr=False, default="")  # the file as read, kept in the store with the results
+
+    def variant(self, name: str) -> Variant:
+        return next(v for v in self.variants if v.name == name)
+
+
+class _Checker:
+    """Raises errors that all start with the file name, so the user knows which file to open."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, key: str, problem: str) -> WorkbenchError:
+        return WorkbenchError(f"study file {str(self.path)!r}: {key}: {problem}")
+
+    def keys(self, where: str, data: Any, accepted: tuple[str, ...]) -> Mapping:
+        if not isinstance(data, Mapping):
+            raise self.fail(where, f"expected a mapping with keys {', '.join(accepted)}, got {_kind(data)}")
+        for key in data:
+            if key not in accepted:
+                near = difflib.get_close_matches(str(key), accepted, n=1, cutoff=0.6)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                raise self.fail(f"{where}.{key}" if where != "top level" else str(key),
+                                f"unknown key; {hint}accepted keys: {', '.join(accepted)}")
+        return data
+
+    def string(self, key: str, value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, f"expected a non-empty string, got {_kind(value)}")
+        return value.strip()
+
+    def integer(self, key: str, value: Any, minimum: int = 1) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(key, f"expected an integer >= {minimum}, got {value!r}")
+        return value
+
+    def number(self, key: str, value: Any, minimum: float = 0.0) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+            raise self.fail(key, f"expected a number >= {minimum}, got {value!r}")
+        return float(value)
+
+    def assignments(self, key: str, value: Any) -> dict[str, str]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.fail(key, f"expected a mapping of KEY: VALUE, got {_kind(value)}")
+        out = {}
+        for k, v in value.items():
+            if isinstance(v, (Mapping, list)) or v is None:
+                raise self.fail(f"{key}.{k}", f"expected a scalar value, got {_kind(v)}")
+            out[str(k)] = _scalar_text(v)
+        return out
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:80]
+
+
+def _scalar_text(value: Any) -> str:
+    """YAML `true` and `1x1` both become the strings the override parser accepts."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# --- finding a study file ---------------------------------------------------------------------------
+def study_dirs() -> list[Path]:
+    """Where study names are looked up: ./studies, the repository's studies/, the copies in the package."""
+    here = Path(__file__).resolve()
+    dirs = [Path.cwd() / "studies", here.parents[2] / "studies", here.parent / "shipped"]
+    unique: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
+            unique.append(d)
+    return unique
+
+
+def shipped_names() -> list[str]:
+    return sorted({p.stem for d in study_dirs() for p in d.glob("*.yaml")})
+
+
+def find_study_file(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or "/" in name_or_path or p.is_file():
+        if not p.is_file():
+            raise WorkbenchError(f"study file {name_or_path!r} does not exist")
+        return p
+    for d in study_dirs():
+        for suffix in (".yaml", ".yml"):
+            if (d / f"{name_or_path}{suffix}").is_file():
+                return d / f"{name_or_path}{suffix}"
+    names = shipped_names()
+    near = difflib.get_close_matches(name_or_path, names, n=1, cutoff=0.5)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    raise WorkbenchError(f"unknown study {name_or_path!r}: {hint}accepted: {', '.join(names) or 'none found'}, "
+                         "or a path to a .yaml file")
+
+
+# --- loading ----------------------------------------------------------------------------------------
+def load_study(name_or_path: str) -> Study:
+    path = find_study_file(name_or_path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WorkbenchError(f"study file {str(path)!r} is not valid YAML: {first}") from None
+    return parse_study(data, path, text)
+
+
+def parse_study(data: Any, path: Path, text: str = "") -> Study:
+    from workbench.counting import COUNTERS
+    from workbench.model import check_resolution
+
+    c = _Checker(path)
+    data = c.keys("top level", data, TOP_KEYS)
+    for required in ("name", "base", "dataset", "schedule"):
+        if required not in data:
+            raise c.fail(required, "is required")
+    name = c.string("name", data["name"])
+    if not NAME_RE.match(name):
+        raise c.fail("name", f"{name!r}: use letters, digits, '-', '_', '.' (at most 64 characters)")
+    base = c.string("base", data["base"])
+    if ("variants" in data) == ("grid" in data):
+        raise c.fail("variants", "give exactly one of 'variants' (a list of named overrides) or 'grid'")
+    variants = (_variants(c, base, data["variants"]) if "variants" in data else _grid(c, base, data["grid"]))
+    names = [v.name for v in variants]
+    baseline = c.string("baseline", data.get("baseline", names[0]))
+    if baseline not in names:
+        raise c.fail("baseline", f"{baseline!r} is not a variant; accepted: {', '.join(names)}")
+
+    seeds_raw = data.get("seeds", 1)
+    if isinstance(seeds_raw, list):
+        if not seeds_raw:
+            raise c.fail("seeds", "expected a count >= 1 or a non-empty list of integers")
+        seeds = [c.integer(f"seeds[{i}]", s, minimum=0) for i, s in enumerate(seeds_raw)]
+        if len(set(seeds)) != len(seeds):
+            raise c.fail("seeds", f"{seeds}: each seed may appear once")
+    else:
+        seeds = list(range(c.integer("seeds", seeds_raw)))
+
+    objectives = _objectives(c, data.get("objectives", ["top1:max"]))
+    res = c.keys("resources", data.get("resources", {}) or {}, RESOURCE_KEYS)
+    cpus = c.number("resources.cpus", res.get("cpus", 1), minimum=0.01)
+    gpus = c.number("resources.gpus", res.get("gpus", 0))
+    count_resolution = c.integer("count_resolution", data.get("count_resolution", 256))
+    for v in variants:
+        try:
+            check_resolution(v.spec, count_resolution)
+        except WorkbenchError as e:
+            raise c.fail("count_resolution", f"variant {v.name}: {e}") from None
+    counters_raw = data.get("counters", list(COUNTERS))
+    if not isinstance(counters_raw, list) or not counters_raw or any(x not in COUNTERS for x in counters_raw):
+        raise c.fail("counters", f"{counters_raw!r}: expected a non-empty list of {' | '.join(COUNTERS)}")
+    return Study(name=name, path=path, description=str(data.get("description", "") or "").strip(),
+                 variants=variants, baseline=baseline, dataset=c.string("dataset", data["dataset"]),
+                 schedule=c.string("schedule", data["schedule"]),
+                 schedule_overrides=c.assignments("schedule_overrides", data.get("schedule_overrides")),
+                 seeds=seeds, objectives=objectives, cpus=cpus, gpus=gpus, count_resolution=count_resolution,
+                 counters=tuple(counters_raw), latency=_latency(c, data.get("latency", False)), text=text)
+
+
+def _build(c: _Checker, key: str, preset: str, overrides: dict[str, str]) -> ModelSpec:
+    from workbench.model import resolve_spec
+
+    try:
+        return resolve_spec(preset, overrides)
+    except WorkbenchError as e:
+        raise c.fail(key, str(e)) from None
+
+
+def _variants(c: _Checker, base: str, raw: Any) -> list[Variant]:
+    from workbench.study.published import lookup_published
+
+    if not isinstance(raw, list) or not raw:
+        raise c.fail("variants", f"expected a non-empty list of variants, got {_kind(raw)}")
+    out: list[Variant] = []
+    for i, item in enumerate(raw):
+        where = f"variants[{i}]"
+        item = c.keys(where, item, VARIANT_KEYS)
+        if "name" not in item:
+            raise c.fail(f"{where}.name", "is required")
+        name = c.string(f"{where}.name", _scalar_text(item["name"]))
+        if not NAME_RE.match(name):
+            raise c.fail(f"{where}.name", f"{name!r}: use letters, digits, '-', '_', '.'")
+        if name in [v.name for v in out]:
+            raise c.fail(f"{where}.name", f"{name!r} is used twice; variant names must be unique")
+        preset = c.string(f"{where}.preset", item.get("preset", base))
+        overrides = c.assignments(f"{where}.overrides", item.get("overrides"))
+        spec = _build(c, f"{where}.overrides" if overrides else f"{where}.preset", preset, overrides)
+        published = None
+        if item.get("published") is not None:
+            try:
+                published = lookup_published(item["published"])
+            except WorkbenchError as e:
+                raise c.fail(f"{where}.published", str(e)) from None
+        out.append(Variant(name, str(item.get("label", "") or name), spec, preset, overrides, published))
+    return out
+
+
+def _grid(c: _Checker, base: str, raw: Any) -> list[Variant]:
+    """Every combination of the listed values; variant names spell out the assignment."""
+    if not isinstance(raw, Mapping) or not raw:
+        raise c.fail("grid", f"expected a non-empty mapping of KEY: [values], got {_kind(raw)}")
+    keys = list(raw)
+    for k in keys:
+        if not isinstance(raw[k], list) or not raw[k]:
+            raise c.fail(f"grid.{k}", f"expected a non-empty list of values, got {_kind(raw[k])}")
+    out = []
+    for combo in itertools.product(*(raw[k] for k in keys)):
+        overrides = {str(k): _scalar_text(v) for k, v in zip(keys, combo)}
+        name = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in overrides.items())
+        spec = _build(c, "grid", base, overrides)
+        out.append(Variant(name, name, spec, base, overrides, None))
+    return out
+
+
+def _objectives(c: _Checker, raw: Any) -> list[tuple[str, str]]:
+    if not isinstance(raw, list) or not raw:
+        raise c.fail("objectives", f"expected a non-empty list like [top1:max], got {_kind(raw)}")
+    out = []
+    for i, item in enumerate(raw):
+        metric, _, direction = str(item).partition(":")
+        if metric not in OBJECTIVE_METRICS or direction not in ("max", "min"):
+            raise c.fail(f"objectives[{i}]", f"{item!r}: expected METRIC:max|min with METRIC one of "
+                                              f"{', '.join(OBJECTIVE_METRICS)}")
+        out.append((metric, direction))
+    if len({m for m, _ in out}) != len(out):
+        raise c.fail("objectives", "each metric may appear once")
+    return out
+
+
+def _latency(c: _Checker, raw: Any) -> LatencyPlan | None:
+    if raw is False or raw is None:
+        return None
+    if raw is True:
+        return LatencyPlan()
+    raw = c.keys("latency", raw, LATENCY_KEYS)
+    d = LatencyPlan()
+    return LatencyPlan(device=c.string("latency.device", raw.get("device", d.device)),
+                       batch=c.integer("latency.batch", raw.get("batch", d.batch)),
+                       warmup=c.integer("latency.warmup", raw.get("warmup", d.warmup), minimum=0),
+                       iters=c.integer("latency.iters", raw.get("iters", d.iters)),
+                       resolution=c.integer("latency.resolution", raw.get("resolution", d.resolution)))

@@ -1,0 +1,60 @@
+"""A work item is one (variant, seed) of a study under one run configuration (dataset + schedule).
+
+Its key is a hash of everything that changes what a training would produce, so an edited variant or a
+different dataset/schedule is new work, while the same command again finds its finished items.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from workbench.study.files import Study, Variant
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dataset: str
+    schedule: str
+    schedule_overrides: dict
+
+    @property
+    def label(self) -> str:
+        extra = ",".join(f"{k}={v}" for k, v in sorted(self.schedule_overrides.items()))
+        return f"{self.dataset} / {self.schedule}" + (f" ({extra})" if extra else "")
+
+    def to_dict(self) -> dict:
+        return {"dataset": self.dataset, "schedule": self.schedule, "schedule_overrides": self.schedule_overrides}
+
+
+@dataclass(frozen=True)
+class Item:
+    study: str
+    variant: Variant
+    seed: int
+    config: RunConfig
+    key: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant.name}/seed{self.seed}"
+
+
+def _digest(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def config_id(config: RunConfig) -> str:
+    return _digest(config.to_dict())[:10]
+
+
+def plan_items(study: Study, config: RunConfig) -> list[Item]:
+    items = []
+    for v in study.variants:
+        for seed in study.seeds:
+            payload = {"architecture": v.spec.architecture(), **config.to_dict(), "seed": seed,
+                       "count_resolution": study.count_resolution, "counters": list(study.counters),
+                       "latency": vars(study.latency) if study.latency else None}
+            items.append(Item(study.name, v, seed, config, f"{v.name}:{seed}:{_digest(payload)}"))
+    return items

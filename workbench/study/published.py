@@ -1,0 +1,72 @@
+"""The paper's published rows, looked up from the CSVs shipped in `workbench/reference/`.
+
+A study file points at a row (`{table: T6, row: 1}` or `{table: T2, model: MobileViTv3-XS, batch_size: 384}`)
+instead of copying numbers, so the figures a study compares with have one source. A row may also be given
+inline (`{top1: 73.7, source: "my baseline"}`) for studies outside the paper.
+"""
+
+from __future__ import annotations
+
+import csv
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Mapping
+
+from workbench.errors import WorkbenchError
+
+NUMBERS = ("top1", "params_m", "flops_m", "latency_ms", "throughput_img_s", "delta_vs_baseline")
+INLINE_KEYS = ("source",) + NUMBERS
+
+
+@lru_cache(maxsize=None)
+def _rows(filename: str) -> tuple[dict[str, str], ...]:
+    text = resources.files("workbench.reference").joinpath(filename).read_text(encoding="utf-8")
+    return tuple(csv.DictReader(text.splitlines()))
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def lookup_published(selector: Any) -> dict[str, Any]:
+    """The published figures for one selector; exactly one row must match."""
+    if not isinstance(selector, Mapping) or not selector:
+        raise WorkbenchError("expected a mapping like {table: T6, row: 1} or {top1: 73.7, source: ...}")
+    sel = {str(k): str(v) for k, v in selector.items()}
+    if "table" not in sel:
+        unknown = sorted(set(sel) - set(INLINE_KEYS))
+        if unknown or "top1" not in sel:
+            raise WorkbenchError(f"without 'table' give inline figures: top1 (required) and any of "
+                                 f"{', '.join(INLINE_KEYS)}; got {', '.join(sel)}")
+        out: dict[str, Any] = {"source": sel.get("source", "inline")}
+        for k in NUMBERS:
+            if k in sel:
+                value = _number(sel[k])
+                if value is None:
+                    raise WorkbenchError(f"{k}={sel[k]!r}: expected a number")
+                out[k] = value
+        return out
+    table = sel.pop("table")
+    filename, rows = ("table6_ablation.csv", _rows("table6_ablation.csv")) if table == "T6" else \
+        ("published.csv", tuple(r for r in _rows("published.csv") if r["table"] == table))
+    if not rows:
+        tables = sorted({r["table"] for r in _rows("published.csv")} | {"T6"})
+        raise WorkbenchError(f"table {table!r}: accepted tables are {', '.join(tables)}")
+    columns = list(rows[0])
+    for k in sel:
+        if k not in columns:
+            raise WorkbenchError(f"{k!r} is not a column of {filename} ({table}); accepted: {', '.join(columns)}")
+    matches = [r for r in rows if all(r[k] == v for k, v in sel.items())]
+    described = ", ".join(f"{k}={v}" for k, v in sel.items())
+    if len(matches) != 1:
+        raise WorkbenchError(f"{table} {described}: {len(matches)} rows of {filename} match, expected exactly 1")
+    row = matches[0]
+    out = {"source": f"{table} {described}", "model": row.get("model", "")}
+    for k in NUMBERS:
+        value = _number(row.get(k))
+        if value is not None:
+            out[k] = value
+    return out

@@ -1,0 +1,231 @@
+"""From the store to the paper's table: one row per variant with counts, top-1 over seeds and paired deltas.
+
+Works from the store alone (the study's layout is kept as a study attribute), so `workbench results`
+reprints without the study file and without training.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.errors import WorkbenchError
+from workbench.study.stats import Estimate, estimate, paired_delta
+from workbench.study.store import Store, TrialRecord
+
+# Table 6's columns: a mark when a variant's block has the value (the paper's names for the changes).
+MARKS = {
+    "fusion_conv": {"3x3": "conv-3x3", "1x1": "conv-1x1", "none": "no-fusion"},
+    "fusion_input": {"input": "Input-Concat", "local": "Local-Concat"},
+    "input_add": {True: "Input-Add"},
+    "local_conv": {"depthwise": "DWConv"},
+    "attention": {"linear": "Linear-attn"},
+}
+
+
+@dataclass
+class StudyTable:
+    study: str
+    config: dict  # dataset, schedule, schedule_overrides, id
+    baseline: str
+    rows: list[dict]
+    failed: list[dict]  # variant, seed, error of the last failed attempt of items never completed
+
+
+def _configs(records: list[TrialRecord]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for r in records:
+        a = r.attrs
+        if "config_id" in a:
+            out[a["config_id"]] = {"dataset": a.get("dataset"), "schedule": a.get("schedule"),
+                                   "schedule_overrides": a.get("schedule_overrides") or {}, "id": a["config_id"]}
+    return out
+
+
+def build_table(store: Store, study_name: str, dataset: str | None = None, schedule: str | None = None) -> StudyTable:
+    study = store.load_study(study_name)
+    layout = study.user_attrs
+    records = store.records(study_name)
+    configs = _configs(records)
+    wanted = [c for c in configs.values() if (dataset is None or c["dataset"] == dataset)
+              and (schedule is None or c["schedule"] == schedule)]
+    if dataset is None and schedule is None and layout.get("last_config", {}).get("id") in configs:
+        wanted = [configs[layout["last_config"]["id"]]]
+    if not wanted:
+        have = "; ".join(f"{c['dataset']} / {c['schedule']}" for c in configs.values()) or "no trials yet"
+        raise WorkbenchError(f"study {study_name!r} has no trials for dataset={dataset or 'any'} "
+                             f"schedule={schedule or 'any'}; it has: {have}")
+    if len(wanted) > 1:
+        have = "; ".join(f"{c['dataset']} / {c['schedule']}" for c in wanted)
+        raise WorkbenchError(f"study {study_name!r} has several runs ({have}); choose with --dataset and --schedule")
+    config = wanted[0]
+    mine = [r for r in records if r.attrs.get("config_id") == config["id"]]
+    order = [v["name"] for v in layout.get("variants", [])]
+    for r in mine:
+        if r.attrs.get("variant") not in order:
+            order.append(r.attrs["variant"])
+    baseline = layout.get("baseline") or (order[0] if order else "")
+    top1_by: dict[str, dict[int, float]] = {}
+    rows = []
+    failed = []
+    for name in order:
+        trials = [r for r in mine if r.attrs.get("variant") == name]
+        if not trials:
+            continue
+        done = [r for r in trials if r.state == "COMPLETE"]
+        top1_by[name] = {int(r.attrs["seed"]): float(r.attrs["train"]["top1"]) for r in done}
+        done_seeds = set(top1_by[name])
+        for r in sorted(trials, key=lambda r: r.number):
+            if r.state == "FAIL" and int(r.attrs["seed"]) not in done_seeds and r.attrs.get("failure") != "interrupted":
+                failed.append({"variant": name, "seed": r.attrs["seed"], "trial": r.number, "error": r.attrs.get("error")})
+        first = (done or trials)[0].attrs
+        counts = first.get("counts", {})
+        est = estimate(list(top1_by[name].values()))
+        lat = [r.attrs["latency"] for r in done if r.attrs.get("latency")]
+        published = first.get("published") or {}
+        rows.append({
+            "variant": name, "label": first.get("label", name), "preset": first.get("preset"),
+            "overrides": first.get("overrides", {}), "block": first.get("block", {}),
+            "params": counts.get("params"), "macs": counts.get("macs", {}),
+            "count_resolution": counts.get("resolution"),
+            "top1_mean": est.mean if est else None, "top1_ci": _interval(est), "top1_by_seed": top1_by[name],
+            "n_seeds": len(done), "n_failed": sum(r.state == "FAIL" and r.attrs.get("failure") != "interrupted"
+                                                  for r in trials),
+            "n_running": sum(r.state == "RUNNING" for r in trials),
+            "latency_ms": _mean([x["latency_ms"] for x in lat]),
+            "throughput_img_s": _mean([x["throughput_img_s"] for x in lat]),
+            "published_top1": published.get("top1"), "published_source": published.get("source"),
+            "published_params_m": published.get("params_m"), "published_flops_m": published.get("flops_m"),
+            "published_latency_ms": published.get("latency_ms"),
+            "published_throughput_img_s": published.get("throughput_img_s"),
+        })
+    base_pub = next((r["published_top1"] for r in rows if r["variant"] == baseline), None)
+    for row in rows:
+        d = paired_delta(top1_by.get(row["variant"], {}), top1_by.get(baseline, {}))
+        is_base = row["variant"] == baseline
+        row["delta_mean"] = None if is_base or d is None else d.mean
+        row["delta_ci"] = None if is_base else _interval(d)
+        row["n_pairs"] = 0 if d is None else d.n
+        row["within_noise"] = None if is_base or d is None or d.excludes_zero() is None else not d.excludes_zero()
+        pub = row["published_top1"]
+        row["published_delta"] = None if is_base or pub is None or base_pub is None else round(pub - base_pub, 2)
+    return StudyTable(study_name, config, baseline, rows, failed)
+
+
+def _interval(est: Estimate | None) -> list[float] | None:
+    return None if est is None or est.half_width is None else [est.low, est.high]
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+# --- rendering ----------------------------------------------------------------------------------------
+def _mark_columns(rows: list[dict]) -> list[tuple[str, str, object]]:
+    cols = []
+    for key, names in MARKS.items():
+        seen = {r["block"].get(key) for r in rows}
+        if len(seen) > 1:
+            for value, title in names.items():
+                if value in seen:
+                    cols.append((title, key, value))
+    return cols
+
+
+def _pm(est_mean: float | None, ci: list[float] | None, signed: bool = False) -> str:
+    if est_mean is None:
+        return "-"
+    text = f"{est_mean:+.2f}" if signed else f"{est_mean:.2f}"
+    return text + (f" ± {(ci[1] - ci[0]) / 2:.2f}" if ci else "")
+
+
+def table_cells(t: StudyTable, mark: str = "x") -> tuple[list[str], list[list[str]]]:
+    from workbench.table import fmt_int, fmt_m
+
+    marks = _mark_columns(t.rows)
+    has_latency = any(r["latency_ms"] is not None for r in t.rows)
+    headers = (["variant", "model"] + [m[0] for m in marks]
+               + ["params", "paper MACs (M)", "fvcore MACs (M)", "top-1 % (95% CI)", f"Δ vs {t.baseline} (paired 95% CI)",
+                  "noise?", "seeds", "paper top-1 (Δ)"])
+    if has_latency:
+        headers += ["latency ms", "img/s", "paper ms", "paper img/s"]
+    rows = []
+    for r in t.rows:
+        noise = {None: "-", True: "within noise", False: "real"}[r["within_noise"]]
+        if r["variant"] == t.baseline:
+            noise = "baseline"
+        pub = "-" if r["published_top1"] is None else f"{r['published_top1']:.2f}" + (
+            f" ({r['published_delta']:+.1f})" if r["published_delta"] is not None else "")
+        seeds = str(r["n_seeds"]) + (f" ({r['n_failed']} failed)" if r["n_failed"] else "") + \
+            (f" ({r['n_running']} running)" if r["n_running"] else "")
+        row = ([r["variant"], r["label"]] + [mark if r["block"].get(k) == v else "" for _, k, v in marks]
+               + [fmt_int(r["params"]), fmt_m(r["macs"].get("paper")), fmt_m(r["macs"].get("fvcore")),
+                  _pm(r["top1_mean"], r["top1_ci"]), _pm(r["delta_mean"], r["delta_ci"], signed=True), noise, seeds,
+                  pub])
+        if has_latency:
+            row += [_fmt(r["latency_ms"]), _fmt(r["throughput_img_s"], 1), _fmt(r["published_latency_ms"]),
+                    _fmt(r["published_throughput_img_s"], 0)]
+        rows.append(row)
+    return headers, rows
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def title(t: StudyTable) -> str:
+    c = t.config
+    extra = ",".join(f"{k}={v}" for k, v in sorted((c.get("schedule_overrides") or {}).items()))
+    res = next((r["count_resolution"] for r in t.rows if r.get("count_resolution")), None)
+    return (f"Study {t.study} on {c['dataset']} / {c['schedule']}{f' ({extra})' if extra else ''}: top-1 mean over "
+            f"seeds with a 95% t-interval; Δ paired by seed; params and MACs of the model as specified"
+            f"{f' at {res}x{res}' if res else ''}")
+
+
+def render_console(t: StudyTable) -> str:
+    from workbench.table import render
+
+    headers, rows = table_cells(t)
+    out = render(headers, rows, title=title(t))
+    for f in t.failed:
+        out += f"\nfailed: {f['variant']} seed {f['seed']} (trial {f['trial']}): {f['error']}"
+    return out
+
+
+def render_markdown(t: StudyTable) -> str:
+    headers, rows = table_cells(t, mark="✓")
+    lines = [f"**{title(t)}**", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(t: StudyTable) -> str:
+    buf = io.StringIO()
+    cols = ["variant", "label", "preset", "overrides", "params", "macs_paper", "macs_fvcore", "macs_ptflops",
+            "top1_mean", "top1_ci_low", "top1_ci_high", "n_seeds", "n_failed", "delta_mean", "delta_ci_low",
+            "delta_ci_high", "within_noise", "published_top1", "published_delta", "latency_ms", "throughput_img_s",
+            "dataset", "schedule"]
+    w = csv.writer(buf)
+    w.writerow(cols)
+    for r in t.rows:
+        ci, dci = r["top1_ci"] or [None, None], r["delta_ci"] or [None, None]
+        w.writerow([r["variant"], r["label"], r["preset"], ";".join(f"{k}={v}" for k, v in r["overrides"].items()),
+                    r["params"], r["macs"].get("paper"), r["macs"].get("fvcore"), r["macs"].get("ptflops"),
+                    r["top1_mean"], ci[0], ci[1], r["n_seeds"], r["n_failed"], r["delta_mean"], dci[0], dci[1],
+                    r["within_noise"], r["published_top1"], r["published_delta"], r["latency_ms"],
+                    r["throughput_img_s"], t.config["dataset"], t.config["schedule"]])
+    return buf.getvalue()
+
+
+def write_outputs(t: StudyTable, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{t.study}.csv", out_dir / f"{t.study}.md"]
+    paths[0].write_text(render_csv(t), encoding="utf-8")
+    paths[1].write_text(render_markdown(t), encoding="utf-8")
+    return paths
+
+
+def to_json(t: StudyTable) -> dict:
+    return {"study": t.study, "config": t.config, "baseline": t.baseline, "variants": t.rows, "failed": t.failed}

@@ -1,0 +1,189 @@
+"""The durable record: an Optuna RDB storage (a SQLite file by default, any SQLAlchemy URL otherwise).
+
+Every attempt at a work item is one Optuna trial whose user attributes hold the whole story: study, variant,
+seed, run configuration, spec, counts, metrics, history, hardware, versions, git revision, and the error of
+a failed attempt. Readers (`results`, the dashboard) need nothing but this storage.
+
+SQLite and several writers: the file is switched to WAL (readers never block the writer) and every
+connection waits up to `SQLITE_TIMEOUT_S` for a lock instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import WorkbenchError
+
+SQLITE_TIMEOUT_S = 120
+DEFAULT_DB = "studies.db"
+
+
+def workspace_dir() -> Path:
+    """Where studies keep their store and run folders: $WORKBENCH_WORKSPACE or ./workspace."""
+    return Path(os.environ.get("WORKBENCH_WORKSPACE", "workspace"))
+
+
+def default_storage_url() -> str:
+    return f"sqlite:///{(workspace_dir() / DEFAULT_DB).resolve()}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def check_storage_url(url: str) -> None:
+    """Reject an unusable URL before anything is written: bad scheme, missing driver, bad SQLite folder."""
+    import sqlalchemy as sa
+
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise WorkbenchError(f"--storage {url!r}: not a SQLAlchemy URL, e.g. sqlite:///studies.db or "
+                             "postgresql://user:pass@host/db") from None
+    path = sqlite_path(url)
+    if parsed.get_backend_name() == "sqlite" and path is not None and not path.parent.is_dir() \
+            and path.parent != workspace_dir().resolve():
+        raise WorkbenchError(f"--storage {url!r}: folder {str(path.parent)!r} does not exist")
+
+
+@dataclass
+class TrialRecord:
+    """One Optuna trial as the study tools read it."""
+
+    number: int
+    state: str  # COMPLETE | FAIL | RUNNING | PRUNED | WAITING
+    values: list[float] | None
+    attrs: dict[str, Any]
+    intermediate: dict[int, float]
+    started: float | None
+    finished: float | None
+
+
+class Store:
+    def __init__(self, url: str | None = None, *, create: bool = True):
+        import optuna
+        import sqlalchemy as sa
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.url = url or default_storage_url()
+        check_storage_url(self.url)
+        path = sqlite_path(self.url)
+        if path is not None:
+            if not create and not path.is_file():
+                raise WorkbenchError(f"no study store at {str(path)!r}; run `workbench ablate` first or pass "
+                                     "--storage")
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _enable_wal(path)
+        kwargs: dict[str, Any] = {}
+        if self.url.startswith("sqlite"):
+            kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+        self.storage = _open_rdb(self.url, kwargs, create)
+        self.engine: sa.Engine = self.storage.engine
+
+    # --- studies ------------------------------------------------------------------------------------
+    def study_names(self) -> list[str]:
+        return [s.study_name for s in self.storage.get_all_studies()]
+
+    def open_study(self, name: str, directions: list[str]):
+        """The Optuna study `name`, created with `directions` the first time; directions must then agree."""
+        import optuna
+
+        study = optuna.create_study(storage=self.storage, study_name=name, directions=directions,
+                                    load_if_exists=True)
+        have = [d.name.lower()[:3] for d in study.directions]
+        want = [d[:3] for d in directions]
+        if have != want:
+            raise WorkbenchError(f"study {name!r} in {self.url} was created with objectives directions "
+                                 f"{have}; this study file asks for {want}. Use another study name or storage")
+        return study
+
+    def load_study(self, name: str):
+        import optuna
+
+        try:
+            return optuna.load_study(study_name=name, storage=self.storage)
+        except KeyError:
+            names = self.study_names()
+            raise WorkbenchError(f"study {name!r} is not in {self.url}; it holds: "
+                                 f"{', '.join(names) or 'no studies'}") from None
+
+    # --- trials -------------------------------------------------------------------------------------
+    def start_trial(self, study_id: int, attrs: dict) -> tuple[int, int]:
+        """A RUNNING trial carrying `attrs`, created in one statement; returns (trial_id, number)."""
+        from optuna.trial import FrozenTrial, TrialState
+
+        template = FrozenTrial(number=0, state=TrialState.RUNNING, value=None, values=None,
+                               datetime_start=None, datetime_complete=None, params={}, distributions={},
+                               user_attrs=attrs, system_attrs={}, intermediate_values={}, trial_id=0)
+        trial_id = self.storage.create_new_trial(study_id, template_trial=template)
+        return trial_id, self.storage.get_trial_number_from_id(trial_id)
+
+    def report(self, trial_id: int, step: int, value: float) -> None:
+        if math.isfinite(value):
+            self.storage.set_trial_intermediate_value(trial_id, step, value)
+
+    def set_attrs(self, trial_id: int, attrs: dict) -> None:
+        for k, v in attrs.items():
+            self.storage.set_trial_user_attr(trial_id, k, v)
+
+    def finish(self, trial_id: int, state: str, attrs: dict, values: list[float] | None = None) -> bool:
+        """Write attrs, then the final state; False when the trial was already finished by someone else."""
+        from optuna.trial import TrialState
+
+        try:
+            self.set_attrs(trial_id, attrs)
+            return self.storage.set_trial_state_values(trial_id, TrialState[state], values)
+        except RuntimeError:  # Optuna: "Trial#N has already finished and can not be updated."
+            return False
+
+    def records(self, study_name: str) -> list[TrialRecord]:
+        study = self.load_study(study_name)
+        out = []
+        for t in study.get_trials(deepcopy=False):
+            out.append(TrialRecord(t.number, t.state.name, list(t.values) if t.values else None,
+                                   dict(t.user_attrs), dict(t.intermediate_values),
+                                   t.datetime_start.timestamp() if t.datetime_start else None,
+                                   t.datetime_complete.timestamp() if t.datetime_complete else None))
+        return out
+
+
+def _enable_wal(path: Path) -> None:
+    """WAL is a property of the file: set once, every later connection (Optuna's too) uses it."""
+    con = sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as e:
+        raise WorkbenchError(f"study store {str(path)!r} is not a usable SQLite file: {e}") from None
+    finally:
+        con.close()
+
+
+def _open_rdb(url: str, engine_kwargs: dict, create: bool):
+    """Optuna's RDBStorage; two processes creating the tables at once may collide, so retry briefly."""
+    import optuna
+    import sqlalchemy as sa
+
+    last: Exception | None = None
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
+        except (sa.exc.OperationalError, optuna.exceptions.StorageInternalError) as e:
+            last = e
+            if "already exists" not in str(e) and "locked" not in str(e):
+                break
+            time.sleep(0.5 + attempt)
+        except (sa.exc.DatabaseError, sa.exc.ArgumentError, ImportError, RuntimeError, ValueError) as e:
+            last = e
+            break
+    first = str(last).strip().splitlines()[0] if last and str(last).strip() else type(last).__name__
+    raise WorkbenchError(f"cannot open the study store {url!r}: {first[:300]}")
