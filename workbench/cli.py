@@ -141,6 +141,92 @@ def cmd_spec(args) -> int:
     return 0
 
 
+# --- studies: ablate / results ---------------------------------------------------------------------
+def _seeds_arg(text: str) -> list[int]:
+    """`3` -> seeds 0, 1, 2; `0,4,7` -> those seeds."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise WorkbenchError(f"--seeds {text!r}: expected a count (e.g. 3) or a comma-separated list (e.g. 0,4,7)")
+    if len(parts) == 1:
+        n = int(parts[0])
+        if n < 1:
+            raise WorkbenchError(f"--seeds {text!r}: expected a count >= 1")
+        return list(range(n))
+    seeds = [int(p) for p in parts]
+    if len(set(seeds)) != len(seeds):
+        raise WorkbenchError(f"--seeds {text!r}: each seed may appear once")
+    return seeds
+
+
+def _nonneg(flag: str, value: float | None, positive: bool = False) -> None:
+    if value is not None and (value < 0 or (positive and value == 0)):
+        raise WorkbenchError(f"{flag} {value:g}: expected a number {'> 0' if positive else '>= 0'}")
+
+
+def cmd_ablate(args) -> int:
+    from pathlib import Path
+
+    from workbench.spec import parse_assignments
+    from workbench.study.files import load_study
+    from workbench.study.items import RunConfig
+    from workbench.study.results import build_table, render_console, write_outputs
+    from workbench.study.runner import RunOptions, check_ray_address, run_study
+    from workbench.study.store import check_storage_url, workspace_dir
+
+    study = load_study(args.study)
+    if args.seeds:
+        study.seeds = _seeds_arg(args.seeds)
+    _nonneg("--gpus-per-trial", args.gpus_per_trial)
+    _nonneg("--cpus-per-trial", args.cpus_per_trial, positive=True)
+    schedule = args.schedule or study.schedule
+    # The file's schedule overrides were chosen for its own schedule; another schedule starts clean.
+    overrides = dict(study.schedule_overrides) if schedule == study.schedule else {}
+    overrides.update(parse_assignments(args.schedule_set))
+    from workbench.schedules import get_schedule
+
+    get_schedule(schedule, overrides)  # a bad schedule name or field fails now, before the store is touched
+    config = RunConfig(dataset=args.dataset or study.dataset, schedule=schedule, schedule_overrides=overrides)
+    if args.storage:
+        check_storage_url(args.storage)
+    if args.ray_address:
+        check_ray_address(args.ray_address)
+    options = RunOptions(storage=args.storage, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
+                         gpus_per_trial=args.gpus_per_trial, retry_failed=args.retry_failed,
+                         progress=not args.quiet)
+    summary, store = run_study(study, config, options)
+    table = build_table(store, study.name, config.dataset, config.schedule)
+    print(render_console(table))
+    paths = write_outputs(table, Path(args.out) if args.out else workspace_dir() / "results")
+    print(f"\n{summary.completed} trials run now, {summary.completed_before} already complete, {summary.failed} "
+          f"failed, in {summary.wall_s:.0f} s; store {store.url}; table written to "
+          f"{', '.join(str(p) for p in paths)}", file=sys.stderr)
+    return 1 if table.failed else 0
+
+
+def cmd_results(args) -> int:
+    from pathlib import Path
+
+    from workbench.study.results import build_table, render_console, to_json, write_outputs
+    from workbench.study.store import Store
+
+    name = args.study
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        from workbench.study.files import load_study
+
+        name = load_study(name).name
+    store = Store(args.storage, create=False)
+    table = build_table(store, name, args.dataset, args.schedule)
+    if args.json:
+        doc = to_json(table)
+        print(json.dumps([{**row, "study": doc["study"], "dataset": doc["config"]["dataset"],
+                           "schedule": doc["config"]["schedule"]} for row in doc["variants"]], indent=2))
+    else:
+        print(render_console(table))
+    if args.out:
+        write_outputs(table, Path(args.out))
+    return 0
+
+
 # --- the parser -------------------------------------------------------------------------------------
 def _add_counting_args(p: argparse.ArgumentParser, default_counter: str) -> None:
     p.add_argument("--counter", default=default_counter,
@@ -183,6 +269,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_spec)
+
+    p = sub.add_parser("ablate", help="run a study file (e.g. the paper's Table 6) on Ray Tune, recorded in Optuna")
+    p.add_argument("--study", required=True, help="a study name from studies/ (table6, table7, table5, table2) "
+                   "or a path to a study .yaml")
+    p.add_argument("--dataset", help="override the study's dataset: digits | npz:PATH | cifar10 | ...")
+    p.add_argument("--schedule", help="override the study's schedule (smoke | short | paper-ablation | ...)")
+    p.add_argument("--schedule-set", action="append", metavar="KEY=VALUE",
+                   help="override a schedule field, e.g. epochs=3 (repeatable)")
+    p.add_argument("--seeds", help="a count (3 = seeds 0,1,2) or a comma-separated list of seeds")
+    p.add_argument("--storage", help="SQLAlchemy URL of the store (default: sqlite:///workspace/studies.db)")
+    p.add_argument("--ray-address", help="HOST:PORT of a running Ray cluster's head, or 'auto' "
+                   "(default: start a local Ray)")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: the study file's)")
+    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions pack trials on one GPU")
+    p.add_argument("--retry-failed", action="store_true", help="also re-run items whose last attempt failed")
+    p.add_argument("--out", help="folder for the table as CSV and Markdown (default: workspace/results)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser("results", help="reprint a study's table from the store, without training")
+    p.add_argument("--study", required=True, help="the study name (or its file)")
+    p.add_argument("--storage", help="SQLAlchemy URL of the store (default: sqlite:///workspace/studies.db)")
+    p.add_argument("--dataset", help="the run to show when the study ran on several datasets")
+    p.add_argument("--schedule", help="the run to show when the study ran with several schedules")
+    p.add_argument("--json", action="store_true", help="one JSON object per variant")
+    p.add_argument("--out", help="also write the table as CSV and Markdown into this folder")
+    p.set_defaults(func=cmd_results)
     return parser
 
 
