@@ -227,6 +227,47 @@ def cmd_results(args) -> int:
     return 0
 
 
+def cmd_scale(args) -> int:
+    from pathlib import Path
+
+    from workbench.scale import bases_for, human, parse_amount, scale
+    from workbench.table import fmt_int, fmt_m, render
+
+    if args.top < 1:
+        raise WorkbenchError(f"--top {args.top}: must be a positive integer")
+    target_params = parse_amount(args.target_params, "--target-params") if args.target_params else None
+    target_macs = parse_amount(args.target_flops, "--target-flops") if args.target_flops else None
+    bases = bases_for(args.base, args.family if not args.base else None)
+    result = scale(bases, target_params, target_macs, counter=args.counter, tolerance=args.tolerance,
+                   top=args.top, budget=args.budget, seed=args.seed)
+    chosen = result.candidates[0]
+    out = Path(args.out or f"{chosen.spec.name}.yaml")
+    if out.parent and not out.parent.exists():
+        raise WorkbenchError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(chosen.spec.to_yaml())
+    tmp.replace(out)  # atomic: a reader never sees half a spec
+    if args.json:
+        print(json.dumps({"target_params": target_params, "target_macs": target_macs, "counter": args.counter,
+                          "evaluated": result.evaluated, "candidates_per_s": result.per_second,
+                          "written": str(out), "notes": result.notes,
+                          "candidates": [c.to_dict() for c in result.candidates]}, indent=2))
+        return 0
+    goal = " and ".join(x for x in (f"{human(target_params)} params" if target_params else "",
+                                    f"{human(target_macs)} {args.counter} MACs" if target_macs else "") if x)
+    rows = [[i + 1, c.spec.name, fmt_int(c.params), fmt_m(c.macs["paper"]), fmt_m(c.macs["fvcore"]),
+             " / ".join(map(str, c.channels)), c.spec.resolve().head_channels or "-", f"{c.distance:.2%}",
+             ", ".join(f"{k}={v:g}" for k, v in c.multipliers.items())] for i, c in enumerate(result.candidates)]
+    print(render(["#", "name", "params", "paper MACs (M)", "fvcore MACs (M)", "channels l1-l5", "head",
+                  "miss", "multipliers"], rows,
+                 title=f"closest to {goal}: {result.evaluated:,} candidates in {result.seconds:.2f} s "
+                       f"({result.per_second:,.0f} candidates/s, analytic counter)"))
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"wrote {out} (use it with `workbench count {out}`)")
+    return 0
+
+
 # --- the parser -------------------------------------------------------------------------------------
 def _add_counting_args(p: argparse.ArgumentParser, default_counter: str) -> None:
     p.add_argument("--counter", default=default_counter,
@@ -296,6 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per variant")
     p.add_argument("--out", help="also write the table as CSV and Markdown into this folder")
     p.set_defaults(func=cmd_results)
+    p = sub.add_parser("scale", help="widen or narrow a model to a params and/or MACs budget")
+    p.add_argument("--target-params", metavar="N", help="e.g. 2.5M (suffixes K, M, G)")
+    p.add_argument("--target-flops", metavar="N", help="MACs budget as the papers count FLOPs, e.g. 930M")
+    p.add_argument("--base", help="preset to scale (default: every preset of --family)")
+    p.add_argument("--family", default="v3", help="v1 | v2 | v3 when no --base (default: %(default)s)")
+    p.add_argument("--counter", default="paper", help="paper | fvcore: whose MACs the target means")
+    p.add_argument("--tolerance", type=float, default=0.01, help="relative miss that counts as on target")
+    p.add_argument("--top", type=int, default=5, help="candidates to print (default: %(default)s)")
+    p.add_argument("--budget", type=int, default=20000, help="candidates to score (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="where to write the best spec as YAML (default: ./NAME.yaml)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_scale)
     return parser
 
 
