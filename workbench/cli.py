@@ -141,6 +141,61 @@ def cmd_spec(args) -> int:
     return 0
 
 
+# --- train ----------------------------------------------------------------------------------------
+def _schedule_overrides(args) -> dict[str, str]:
+    """--sched k=v pairs, then the named shortcuts (--epochs, --resolution, ...) on top."""
+    from workbench.spec import parse_assignments
+
+    try:
+        out = parse_assignments(args.sched)
+    except WorkbenchError:
+        raise WorkbenchError(f"--sched {args.sched}: expected KEY=VALUE, e.g. epochs=2 or lr=1e-3") from None
+    for key in ("epochs", "resolution", "batch", "lr"):
+        value = getattr(args, key)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def format_run(result, model_name: str) -> str:
+    from workbench.table import fmt_int, render
+
+    hist = result.history
+    shown = hist if len(hist) <= 25 else [hist[round(i * (len(hist) - 1) / 19)] for i in range(20)]
+    rows = [[r["epoch"], f"{r['train_loss']:.4f}", f"{r['top1']:.2f}", f"{r['top5']:.2f}", f"{r['lr']:.2e}",
+             f"{r['img_per_s']:.0f}", f"{r['wall_s']:.1f}"] for r in shown]
+    out = [render(["epoch", "train loss", "top-1 %", "top-5 %", "lr", "img/s", "wall s"], rows,
+                  title=f"{model_name} on {result.dataset}, schedule {result.schedule}, {result.device}")] if rows else []
+    fmt = (lambda v: "-" if v is None else f"{v:.2f}")
+    out += ["", render(["model", "params", "status", "epochs", "top-1 %", "top-5 %", "best top-1 %", "img/s",
+                        "minutes", "peak MB"],
+                       [[model_name, fmt_int(result.params), result.status, result.epochs_run, fmt(result.top1),
+                         fmt(result.top5), fmt(result.best_top1), f"{result.img_per_s:.0f}",
+                         f"{result.wall_s / 60:.2f}", f"{result.peak_mem_mb:.0f}"]], title="Result (EMA weights)")]
+    if result.message:
+        out.append(f"{result.status}: {result.message}")
+    if result.out_dir:
+        out.append(f"run files in {result.out_dir}")
+    return "\n".join(out)
+
+
+def cmd_train(args) -> int:
+    from workbench.model import resolve_spec
+    from workbench.train import train_model
+
+    if args.resume and not args.out:
+        raise WorkbenchError("--resume needs --out DIR (the folder of the run to continue)")
+    spec = resolve_spec(args.model, args.set)
+    result = train_model(spec, args.dataset, args.schedule, overrides=_schedule_overrides(args), seed=args.seed,
+                         device=args.device, out_dir=args.out, resume=args.resume, data_dir=args.data_dir,
+                         progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(format_run(result, spec.name))
+    return 0 if result.status == "completed" else 1
+
+
 # --- studies: ablate / results ---------------------------------------------------------------------
 def _seeds_arg(text: str) -> list[int]:
     """`3` -> seeds 0, 1, 2; `0,4,7` -> those seeds."""
@@ -168,7 +223,7 @@ def cmd_ablate(args) -> int:
 
     from workbench.spec import parse_assignments
     from workbench.study.files import load_study
-    from workbench.study.items import RunConfig
+    from workbench.study.items import RunConfig, normalize_dataset
     from workbench.study.results import build_table, render_console, write_outputs
     from workbench.study.runner import RunOptions, check_ray_address, run_study
     from workbench.study.store import check_storage_url, workspace_dir
@@ -185,7 +240,8 @@ def cmd_ablate(args) -> int:
     from workbench.schedules import get_schedule
 
     get_schedule(schedule, overrides)  # a bad schedule name or field fails now, before the store is touched
-    config = RunConfig(dataset=args.dataset or study.dataset, schedule=schedule, schedule_overrides=overrides)
+    config = RunConfig(dataset=normalize_dataset(args.dataset or study.dataset), schedule=schedule,
+                       schedule_overrides=overrides)
     if args.storage:
         check_storage_url(args.storage)
     if args.ray_address:
@@ -310,6 +366,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_spec)
+    p = sub.add_parser("train", help="train a model on a dataset with a named schedule; EMA top-1/top-5 per epoch")
+    p.add_argument("--model", required=True, help="a preset name or a spec file (.yaml/.json)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec field (repeatable), "
+                   "e.g. stem.stride=1 for 32 px inputs at full feature-map size")
+    p.add_argument("--dataset", default="digits", help="digits (bundled, default) | npz:PATH | cifar10 | cifar100 "
+                   "(with --data-dir) | imagefolder:PATH")
+    p.add_argument("--schedule", default="smoke", help="smoke | short | paper-ablation | paper-v1 | paper-v2 "
+                   "(default: %(default)s)")
+    p.add_argument("--sched", action="append", metavar="KEY=VALUE", help="override any schedule field "
+                   "(repeatable), e.g. warmup_iters=500 or multiscale=160,192,256")
+    p.add_argument("--epochs", help="shortcut for --sched epochs=N")
+    p.add_argument("--resolution", help="shortcut for --sched resolution=R (training base and evaluation size)")
+    p.add_argument("--batch", help="shortcut for --sched batch=B")
+    p.add_argument("--lr", help="shortcut for --sched lr=X (peak learning rate)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
+    p.add_argument("--out", help="run folder: checkpoint.pt, metrics.jsonl, result.json")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", help="where cifar10/cifar100 live (downloaded there if absent)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of tables")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("ablate", help="run a study file (e.g. the paper's Table 6) on Ray Tune, recorded in Optuna")
     p.add_argument("--study", required=True, help="a study name from studies/ (table6, table7, table5, table2) "

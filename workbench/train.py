@@ -1,0 +1,383 @@
+"""The short-schedule trainer: `train_model(spec, dataset, schedule)` -> `RunResult`.
+
+One loop for every schedule: AdamW with decay on weights only, linear warm-up then cosine, label smoothing,
+optional gradient clipping, an EMA of the weights that evaluation uses, bf16 autocast on CUDA, channels_last,
+optional torch.compile. Batches are built on the device (see `workbench.batches`).
+
+With `out_dir`, each epoch ends with a checkpoint and the metrics file, each written atomically;
+`resume=True` continues from the last checkpoint and replays exactly what an uninterrupted run would have
+done (per-epoch generators for order and augmentation, saved RNG states for dropout, optimizer and EMA state).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import resource
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from workbench.batches import EpochPlan, choose_source, epoch_seed, eval_transform, plan_epoch, train_transform
+from workbench.checkpoint import (CHECKPOINT, METRICS, RESULT, RUN_FILES, load_checkpoint, rng_state,
+                                  save_checkpoint, seed_everything, set_rng_state, write_json, write_jsonl)
+from workbench.data import DEFAULT_DATASET, Dataset, load_dataset
+from workbench.ema import EMA
+from workbench.errors import WorkbenchError
+from workbench.model import MobileViT, check_resolution, count_params, resolve_spec
+from workbench.schedules import Schedule, get_schedule, lr_at
+from workbench.spec import ModelSpec
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class RunResult:
+    status: str  # "completed" | "diverged"
+    top1: float | None  # final EMA-model accuracy in percent; None when no epoch finished (diverged early)
+    top5: float | None
+    best_top1: float | None
+    epochs_run: int
+    history: list[dict] = field(default_factory=list)
+    img_per_s: float = 0.0  # training images per second of training-step time
+    wall_s: float = 0.0  # the whole run, evaluation and checkpoints included, summed over resumed segments
+    peak_mem_mb: float = 0.0  # CUDA: peak allocated; CPU: the process's peak resident set
+    device: str = "cpu"
+    versions: dict = field(default_factory=dict)
+    message: str = ""
+    params: int = 0
+    schedule: str = ""
+    dataset: str = ""
+    out_dir: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- environment -----------------------------------------------------------------------------------
+def resolve_device(device: str) -> torch.device:
+    text = str(device).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        raise WorkbenchError(f"device {device!r}: accepted values are auto | cpu | cuda | cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise WorkbenchError(f"device {device!r}: accepted values are auto | cpu | cuda | cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise WorkbenchError(f"device {device!r}: CUDA is not available on this machine (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise WorkbenchError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return dev
+
+
+def versions(device: torch.device) -> dict:
+    import torchvision
+
+    from workbench import __version__
+
+    out = {"workbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
+           "torchvision": torchvision.__version__, "numpy": np.__version__, "cuda": torch.version.cuda,
+           "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+           "threads": torch.get_num_threads()}
+    out["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return out
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast_for(device: torch.device, precision: str):
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+# --- model and optimizer ---------------------------------------------------------------------------
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay conv and linear weights; not norm scales or biases (decaying those only hurts small models)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def check_sizes(spec: ModelSpec, schedule: Schedule) -> None:
+    """Every training size and the evaluation size must be one the model can take."""
+    for size in sorted(set(schedule.train_sizes()) | {schedule.resolution}):
+        check_resolution(spec, size)
+
+
+# --- evaluation ------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, source, schedule: Schedule, device: torch.device) -> tuple[float, float]:
+    """Single-crop top-1 and top-5 (percent) on the held-out split."""
+    model.eval()
+    correct1 = torch.zeros((), dtype=torch.long, device=device)
+    correct5 = torch.zeros((), dtype=torch.long, device=device)
+    n = 0
+    for x, y in source.test(schedule.eval_batch):
+        with autocast_for(device, schedule.precision):
+            logits = model(eval_transform(x, schedule.resolution))
+        k = min(5, logits.shape[1])
+        top = logits.float().topk(k, dim=1).indices
+        hit = top == y[:, None]
+        correct1 += hit[:, 0].sum()
+        correct5 += hit.any(dim=1).sum()
+        n += len(y)
+    return 100.0 * correct1.item() / n, 100.0 * correct5.item() / n
+
+
+# --- the run folder --------------------------------------------------------------------------------
+def check_out_dir(out_dir: Path | None, resume: bool) -> Path | None:
+    """Refuse to mix two runs in one folder; touches nothing on disk."""
+    if out_dir is None:
+        return None
+    if out_dir.exists() and not out_dir.is_dir():
+        raise WorkbenchError(f"--out {out_dir}: exists and is not a folder")
+    if not resume and out_dir.is_dir():
+        present = [f for f in RUN_FILES if (out_dir / f).exists()]
+        if present:
+            raise WorkbenchError(f"--out {out_dir} already holds a run ({', '.join(present)}): pass --resume to "
+                                 "continue it, or choose another folder")
+    return out_dir
+
+
+def _config(spec: ModelSpec, schedule: Schedule, ds: Dataset, seed: int) -> dict:
+    return {"spec": spec.to_dict(), "schedule": schedule.to_dict(), "dataset": ds.name,
+            "train_images": int(len(ds.train_y)), "test_images": int(len(ds.test_y)),
+            "classes": ds.classes, "seed": seed}
+
+
+def _config_mismatch(saved: dict, current: dict) -> str | None:
+    for key in ("dataset", "seed", "train_images", "test_images", "classes"):
+        if saved.get(key) != current[key]:
+            return f"{key} was {saved.get(key)!r}, now {current[key]!r}"
+    for group in ("schedule", "spec"):
+        for k, v in current[group].items():
+            if saved[group].get(k) != v:
+                return f"{group} field {k} was {saved[group].get(k)!r}, now {v!r}"
+    return None
+
+
+# --- the loop --------------------------------------------------------------------------------------
+class Diverged(Exception):
+    pass
+
+
+class _Loop:
+    """The state one run carries from step to step; split out so each phase reads as one small method."""
+
+    def __init__(self, spec: ModelSpec, schedule: Schedule, ds: Dataset, device: torch.device, seed: int,
+                 progress: bool):
+        self.spec, self.schedule, self.ds, self.device, self.seed = spec, schedule, ds, device, seed
+        self.progress = progress
+        seed_everything(seed)
+        self.model = MobileViT(spec).to(device)
+        if schedule.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.step_model = torch.compile(self.model) if schedule.compile else self.model
+        # fused AdamW is one kernel per step on CUDA; on CPU the foreach path is the fast one.
+        fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
+        self.opt = torch.optim.AdamW(param_groups(self.model, schedule.weight_decay), lr=schedule.warmup_init_lr,
+                                     **fused)
+        self.ema = EMA(self.model, schedule.ema_momentum) if schedule.ema_momentum > 0 else None
+        self.source = choose_source(ds, device, schedule)
+        self.step = 0
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.wall_before = 0.0  # wall time of earlier segments of a resumed run
+        self.train_images = 0
+        self.train_seconds = 0.0
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema else self.model
+
+    # -- checkpoint state --
+    def state(self) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "step": self.step,
+                "model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+                "optimizer": self.opt.state_dict(), "history": self.history, "rng": rng_state(),
+                "wall_s": self.wall_before, "train_images": self.train_images,
+                "train_seconds": self.train_seconds}
+
+    def load(self, ck: dict) -> None:
+        self.model.load_state_dict(ck["model"])
+        if self.ema:
+            self.ema.load_state_dict(ck["ema"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.epoch, self.step, self.history = ck["epoch"], ck["step"], ck["history"]
+        self.wall_before = ck["wall_s"]
+        self.train_images, self.train_seconds = ck["train_images"], ck["train_seconds"]
+        set_rng_state(ck["rng"])
+
+    # -- one epoch --
+    def set_lr(self, progress: float) -> float:
+        lr = lr_at(self.schedule, self.step, progress)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def train_epoch(self) -> dict:
+        s, dev = self.schedule, self.device
+        plan: EpochPlan = plan_epoch(len(self.ds.train_y), s, self.seed, self.epoch)
+        gen = torch.Generator(device=dev).manual_seed(epoch_seed(self.seed, self.epoch, 1))
+        self.step_model.train()
+        loss_sum = torch.zeros((), device=dev)
+        # A loss read is a device sync: every step on CPU (free), every 16 on CUDA, always at the end.
+        check_every = 1 if dev.type == "cpu" else 16
+        bar = _bar(self.progress, plan.images, f"epoch {self.epoch + 1}/{s.epochs}")
+        sync(dev)
+        t0 = time.perf_counter()
+        data_s = 0.0
+        steps = len(plan.steps)
+        batches = self.source.train(plan)
+        for i in range(steps):
+            t_data = time.perf_counter()
+            x, y, size = next(batches)
+            x = train_transform(x, size, s.crop_scale, s.flip, gen)
+            data_s += time.perf_counter() - t_data
+            lr = self.set_lr((self.epoch + i / steps) / s.epochs)
+            with autocast_for(dev, s.precision):
+                loss = F.cross_entropy(self.step_model(x), y, label_smoothing=s.label_smoothing)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if s.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.clip_grad, foreach=True)
+            loss_sum += loss.detach()
+            if (i + 1) % check_every == 0 or i + 1 == steps:
+                value = loss_sum.item() / (i + 1)
+                if not math.isfinite(loss.item()) or not math.isfinite(value):
+                    bar.close()
+                    raise Diverged(f"the training loss became non-finite ({loss.item()}) at epoch {self.epoch + 1}, "
+                                   f"step {i + 1} (learning rate {lr:.3g}): lower lr or set clip_grad")
+                bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}", refresh=False)
+            self.opt.step()
+            if self.ema:
+                self.ema.update()
+            self.step += 1
+            bar.update(len(y))
+        sync(dev)
+        seconds = time.perf_counter() - t0
+        bar.close()
+        self.train_images += plan.images
+        self.train_seconds += seconds
+        return {"train_loss": loss_sum.item() / steps, "lr": lr, "steps": steps, "images": plan.images,
+                "img_per_s": plan.images / seconds, "train_s": seconds, "data_s": data_s}
+
+
+def _bar(enabled: bool, total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", unit_scale=False, file=sys.stderr, disable=not enabled,
+                leave=False, dynamic_ncols=True, smoothing=0.3)
+
+
+def _result(loop: _Loop, status: str, message: str, device: torch.device, wall_s: float, out_dir) -> RunResult:
+    h = loop.history
+    done = status == "completed" and h
+    return RunResult(
+        status=status, top1=h[-1]["top1"] if done else None, top5=h[-1]["top5"] if done else None,
+        best_top1=max(r["top1"] for r in h) if h else None, epochs_run=len(h), history=list(h),
+        img_per_s=loop.train_images / loop.train_seconds if loop.train_seconds else 0.0, wall_s=wall_s,
+        peak_mem_mb=peak_memory_mb(device), device=str(device), versions=versions(device), message=message,
+        params=count_params(loop.model)[0], schedule=loop.schedule.name, dataset=loop.ds.name,
+        out_dir=str(out_dir) if out_dir else None)
+
+
+def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET, schedule: str | Schedule = "smoke", *,
+                overrides: dict[str, str] | None = None, seed: int = 0, device: str = "auto",
+                out_dir: str | Path | None = None, resume: bool = False, data_dir: str | None = None,
+                progress: bool = True, on_epoch: Callable[[int, dict], None] | None = None) -> RunResult:
+    """Train `spec` on `dataset` with a named schedule (plus field `overrides`) and return the run's figures.
+
+    `dataset` is a name for `load_dataset` or an already loaded `Dataset` (a study loads it once). The spec's
+    `num_classes` is set from the dataset. Everything is validated before `out_dir` is created. `on_epoch`
+    is called after each epoch's checkpoint with that epoch's metrics; an exception from it ends the run.
+    `resume=True` continues the run in `out_dir` if it holds a checkpoint, and starts afresh otherwise.
+    """
+    t_start = time.perf_counter()
+    sched = get_schedule(schedule, overrides)
+    dev = resolve_device(device)
+    if not isinstance(spec, ModelSpec):
+        spec = resolve_spec(spec)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise WorkbenchError(f"seed {seed!r}: expected an integer >= 0")
+    out = check_out_dir(Path(out_dir).expanduser() if out_dir is not None else None, resume)
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(
+        dataset, data_dir, resolution=max(sched.train_sizes() + (sched.resolution,)))
+    if len(ds.train_y) < 2:
+        raise WorkbenchError(f"{ds.name}: need at least 2 training images, found {len(ds.train_y)}")
+    spec = spec.with_overrides({"num_classes": ds.num_classes})
+    check_sizes(spec, sched)
+    config = _config(spec, sched, ds, int(seed))
+    ck = None
+    if out and resume and (out / CHECKPOINT).is_file():
+        ck = load_checkpoint(out / CHECKPOINT)
+        why = _config_mismatch(ck["config"], config) if ck.get("format") == CHECKPOINT_FORMAT else "format changed"
+        if why:
+            raise WorkbenchError(f"cannot resume {out}: the run differs ({why})")
+
+    loop = _Loop(spec, sched, ds, dev, int(seed), progress)
+    if ck:
+        loop.load(ck["state"])
+    if out:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise WorkbenchError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    segment_start = time.perf_counter()
+
+    def wall() -> float:
+        return loop.wall_before + time.perf_counter() - segment_start
+
+    status, message = "completed", ""
+    while loop.epoch < sched.epochs:
+        try:
+            metrics = loop.train_epoch()
+        except Diverged as e:
+            status, message = "diverged", str(e)
+            break
+        t_eval = time.perf_counter()
+        top1, top5 = evaluate(loop.eval_model, loop.source, sched, dev)
+        loop.epoch += 1
+        row = {"epoch": loop.epoch, "top1": top1, "top5": top5, **metrics,
+               "eval_s": time.perf_counter() - t_eval, "wall_s": wall(), "peak_mem_mb": peak_memory_mb(dev)}
+        loop.history.append(row)
+        if out:
+            # The epoch's files are complete before anyone (on_epoch) can stop the run.
+            loop_state = loop.state()
+            loop_state["wall_s"] = wall()
+            save_checkpoint(out / CHECKPOINT, {"format": CHECKPOINT_FORMAT, "config": config, "state": loop_state})
+            write_jsonl(out / METRICS, loop.history)
+        if progress:
+            print(f"epoch {loop.epoch}/{sched.epochs}: loss {row['train_loss']:.3f}  top-1 {top1:.2f}%  "
+                  f"top-5 {top5:.2f}%  {row['img_per_s']:.0f} img/s  {row['wall_s']:.0f} s", file=sys.stderr)
+        if on_epoch is not None:
+            on_epoch(loop.epoch, dict(row))
+
+    result = _result(loop, status, message, dev, wall() if loop.history or status != "completed" else
+                     time.perf_counter() - t_start, out)
+    if out:
+        write_json(out / RESULT, {**result.to_dict(), "config": config})
+    return result
