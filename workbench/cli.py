@@ -323,6 +323,62 @@ def cmd_scale(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from workbench.scale import parse_amount
+    from workbench.search.runner import Constraints, SearchOptions, parse_objectives, run_search
+    from workbench.search.space import load_space
+    from workbench.spec import parse_assignments
+    from workbench.study.runner import check_ray_address
+    from workbench.study.store import check_storage_url
+
+    space = load_space(args.space)
+    objectives = parse_objectives(args.objectives)
+    if args.max_latency_ms is not None and args.max_latency_ms <= 0:
+        raise WorkbenchError(f"--max-latency-ms {args.max_latency_ms}: must be positive")
+    constraints = Constraints(
+        max_params=parse_amount(args.max_params, "--max-params") if args.max_params else None,
+        max_macs=parse_amount(args.max_macs, "--max-macs") if args.max_macs else None,
+        max_latency_ms=args.max_latency_ms, latency_resolution=space.count_resolution)
+    overrides = parse_assignments(args.sched)
+    from workbench.schedules import get_schedule
+
+    get_schedule(args.schedule or space.schedule, overrides if args.schedule else
+                 {**space.schedule_overrides, **overrides})
+    if args.storage:
+        check_storage_url(args.storage)
+    if args.ray_address:
+        check_ray_address(args.ray_address)
+    for flag in ("cpus_per_trial", "gpus_per_trial"):
+        v = getattr(args, flag)
+        if v is not None and (v < 0 or (flag == "cpus_per_trial" and v == 0)):
+            raise WorkbenchError(f"--{flag.replace('_', '-')} {v}: must be {'> 0' if 'cpus' in flag else '>= 0'}")
+    opts = SearchOptions(objectives=objectives, trials=args.trials, sampler=args.sampler, pruner=args.pruner,
+                         constraints=constraints, study_name=args.study, storage=args.storage,
+                         ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
+                         gpus_per_trial=args.gpus_per_trial, dataset=args.dataset, schedule=args.schedule,
+                         schedule_overrides=overrides, seed=args.seed, progress=not args.quiet)
+    out = run_search(space, opts)
+    if args.json:
+        print(json.dumps({k: v for k, v in vars(out).items()}, indent=2, default=str))
+        return 0
+    print(format_front(out, objectives))
+    return 0
+
+
+def format_front(out, objectives) -> str:
+    from workbench.table import fmt_int, fmt_m, render
+
+    rows = [[r["trial"], f"{r['top1']:.2f}" if r["top1"] is not None else "-", fmt_int(r["params"]),
+             fmt_m(r["macs"].get("paper")), fmt_m(r["macs"].get("fvcore")), r["epochs"] or "-",
+             ", ".join(f"{k.replace('block.', '')}={v}" for k, v in r["sampled"].items())] for r in out.front]
+    title = (f"search {out.study}: {out.completed} completed, {out.pruned} stopped early, {out.failed} failed, "
+             f"{out.filtered} rejected by constraints before training; {out.epochs_trained} epochs trained "
+             f"in {out.wall_s:.0f} s\nPareto front ({', '.join(f'{m} {d}' for m, d in objectives)}): "
+             f"{len(out.front)} trials; store {out.store_url}")
+    return render(["trial", "top-1 %", "params", "paper MACs (M)", "fvcore MACs (M)", "epochs", "architecture"],
+                  rows, title=title)
+
+
 # --- the parser -------------------------------------------------------------------------------------
 def _add_counting_args(p: argparse.ArgumentParser, default_counter: str) -> None:
     p.add_argument("--counter", default=default_counter,
@@ -427,6 +483,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where to write the best spec as YAML (default: ./NAME.yaml)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_scale)
+    p = sub.add_parser("search", help="multi-objective architecture search (Optuna sampler, Ray Tune trials)")
+    p.add_argument("--space", required=True, help="a search space file or a name from search_spaces/")
+    p.add_argument("--objectives", default="top1:max,macs:min",
+                   help="METRIC:max|min,... with METRIC top1 | top5 | params | macs (paper) | macs_fvcore | "
+                        "latency_ms (default: %(default)s)")
+    p.add_argument("--trials", type=int, default=30, help="trials to train in all (resumes count) (default: 30)")
+    p.add_argument("--sampler", default="nsga2", help="nsga2 | tpe | random (default: %(default)s)")
+    p.add_argument("--pruner", default="asha", help="asha | none: stop poor trials early (default: %(default)s)")
+    p.add_argument("--max-params", metavar="N", help="hard limit, e.g. 2M; checked before training")
+    p.add_argument("--max-macs", metavar="N", help="hard limit on paper MACs, e.g. 500M")
+    p.add_argument("--max-latency-ms", type=float, help="hard limit on batch-1 CPU latency at the count resolution")
+    p.add_argument("--study", help="study name in the store (default: search-SPACE)")
+    p.add_argument("--storage", help="SQLAlchemy URL of the store (default: the workspace's SQLite file)")
+    p.add_argument("--ray-address", help="HOST:PORT of a Ray cluster to join (default: a local Ray)")
+    p.add_argument("--dataset", help="override the space file's dataset")
+    p.add_argument("--schedule", help="override the space file's schedule")
+    p.add_argument("--sched", action="append", metavar="KEY=VALUE", help="override a schedule field")
+    p.add_argument("--cpus-per-trial", type=float)
+    p.add_argument("--gpus-per-trial", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_search)
     return parser
 
 

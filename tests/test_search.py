@@ -1,0 +1,139 @@
+"""`workbench search`: space-file validation, constraints before training, a real pruned search, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workbench.cli import main
+from workbench.errors import WorkbenchError
+from workbench.search.runner import Constraints, check_feasible, parse_objectives, summarize
+from workbench.search.space import load_space
+from workbench.study.store import Store
+
+TINY = """name: tiny
+base: v3-xxs
+fixed: {width: 0.25, layer3.attn_width: 0.25, layer4.attn_width: 0.25, layer5.attn_width: 0.25,
+        layer3.heads: 2, layer4.heads: 2, layer5.heads: 2, layer3.depth: 1, layer4.depth: 1, layer5.depth: 1}
+parameters:
+  block.fusion_conv: ["3x3", "1x1"]
+  block.attention: [mhsa, linear]
+  layer5.width: {low: 0.5, high: 1.5, step: 0.5}
+dataset: digits
+schedule: smoke
+schedule_overrides: {epochs: 4, warmup_iters: 10}
+count_resolution: 64
+counters: [paper]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_shipped_space_loads_and_matches_its_package_copy():
+    space = load_space("mobilevit")
+    keys = {p.key for p in space.params}
+    assert {"block.fusion_conv", "block.fusion_input", "block.input_add", "block.local_conv",
+            "block.attention"} <= keys
+    assert {f"layer{i}.{k}" for i in (3, 4, 5) for k in ("width", "depth")} <= keys
+    repo = Path(__file__).resolve().parents[1]
+    assert (repo / "search_spaces" / "mobilevit.yaml").read_text() == \
+        (repo / "workbench" / "search" / "shipped" / "mobilevit.yaml").read_text()
+
+
+def test_ranges_become_int_or_float_params(tmp_path):
+    space = load_space(str(write(tmp_path, TINY)))
+    p = {x.key: x for x in space.params}
+    assert p["layer5.width"].integer is False and p["block.attention"].choices == ("mhsa", "linear")
+
+
+@pytest.mark.parametrize("edit,message", [
+    (("dataset: digits", "datset: digits"), "datset: unknown key"),
+    (("layer5.width:", "layer5.widht:"), "not a spec key; did you mean 'layer5.width'"),
+    (('["3x3", "1x1"]', '["3x3", "5x5"]'), "value '5x5'"),
+    (("{low: 0.5, high: 1.5, step: 0.5}", "{low: 1.5, high: 0.5}"), "must be below high"),
+    (("{low: 0.5, high: 1.5, step: 0.5}", "{low: 0.5}"), "needs low and high"),
+    (("[mhsa, linear]", "[]"), "non-empty list"),
+    (("base: v3-xxs", "base: v3-xxxs"), "unknown preset"),
+])
+def test_bad_space_files_name_file_and_key(tmp_path, capsys, edit, message):
+    path = write(tmp_path, TINY.replace(*edit))
+    with pytest.raises(WorkbenchError, match="search space"):
+        load_space(str(path))
+    ws = tmp_path / "ws"
+    os.environ["WORKBENCH_WORKSPACE"] = str(ws)
+    try:
+        rc = main(["search", "--space", str(path), "--trials", "2"])
+    finally:
+        del os.environ["WORKBENCH_WORKSPACE"]
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.count("\n") == 1 and not ws.exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--objectives", "top1:up"], "expected METRIC:max|min"),
+    (["--objectives", "accuracy:max"], "expected METRIC:max|min"),
+    (["--max-params", "1K"], "no architecture in search space 'tiny' meets --max-params"),
+    (["--max-params", "2.5Q"], "--max-params '2.5Q'"),
+    (["--max-latency-ms", "-1"], "--max-latency-ms -1.0: must be positive"),
+    (["--sampler", "grid"], "--sampler 'grid': accepted values are nsga2 | tpe | random"),
+    (["--pruner", "median"], "--pruner 'median': accepted values are asha | none"),
+    (["--trials", "0"], "--trials 0: must be >= 1"),
+    (["--sched", "epochz=3"], "unknown schedule field 'epochz'"),
+    (["--storage", "nosuch://x"], "study store"),
+])
+def test_bad_options_exit_2_before_the_store_exists(tmp_path, capsys, argv, message):
+    path = write(tmp_path, TINY)
+    os.environ["WORKBENCH_WORKSPACE"] = str(tmp_path / "ws")
+    try:
+        rc = main(["search", "--space", str(path), *argv])
+    finally:
+        del os.environ["WORKBENCH_WORKSPACE"]
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err, err
+    assert not (tmp_path / "ws").exists()
+
+
+def test_objective_aliases():
+    assert parse_objectives("top1:max,macs:min") == [("top1", "max"), ("macs_paper", "min")]
+
+
+def test_constraints_filter_with_the_analytic_counter(tmp_path):
+    space = load_space(str(write(tmp_path, TINY)))
+    check_feasible(space, Constraints(max_params=10_000_000, latency_resolution=64))
+    small = space.spec_for({"layer5.width": 0.5})
+    big = space.spec_for({"layer5.width": 1.5})
+    from workbench.counting.analytic import analytic_count
+
+    limit = (analytic_count(small, 64).params + analytic_count(big, 64).params) // 2
+    c = Constraints(max_params=limit, latency_resolution=64)
+    assert c.violation(small) is None and "params" in c.violation(big)
+
+
+def test_a_real_search_prunes_records_and_resumes(tmp_path):
+    path = write(tmp_path, TINY)
+    env = {**os.environ, "WORKBENCH_WORKSPACE": str(tmp_path / "ws")}
+    cmd = [sys.executable, "-m", "workbench.cli", "search", "--space", str(path), "--sampler", "random",
+           "--pruner", "asha", "--quiet", "--json"]
+    first = subprocess.run(cmd + ["--trials", "4"], env=env, capture_output=True, text=True, timeout=400)
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = json.loads(first.stdout)
+    assert out["completed"] + out["pruned"] == 4 and out["failed"] == 0
+    assert out["front"] and all(r["trial"] is not None and r["macs"]["paper"] > 0 for r in out["front"])
+    assert out["epochs_trained"] <= 4 * 4
+    # The same command with a larger budget trains only the difference.
+    again = subprocess.run(cmd + ["--trials", "5"], env=env, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    store = Store(f"sqlite:///{tmp_path / 'ws' / 'studies.db'}", create=False)
+    records = [r for r in store.records("search-tiny") if "filtered" not in r.attrs]
+    assert len(records) == 5 and all(r.state in ("COMPLETE", "PRUNED") for r in records)
+    outcome = summarize(store, "search-tiny", [("top1", "max"), ("macs_paper", "min")])
+    assert {r["trial"] for r in outcome.front} == set(store.load_study("search-tiny").user_attrs["pareto_front"])

@@ -1,0 +1,176 @@
+"""Search spaces: YAML that names a base preset and, per spec key, the values a search may pick.
+
+    base: v3-xxs
+    parameters:
+      block.fusion_conv: [3x3, 1x1]                    # a list: a categorical choice
+      layer4.width: {low: 0.5, high: 1.5, step: 0.25}  # a range: float when any bound or step is a float
+      layer4.depth: {low: 1, high: 4}                  # integers otherwise; `log: true` samples log-uniform
+
+`load_space` checks every key against the spec's override keys and every value by building the base with
+it, so a bad space fails before any store, sampler or Ray is touched; errors name the file and the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from workbench.errors import WorkbenchError
+from workbench.spec import ModelSpec, override_keys
+from workbench.study.files import RESOURCE_KEYS, _Checker, _scalar_text
+
+TOP_KEYS = ("name", "description", "base", "fixed", "parameters", "dataset", "schedule", "schedule_overrides",
+            "resources", "count_resolution", "counters")
+RANGE_KEYS = ("low", "high", "step", "log")
+
+
+@dataclass(frozen=True)
+class Param:
+    key: str  # a dotted spec key, e.g. layer4.width
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    integer: bool = False
+
+    def suggest(self, trial) -> Any:
+        """Ask an Optuna trial for this parameter's value."""
+        if self.choices is not None:
+            return trial.suggest_categorical(self.key, list(self.choices))
+        if self.integer:
+            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
+
+    def extremes(self) -> tuple:
+        return tuple(self.choices) if self.choices is not None else (self.low, self.high)
+
+
+@dataclass
+class SearchSpace:
+    name: str
+    path: Path
+    description: str
+    base: str
+    fixed: dict[str, str]
+    params: list[Param]
+    dataset: str
+    schedule: str
+    schedule_overrides: dict[str, str]
+    cpus: float
+    gpus: float
+    count_resolution: int
+    counters: tuple[str, ...]
+    text: str = field(repr=False, default="")
+
+    def spec_for(self, values: Mapping[str, Any]) -> ModelSpec:
+        """The base preset with the fixed overrides and the sampled values."""
+        from workbench.model import resolve_spec
+
+        return resolve_spec(self.base, {**self.fixed, **{k: _scalar_text(v) for k, v in values.items()}})
+
+
+class _SpaceChecker(_Checker):
+    """The study-file checks, with errors that start with the search space's file name."""
+
+    def fail(self, key: str, problem: str) -> WorkbenchError:
+        return WorkbenchError(f"search space {str(self.path)!r}: {key}: {problem}")
+
+
+def find_space_file(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    here = Path(__file__).resolve()
+    for folder in (Path("search_spaces"), here.parents[2] / "search_spaces", here.parent / "shipped"):
+        for candidate in (folder / name_or_path, folder / f"{name_or_path}.yaml"):
+            if candidate.is_file():
+                return candidate
+    raise WorkbenchError(f"search space {name_or_path!r} not found: give a YAML path or a name from "
+                         "search_spaces/ (e.g. mobilevit)")
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    path = find_space_file(name_or_path)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    c = _SpaceChecker(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "YAML error"
+        raise WorkbenchError(f"search space {str(path)!r} is not valid YAML: {first}") from None
+    return parse_space(c, data, path, text)
+
+
+def parse_space(c: _Checker, data: Any, path: Path, text: str) -> SearchSpace:
+    from workbench.counting import COUNTERS
+    from workbench.model import check_resolution
+
+    data = c.keys("top level", data, TOP_KEYS)
+    for required in ("name", "base", "parameters", "dataset", "schedule"):
+        if required not in data:
+            raise c.fail(required, "is required")
+    known = set(override_keys())
+    fixed = c.assignments("fixed", data.get("fixed"))
+    raw = data["parameters"]
+    if not isinstance(raw, Mapping) or not raw:
+        raise c.fail("parameters", "expected a non-empty mapping of SPEC_KEY: [choices] or {low, high}")
+    params = [_param(c, str(k), v, known) for k, v in raw.items()]
+    base = c.string("base", data["base"])
+    resources = c.keys("resources", data.get("resources", {}) or {}, RESOURCE_KEYS)
+    space = SearchSpace(
+        name=c.string("name", data["name"]), path=path, description=str(data.get("description", "") or "").strip(),
+        base=base, fixed=fixed, params=params, dataset=c.string("dataset", data["dataset"]),
+        schedule=c.string("schedule", data["schedule"]),
+        schedule_overrides=c.assignments("schedule_overrides", data.get("schedule_overrides")),
+        cpus=c.number("resources.cpus", resources.get("cpus", 1), minimum=0.01),
+        gpus=c.number("resources.gpus", resources.get("gpus", 0)),
+        count_resolution=c.integer("count_resolution", data.get("count_resolution", 256)),
+        counters=tuple(data.get("counters", list(COUNTERS))), text=text)
+    if not space.counters or any(x not in COUNTERS for x in space.counters):
+        raise c.fail("counters", f"{list(space.counters)!r}: expected a non-empty list of {' | '.join(COUNTERS)}")
+    # Each value alone on the base must build: a typo'd value fails here, not in trial 17.
+    for p in params:
+        for value in p.extremes():
+            try:
+                check_resolution(space.spec_for({p.key: value}), space.count_resolution)
+            except WorkbenchError as e:
+                raise c.fail(f"parameters.{p.key}", f"value {value!r}: {e}") from None
+    return space
+
+
+def _param(c: _Checker, key: str, raw: Any, known: set[str]) -> Param:
+    where = f"parameters.{key}"
+    if key not in known:
+        import difflib
+
+        near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        raise c.fail(where, "not a spec key" + (f"; did you mean {near[0]!r}?" if near else
+                                                "; see `workbench spec v3-xxs` for the keys"))
+    if isinstance(raw, list):
+        if not raw or any(isinstance(v, (list, Mapping)) or v is None for v in raw):
+            raise c.fail(where, "expected a non-empty list of scalar choices")
+        if len({_scalar_text(v) for v in raw}) != len(raw):
+            raise c.fail(where, "each choice may appear once")
+        return Param(key, choices=tuple(raw))
+    rng = c.keys(where, raw, RANGE_KEYS)
+    if "low" not in rng or "high" not in rng:
+        raise c.fail(where, "a range needs low and high, e.g. {low: 0.5, high: 1.5, step: 0.25}")
+    low, high = c.number(f"{where}.low", rng["low"], minimum=-1e12), c.number(f"{where}.high", rng["high"],
+                                                                              minimum=-1e12)
+    if not low < high:
+        raise c.fail(where, f"low ({low:g}) must be below high ({high:g})")
+    step = rng.get("step")
+    if step is not None:
+        step = c.number(f"{where}.step", step, minimum=1e-12)
+    log = rng.get("log", False)
+    if not isinstance(log, bool):
+        raise c.fail(f"{where}.log", f"expected true or false, got {log!r}")
+    if log and step is not None:
+        raise c.fail(where, "use either step or log, not both")
+    integer = all(isinstance(rng.get(k), int) and not isinstance(rng.get(k), bool)
+                  for k in ("low", "high") + (("step",) if step is not None else ()))
+    return Param(key, low=low, high=high, step=step, log=log, integer=integer)
