@@ -77,7 +77,7 @@ _V1_RECIPE = dict(batch=192, resolution=256, multiscale="160,192,256,288,320", l
 
 SCHEDULES: dict[str, Schedule] = {
     # Minutes on 2 CPU cores: 32 px, few epochs, a fast EMA so the averaged weights keep up with a short run.
-    "smoke": Schedule(name="smoke", epochs=15, batch=64, resolution=32, lr=3e-3, min_lr=1e-4, warmup_iters=150,
+    "smoke": Schedule(name="smoke", epochs=10, batch=64, resolution=32, lr=3e-3, min_lr=1e-4, warmup_iters=150,
                       warmup_init_lr=1e-4, weight_decay=0.05, label_smoothing=0.1, clip_grad=5.0,
                       ema_momentum=0.02, crop_scale=0.35, eval_batch=500),
     # A GPU proxy for ranking architectures: the v1 recipe's shape at a fraction of the length and size.
