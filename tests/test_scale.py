@@ -75,3 +75,28 @@ def test_cli_json_and_written_spec(capsys, tmp_path):
     assert analytic_count(spec).params == best["params"]
     rc = main(["count", str(out_file), "--counter", "paper", "--json"])
     assert rc == 0 and json.loads(capsys.readouterr().out)["params"] == best["params"]
+
+
+def test_scale_train_ranks_the_candidates_by_top1(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WORKBENCH_WORKSPACE": str(tmp_path / "ws")}
+    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "scale", "--target-params", "700K", "--base",
+                           "v3-xxs", "--budget", "1000", "--top", "2", "--train", "--sched", "epochs=1",
+                           "--sched", "warmup_iters=5", "--out", str(tmp_path / "best.yaml"), "--json"],
+                          env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(proc.stdout)
+    ranking = data["ranking"]
+    assert [r["n_seeds"] for r in ranking] == [1, 1]
+    assert ranking[0]["top1_mean"] >= ranking[1]["top1_mean"]
+    assert {r["params"] for r in ranking} == {c["params"] for c in data["candidates"]}
+
+
+def test_scale_train_rejects_bad_training_options_before_writing(capsys, tmp_path):
+    rc = main(["scale", "--target-params", "700K", "--base", "v3-xxs", "--train", "--sched", "epochz=1",
+               "--out", str(tmp_path / "x.yaml")])
+    assert rc == 2 and "unknown schedule field 'epochz'" in capsys.readouterr().err
+    assert not (tmp_path / "x.yaml").exists()

@@ -293,6 +293,17 @@ def cmd_scale(args) -> int:
     target_params = parse_amount(args.target_params, "--target-params") if args.target_params else None
     target_macs = parse_amount(args.target_flops, "--target-flops") if args.target_flops else None
     bases = bases_for(args.base, args.family if not args.base else None)
+    if args.train:  # everything training needs is checked before any file is written
+        from workbench.schedules import get_schedule
+        from workbench.study.items import normalize_dataset
+
+        from workbench.spec import parse_assignments
+
+        args.sched = parse_assignments(args.sched)
+        get_schedule(args.schedule, args.sched)
+        args.dataset = normalize_dataset(args.dataset)
+        if args.seeds < 1:
+            raise WorkbenchError(f"--seeds {args.seeds}: must be >= 1")
     result = scale(bases, target_params, target_macs, counter=args.counter, tolerance=args.tolerance,
                    top=args.top, budget=args.budget, seed=args.seed)
     chosen = result.candidates[0]
@@ -303,11 +314,12 @@ def cmd_scale(args) -> int:
     tmp.write_text(chosen.spec.to_yaml())
     tmp.replace(out)  # atomic: a reader never sees half a spec
     if args.json:
-        print(json.dumps({"target_params": target_params, "target_macs": target_macs, "counter": args.counter,
-                          "evaluated": result.evaluated, "candidates_per_s": result.per_second,
-                          "written": str(out), "notes": result.notes,
-                          "candidates": [c.to_dict() for c in result.candidates]}, indent=2))
-        return 0
+        payload = {"target_params": target_params, "target_macs": target_macs, "counter": args.counter,
+                   "evaluated": result.evaluated, "candidates_per_s": result.per_second, "written": str(out),
+                   "notes": result.notes, "candidates": [c.to_dict() for c in result.candidates]}
+        rc = _train_candidates(args, result, payload) if args.train else 0
+        print(json.dumps(payload, indent=2, default=str))
+        return rc
     goal = " and ".join(x for x in (f"{human(target_params)} params" if target_params else "",
                                     f"{human(target_macs)} {args.counter} MACs" if target_macs else "") if x)
     rows = [[i + 1, c.spec.name, fmt_int(c.params), fmt_m(c.macs["paper"]), fmt_m(c.macs["fvcore"]),
@@ -320,7 +332,37 @@ def cmd_scale(args) -> int:
     for note in result.notes:
         print(f"note: {note}")
     print(f"wrote {out} (use it with `workbench count {out}`)")
+    if args.train:
+        return _train_candidates(args, result)
     return 0
+
+
+def _train_candidates(args, result, payload: dict | None = None) -> int:
+    """`scale --train`: the candidates become a study, trained on Ray Tune and ranked by top-1."""
+    from workbench.scale import candidates_study
+    from workbench.study.files import load_study
+    from workbench.study.items import RunConfig
+    from workbench.study.results import build_table
+    from workbench.study.runner import RunOptions, run_study
+    from workbench.study.store import workspace_dir
+    from workbench.table import fmt_int, fmt_m, render
+
+    path = candidates_study(result, args.dataset, args.schedule, args.sched, args.seeds, workspace_dir() / "scale")
+    study = load_study(str(path))
+    config = RunConfig(dataset=study.dataset, schedule=study.schedule, schedule_overrides=study.schedule_overrides)
+    _, store = run_study(study, config, RunOptions(storage=args.storage, ray_address=args.ray_address,
+                                                   progress=not args.json))
+    table = build_table(store, study.name, config.dataset, config.schedule)
+    ranked = sorted(table.rows, key=lambda r: -(r["top1_mean"] if r["top1_mean"] is not None else -1e9))
+    if payload is not None:
+        payload.update(study=study.name, study_file=str(path), ranking=ranked)
+    else:
+        print(render(["rank", "candidate", "name", "params", "paper MACs (M)", "top-1 %", "95% CI", "seeds"], [
+            [i + 1, r["variant"], r["label"], fmt_int(r["params"]), fmt_m(r["macs"].get("paper")),
+             "-" if r["top1_mean"] is None else f"{r['top1_mean']:.2f}",
+             "-" if not r["top1_ci"] else f"[{r['top1_ci'][0]:.2f}, {r['top1_ci'][1]:.2f}]", r["n_seeds"]]
+            for i, r in enumerate(ranked)], title=f"\ntrained as study {study.name} ({path}) on {config.label}"))
+    return 1 if table.failed else 0
 
 
 def cmd_search(args) -> int:
@@ -482,6 +524,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="where to write the best spec as YAML (default: ./NAME.yaml)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--train", action="store_true", help="train the top candidates as a study, rank by top-1")
+    p.add_argument("--dataset", default="digits", help="with --train (default: %(default)s)")
+    p.add_argument("--schedule", default="smoke", help="with --train (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=1, help="with --train: seeds per candidate (default: 1)")
+    p.add_argument("--sched", action="append", metavar="KEY=VALUE", help="with --train: a schedule field")
+    p.add_argument("--storage", help="with --train: the study store's SQLAlchemy URL")
+    p.add_argument("--ray-address", help="with --train: a Ray cluster to join")
     p.set_defaults(func=cmd_scale)
     p = sub.add_parser("search", help="multi-objective architecture search (Optuna sampler, Ray Tune trials)")
     p.add_argument("--space", required=True, help="a search space file or a name from search_spaces/")

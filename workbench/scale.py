@@ -187,3 +187,35 @@ def _check_reachable(bases: list[ModelSpec], target_params: int | None, target_m
         if target > high:
             raise WorkbenchError(f"target {human(target)} {what} is above the largest model the search covers "
                                  f"from {names} ({human(high)} at width {WIDTH_RANGE[1]})")
+
+
+def candidates_study(result: ScaleResult, dataset: str, schedule: str, schedule_overrides: dict[str, str],
+                     seeds: int, folder) -> "Path":
+    """Write the candidates as a study file: each a variant of its base preset with the multipliers as overrides."""
+    from pathlib import Path
+
+    import yaml
+
+    label = result.candidates[0].spec.name.rsplit("-", 1)[-1] if result.candidates else "none"
+    base = result.candidates[0].spec.name.rsplit("-", 1)[0] if result.candidates else ""
+    variants = []
+    for i, c in enumerate(result.candidates, 1):
+        preset = c.spec.name[: -len(label) - 1]
+        overrides = {"width": c.multipliers["width"], "head.expansion": c.multipliers["head.expansion"]}
+        for k in ("layer3.width", "layer4.width", "layer5.width"):
+            overrides[k] = c.multipliers[k]
+        for layer in ("layer3", "layer4", "layer5"):
+            overrides[f"{layer}.attn_width"] = c.multipliers["attn_width"]
+        variants.append({"name": f"c{i}", "label": f"{c.spec.name} #{i}", "preset": preset, "overrides": overrides})
+    name = f"scale-{base}-{label}".replace("/", "-")[:64]
+    data = {"name": name, "description": f"workbench scale: the top {len(variants)} candidates for {label}",
+            "base": variants[0]["preset"], "baseline": "c1", "variants": variants, "dataset": dataset,
+            "schedule": schedule, "schedule_overrides": dict(schedule_overrides), "seeds": seeds,
+            "objectives": ["top1:max"], "count_resolution": 256, "counters": ["paper", "fvcore"]}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.replace(path)
+    return path
