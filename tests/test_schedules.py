@@ -84,3 +84,13 @@ def test_multiscale_batch_keeps_the_pixel_budget():
         assert math.isclose(s.batch_at(size) * size**2, 192 * 256**2, rel_tol=0.02)
     assert s.batch_at(256) == 192
     assert parse_sizes("320,160,160") == (160, 320)
+
+
+def test_warmup_in_epochs_follows_the_dataset_size():
+    s = get_schedule("smoke", {"warmup_epochs": "0.5", "warmup_iters": "999"})
+    assert s.warmup_steps(156) == 78 and s.warmup_steps(22) == 11
+    assert get_schedule("paper-ablation").warmup_steps(6672) == 3000
+    assert lr_at(s, 5, 0.0, warmup=10) == pytest.approx(s.warmup_init_lr + (s.lr - s.warmup_init_lr) / 2)
+    assert lr_at(s, 10, 0.0, warmup=10) == pytest.approx(s.lr)
+    with pytest.raises(WorkbenchError, match="warmup_epochs"):
+        get_schedule("smoke", {"epochs": "2", "warmup_epochs": "3"})

@@ -19,7 +19,8 @@ from workbench.train import train_model
 TINY = {"width": "0.25", "layer3.depth": "1", "layer4.depth": "1", "layer5.depth": "1",
         "layer3.attn_width": "0.5", "layer4.attn_width": "0.5", "layer5.attn_width": "0.5"}
 TINY_SET = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
-FAST = {"epochs": "2", "batch": "16", "resolution": "32", "warmup_iters": "5", "eval_batch": "64"}
+FAST = {"epochs": "2", "batch": "16", "resolution": "32", "warmup_epochs": "0", "warmup_iters": "5",
+        "eval_batch": "64"}
 
 
 def tiny_spec():

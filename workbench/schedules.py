@@ -33,6 +33,7 @@ class Schedule:
     lr: float = 2e-3  # peak learning rate, reached at the end of warm-up
     min_lr: float = 2e-4  # where the cosine ends
     warmup_iters: int = 0  # linear warm-up length in optimizer steps
+    warmup_epochs: float = 0.0  # if > 0, the warm-up lasts this many epochs instead (any dataset size)
     warmup_init_lr: float = 2e-4  # learning rate at step 0 of the warm-up
     weight_decay: float = 0.01  # AdamW's decoupled decay, on conv/linear weights only
     label_smoothing: float = 0.1
@@ -53,6 +54,12 @@ class Schedule:
     def train_sizes(self) -> tuple[int, ...]:
         """The sizes training batches come in: the multi-scale list, or just `resolution`."""
         return parse_sizes(self.multiscale) if self.multiscale else (self.resolution,)
+
+    def warmup_steps(self, steps_per_epoch: int) -> int:
+        """The warm-up length in optimizer steps, from warmup_epochs when set, else warmup_iters."""
+        if self.warmup_epochs > 0:
+            return max(1, round(self.warmup_epochs * steps_per_epoch))
+        return self.warmup_iters
 
     def batch_at(self, size: int) -> int:
         """Images per step at `size`: the pixel budget of `batch` images at `resolution` (cvnets' rule)."""
@@ -77,12 +84,12 @@ _V1_RECIPE = dict(batch=192, resolution=256, multiscale="160,192,256,288,320", l
 
 SCHEDULES: dict[str, Schedule] = {
     # Minutes on 2 CPU cores: 32 px, few epochs, a fast EMA so the averaged weights keep up with a short run.
-    "smoke": Schedule(name="smoke", epochs=10, batch=64, resolution=32, lr=3e-3, min_lr=1e-4, warmup_iters=150,
+    "smoke": Schedule(name="smoke", epochs=10, batch=64, resolution=32, lr=3e-3, min_lr=1e-4, warmup_epochs=1.0,
                       warmup_init_lr=1e-4, weight_decay=0.05, label_smoothing=0.1, clip_grad=5.0,
                       ema_momentum=0.02, crop_scale=0.35, eval_batch=500),
     # A GPU proxy for ranking architectures: the v1 recipe's shape at a fraction of the length and size.
     "short": Schedule(name="short", epochs=30, batch=256, resolution=128, multiscale="96,128,160", lr=2e-3,
-                      min_lr=2e-4, warmup_iters=500, warmup_init_lr=2e-4, weight_decay=0.01, clip_grad=10.0,
+                      min_lr=2e-4, warmup_epochs=1.0, warmup_init_lr=2e-4, weight_decay=0.01, clip_grad=10.0,
                       ema_momentum=0.002, crop_scale=0.25),
     # Table 6: 100 epochs at batch 192 with the v1 recipe.
     "paper-ablation": Schedule(name="paper-ablation", epochs=100, **_V1_RECIPE),
@@ -114,6 +121,7 @@ def validate_schedule(s: Schedule) -> Schedule:
     for key in ("lr", "min_lr", "warmup_init_lr"):
         need(getattr(s, key) > 0, key, "must be > 0")
     need(s.warmup_iters >= 0, "warmup_iters", "must be >= 0")
+    need(0 <= s.warmup_epochs <= s.epochs, "warmup_epochs", f"must be in [0, epochs={s.epochs}] (0 = use warmup_iters)")
     need(s.weight_decay >= 0, "weight_decay", "must be >= 0")
     need(0 <= s.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
     need(s.clip_grad >= 0, "clip_grad", "must be >= 0 (0 = off)")
@@ -158,13 +166,15 @@ def get_schedule(schedule: str | Schedule, overrides: Mapping[str, Any] | None =
     return apply_schedule_overrides(base, overrides)
 
 
-def lr_at(s: Schedule, step: int, progress: float) -> float:
+def lr_at(s: Schedule, step: int, progress: float, warmup: int | None = None) -> float:
     """Learning rate at optimizer step `step`, `progress` in [0, 1] being the fraction of all epochs done.
 
     The cosine runs over epochs (as in cvnets, so multi-scale epochs of varying step counts need no step total);
-    during the first `warmup_iters` steps a linear ramp from `warmup_init_lr` to `lr` overrides it.
+    during the first `warmup` steps (default `warmup_iters`) a linear ramp from `warmup_init_lr` to `lr`
+    overrides it.
     """
-    if step < s.warmup_iters:
-        return s.warmup_init_lr + (s.lr - s.warmup_init_lr) * step / s.warmup_iters
+    warmup = s.warmup_iters if warmup is None else warmup
+    if step < warmup:
+        return s.warmup_init_lr + (s.lr - s.warmup_init_lr) * step / warmup
     p = min(max(progress, 0.0), 1.0)
     return s.min_lr + 0.5 * (s.lr - s.min_lr) * (1 + math.cos(math.pi * p))

@@ -200,6 +200,7 @@ class _Loop:
                                      **fused)
         self.ema = EMA(self.model, schedule.ema_momentum) if schedule.ema_momentum > 0 else None
         self.source = choose_source(ds, device, schedule)
+        self.warmup = schedule.warmup_steps(len(plan_epoch(len(ds.train_y), schedule, seed, 0).steps))
         self.step = 0
         self.epoch = 0
         self.history: list[dict] = []
@@ -231,7 +232,7 @@ class _Loop:
 
     # -- one epoch --
     def set_lr(self, progress: float) -> float:
-        lr = lr_at(self.schedule, self.step, progress)
+        lr = lr_at(self.schedule, self.step, progress, self.warmup)
         for g in self.opt.param_groups:
             g["lr"] = lr
         return lr
