@@ -223,7 +223,7 @@ def cmd_ablate(args) -> int:
 
     from workbench.spec import parse_assignments
     from workbench.study.files import load_study
-    from workbench.study.items import RunConfig
+    from workbench.study.items import RunConfig, normalize_dataset
     from workbench.study.results import build_table, render_console, write_outputs
     from workbench.study.runner import RunOptions, check_ray_address, run_study
     from workbench.study.store import check_storage_url, workspace_dir
@@ -240,7 +240,8 @@ def cmd_ablate(args) -> int:
     from workbench.schedules import get_schedule
 
     get_schedule(schedule, overrides)  # a bad schedule name or field fails now, before the store is touched
-    config = RunConfig(dataset=args.dataset or study.dataset, schedule=schedule, schedule_overrides=overrides)
+    config = RunConfig(dataset=normalize_dataset(args.dataset or study.dataset), schedule=schedule,
+                       schedule_overrides=overrides)
     if args.storage:
         check_storage_url(args.storage)
     if args.ray_address:
@@ -341,7 +342,7 @@ def _train_candidates(args, result, payload: dict | None = None) -> int:
     """`scale --train`: the candidates become a study, trained on Ray Tune and ranked by top-1."""
     from workbench.scale import candidates_study
     from workbench.study.files import load_study
-    from workbench.study.items import RunConfig
+    from workbench.study.items import RunConfig, normalize_dataset
     from workbench.study.results import build_table
     from workbench.study.runner import RunOptions, run_study
     from workbench.study.store import workspace_dir

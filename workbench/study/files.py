@@ -220,11 +220,20 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
     if not isinstance(counters_raw, list) or not counters_raw or any(x not in COUNTERS for x in counters_raw):
         raise c.fail("counters", f"{counters_raw!r}: expected a non-empty list of {' | '.join(COUNTERS)}")
     return Study(name=name, path=path, description=str(data.get("description", "") or "").strip(),
-                 variants=variants, baseline=baseline, dataset=c.string("dataset", data["dataset"]),
+                 variants=variants, baseline=baseline, dataset=_dataset(c, data["dataset"]),
                  schedule=c.string("schedule", data["schedule"]),
                  schedule_overrides=c.assignments("schedule_overrides", data.get("schedule_overrides")),
                  seeds=seeds, objectives=objectives, cpus=cpus, gpus=gpus, count_resolution=count_resolution,
                  counters=tuple(counters_raw), latency=_latency(c, data.get("latency", False)), text=text)
+
+
+def _dataset(c: _Checker, raw: Any) -> str:
+    from workbench.study.items import normalize_dataset
+
+    try:
+        return normalize_dataset(c.string("dataset", raw))
+    except WorkbenchError as e:
+        raise c.fail("dataset", str(e)) from None
 
 
 def _build(c: _Checker, key: str, preset: str, overrides: dict[str, str]) -> ModelSpec:

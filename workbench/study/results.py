@@ -146,7 +146,8 @@ def table_cells(t: StudyTable, mark: str = "x") -> tuple[list[str], list[list[st
 
     marks = _mark_columns(t.rows)
     has_latency = any(r["latency_ms"] is not None for r in t.rows)
-    headers = (["variant", "model"] + [m[0] for m in marks]
+    labelled = any(r["label"] != r["variant"] for r in t.rows)
+    headers = (["variant"] + (["model"] if labelled else []) + [m[0] for m in marks]
                + ["params", "paper MACs (M)", "fvcore MACs (M)", "top-1 % (95% CI)", f"Δ vs {t.baseline} (paired 95% CI)",
                   "noise?", "seeds", "paper top-1 (Δ)"])
     if has_latency:
@@ -160,7 +161,7 @@ def table_cells(t: StudyTable, mark: str = "x") -> tuple[list[str], list[list[st
             f" ({r['published_delta']:+.1f})" if r["published_delta"] is not None else "")
         seeds = str(r["n_seeds"]) + (f" ({r['n_failed']} failed)" if r["n_failed"] else "") + \
             (f" ({r['n_running']} running)" if r["n_running"] else "")
-        row = ([r["variant"], r["label"]] + [mark if r["block"].get(k) == v else "" for _, k, v in marks]
+        row = ([r["variant"]] + ([r["label"]] if labelled else []) + [mark if r["block"].get(k) == v else "" for _, k, v in marks]
                + [fmt_int(r["params"]), fmt_m(r["macs"].get("paper")), fmt_m(r["macs"].get("fvcore")),
                   _pm(r["top1_mean"], r["top1_ci"]), _pm(r["delta_mean"], r["delta_ci"], signed=True), noise, seeds,
                   pub])

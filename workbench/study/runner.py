@@ -353,7 +353,7 @@ def run_study(study: Study, config: RunConfig, options: RunOptions) -> tuple[Run
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
             tune_config=tune.TuneConfig(search_alg=ClaimingSearcher(run), num_samples=len(run.items),
-                                        max_concurrent_trials=slots,
+                                        max_concurrent_trials=slots, reuse_actors=True,
                                         trial_dirname_creator=lambda t: f"trial-{t.trial_id}"),
             run_config=tune.RunConfig(name=f"{study.name}-{int(time.time())}-{os.getpid()}",
                                       storage_path=str((workspace_dir() / "ray_results").resolve()), verbose=0,

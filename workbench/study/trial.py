@@ -106,4 +106,7 @@ def tune_trainable(config: dict, train_fn: Callable | None = None) -> None:
     item = config["item"]
     torch.set_num_threads(max(1, int(item.get("cpus", 1))))
     record = execute(item, report=lambda metrics: tune.report(metrics), train_fn=train_fn)
+    import ray
+
+    record["ray_node"] = ray.get_runtime_context().get_node_id()
     tune.report({FINAL_KEY: json.dumps(record, default=str)})

@@ -1,0 +1,198 @@
+"""Whole studies through the CLI on Ray: forced failure, kill -9 and resume, two processes at once, and a
+two-node Ray cluster. Tiny models (width 0.25), the embedded digits set, one or two epochs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from workbench.study.store import Store
+
+WORKBENCH = [sys.executable, "-m", "workbench.cli"]
+
+
+def _study(path: Path, variants: list[str], epochs: int = 1, name: str = "tiny") -> Path:
+    text = (f"name: {name}\nbase: v1-xxs\nvariants:\n" + "".join(f"  - {v}\n" for v in variants)
+            + f"dataset: digits\nschedule: smoke\nschedule_overrides: {{epochs: {epochs}}}\nseeds: 2\n"
+              "count_resolution: 64\ncounters: [paper, fvcore]\n")
+    path.write_text(text)
+    return path
+
+
+TWO = ["{name: a, overrides: {width: 0.25}}", "{name: b, overrides: {width: 0.25, block.fusion_conv: 1x1}}"]
+THREE = TWO + ["{name: c, overrides: {width: 0.25, block.local_conv: depthwise}}"]
+
+
+@pytest.fixture
+def ws(tmp_path):
+    env = {**os.environ, "WORKBENCH_WORKSPACE": str(tmp_path / "ws"), "PYTHONUNBUFFERED": "1"}
+    return tmp_path, env
+
+
+def _run(args: list[str], env: dict, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(WORKBENCH + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def _store(tmp: Path) -> Store:
+    return Store(f"sqlite:///{tmp / 'ws' / 'studies.db'}", create=False)
+
+
+def _attempts(tmp: Path, study: str = "tiny") -> dict[str, int]:
+    """Training attempts per item, from the per-item audit log the trial writes before it trains."""
+    out: dict[str, int] = {}
+    for log in (tmp / "ws" / "runs" / study).glob("*/attempts.jsonl"):
+        for line in log.read_text().splitlines():
+            out[json.loads(line)["item"]] = out.get(json.loads(line)["item"], 0) + 1
+    return out
+
+
+def test_a_failing_trial_is_stored_as_failed_and_the_others_complete(ws):
+    tmp, env = ws
+    # c's layer1 stride makes the total stride 64: it counts at 64 px but cannot train at the smoke 32 px.
+    study = _study(tmp / "s.yaml", TWO + ["{name: c, overrides: {width: 0.25, layer1.stride: 2}}"])
+    r = _run(["ablate", "--study", str(study)], env, tmp)
+    assert r.returncode == 1, r.stderr[-3000:]
+    recs = _store(tmp).records("tiny")
+    failed = [x for x in recs if x.state == "FAIL"]
+    assert sorted(x.attrs["variant"] for x in failed) == ["c", "c"]
+    assert all("train: WorkbenchError" in x.attrs["error"] and x.attrs["failure"] == "exception" for x in failed)
+    assert sorted(x.attrs["variant"] for x in recs if x.state == "COMPLETE") == ["a", "a", "b", "b"]
+    assert "failed: c seed 0" in r.stdout
+    rows = {row["variant"]: row for row in json.loads(_run(["results", "--study", "tiny", "--json"], env, tmp).stdout)}
+    assert rows["c"]["n_seeds"] == 0 and rows["c"]["n_failed"] == 2 and rows["a"]["n_seeds"] == 2
+    # The same command again does not retrain anything: completed stay, failed are only retried on request.
+    again = _run(["ablate", "--study", str(study), "--quiet"], env, tmp)
+    assert again.returncode == 1 and "0 trials run now, 4 already complete" in again.stderr
+    assert len(_store(tmp).records("tiny")) == 6
+
+
+def test_kill_9_mid_study_then_the_same_command_finishes_without_retraining(ws):
+    tmp, env = ws
+    study = _study(tmp / "s.yaml", THREE, epochs=2)
+    cmd = ["ablate", "--study", str(study)]
+    proc = subprocess.Popen(WORKBENCH + cmd, env=env, cwd=tmp, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    db = tmp / "ws" / "studies.db"
+    completed_before: set[str] = set()
+    deadline = time.time() + 200
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            if not db.exists():
+                continue
+            try:
+                recs = _store(tmp).records("tiny")
+            except Exception:  # the study is not created yet
+                continue
+            done = {x.attrs["item"] for x in recs if x.state == "COMPLETE"}
+            if done and any(x.state == "RUNNING" for x in recs):
+                os.killpg(proc.pid, signal.SIGKILL)  # kill -9 the study, Ray workers and all
+                completed_before = done
+                break
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert completed_before, "the study finished before it could be killed mid-way"
+    assert len(completed_before) < 6
+    r = _run(cmd, env, tmp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    recs = _store(tmp).records("tiny")
+    complete = [x for x in recs if x.state == "COMPLETE"]
+    assert len(complete) == 6 and len({x.attrs["item"] for x in complete}) == 6
+    assert not [x for x in recs if x.state == "RUNNING"]
+    interrupted = [x for x in recs if x.state == "FAIL"]
+    assert interrupted and all(x.attrs["failure"] == "interrupted" for x in interrupted)
+    attempts = _attempts(tmp)
+    assert all(attempts[k] == 1 for k in completed_before), attempts  # no completed trial trained twice
+    assert sum(attempts.values()) <= 6 + len(interrupted)
+    assert f"{6 - len(completed_before)} trials run now, {len(completed_before)} already complete" in r.stderr
+
+
+def test_two_processes_on_one_study_and_store_run_each_trial_once(ws):
+    tmp, env = ws
+    study = _study(tmp / "s.yaml", THREE)
+    cmd = WORKBENCH + ["ablate", "--study", str(study), "--quiet"]
+    procs = [subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+        assert "locked" not in err.lower()
+    recs = _store(tmp).records("tiny")
+    assert len(recs) == 6 and all(x.state == "COMPLETE" for x in recs)
+    assert len({x.attrs["item"] for x in recs}) == 6
+    assert set(_attempts(tmp).values()) == {1}
+    assert len({x.attrs["owner"] for x in recs}) >= 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_node(ray_cli: str, args: list[str], env: dict) -> int:
+    """`ray start` in a new session; returns the process group its daemons stay in. Stopping that group
+    stops exactly this node (`ray stop` would stop every Ray on the machine, other people's included)."""
+    proc = subprocess.Popen([ray_cli, "start", "--num-cpus=1", "--node-ip-address=127.0.0.1", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out[-2000:]
+    return proc.pid
+
+
+def _stop(pgid: int) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.5)
+
+
+def _active_nodes(ray_cli: str, address: str, env: dict) -> int:
+    out = subprocess.run([ray_cli, "status", f"--address={address}"], env=env, capture_output=True, text=True,
+                         timeout=60).stdout
+    return out.split("Active:", 1)[-1].split("Pending:", 1)[0].count("node_") if "Active:" in out else 0
+
+
+def test_a_study_on_a_two_node_ray_cluster(ws):
+    tmp, env = ws
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    # Token auth on explicitly, so `ray status` (which does not pick the mode up by itself) can talk too.
+    ray_env = {**env, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    groups = []
+    try:
+        groups.append(_ray_node(ray_cli, ["--head", f"--port={port}", "--include-dashboard=false"], ray_env))
+        groups.append(_ray_node(ray_cli, [f"--address={address}"], ray_env))
+        deadline = time.time() + 90
+        while _active_nodes(ray_cli, address, ray_env) < 2:  # the second node registers a moment later
+            assert time.time() < deadline, "the second Ray node never joined"
+            time.sleep(2)
+        study = _study(tmp / "s.yaml", TWO)
+        r = _run(["ablate", "--study", str(study), "--ray-address", address], ray_env, tmp)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "2 at a time" in r.stderr
+        recs = _store(tmp).records("tiny")
+        assert len(recs) == 4 and all(x.state == "COMPLETE" for x in recs)
+        assert len({x.attrs["ray_node"] for x in recs}) == 2  # both nodes ran trials
+    finally:
+        for pgid in reversed(groups):
+            _stop(pgid)

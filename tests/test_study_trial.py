@@ -1,0 +1,63 @@
+"""One trial outside Ray: what `execute` records for a completed, a diverged (NaN) and a crashing training."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from workbench.presets import get_preset
+from workbench.study.trial import execute
+from workbench.train import RunResult
+
+SPEC = get_preset("v1-xxs").with_overrides({"width": "0.25"})
+
+
+def _item(tmp_path, **extra) -> dict:
+    return {"key": "a:0:x", "spec": SPEC.to_dict(), "count_resolution": 64, "counters": ["paper", "fvcore", "ptflops"],
+            "dataset": "digits", "schedule": "smoke", "schedule_overrides": {"epochs": "1"}, "seed": 3,
+            "device": "cpu", "cpus": 1, "run_dir": str(tmp_path / "run"), "latency": None, **extra}
+
+
+def _result(status: str, top1: float | None) -> RunResult:
+    return RunResult(status=status, top1=top1, top5=top1, best_top1=top1, epochs_run=1,
+                     history=[{"epoch": 1, "top1": top1}], message="loss is nan at step 3" if status != "completed" else "")
+
+
+def test_a_completed_trial_records_counts_metrics_and_where_it_ran(tmp_path):
+    seen = {}
+
+    def train(spec, dataset, schedule, **kw):
+        seen.update(kw, spec=spec, dataset=dataset, schedule=schedule)
+        kw["on_epoch"](1, {"epoch": 1, "top1": 55.0, "note": "text is not reported"})
+        return _result("completed", 55.0)
+
+    reports = []
+    rec = execute(_item(tmp_path, latency={"device": "cpu", "batch": 2, "warmup": 0, "iters": 1, "resolution": 64}),
+                  reports.append, train_fn=train)
+    assert rec["status"] == "completed", rec.get("error")
+    assert set(rec["counts"]["macs"]) == {"paper", "fvcore", "ptflops"} and rec["counts"]["params"] > 0
+    assert rec["train"]["top1"] == 55.0 and rec["history"] == [{"epoch": 1, "top1": 55.0}]
+    assert rec["latency"]["latency_ms"] > 0 and rec["hardware"]["cpu_count"] and rec["versions"]["torch"]
+    assert seen["seed"] == 3 and seen["overrides"] == {"epochs": "1"} and seen["resume"] is True
+    assert seen["spec"] == SPEC and reports == [{"epoch": 1, "top1": 55.0}]
+    assert (tmp_path / "run" / "attempts.jsonl").read_text().count("\n") == 1
+
+
+def test_a_diverged_training_is_a_failed_record_with_the_reason(tmp_path):
+    rec = execute(_item(tmp_path), lambda m: None, train_fn=lambda *a, **k: _result("diverged", None))
+    assert rec["status"] == "failed" and rec["failure"] == "nan" and "loss is nan" in rec["error"]
+
+
+def test_an_exception_or_out_of_memory_is_a_failed_record_not_a_crash(tmp_path):
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    def boom(*a, **k):
+        raise ValueError("bad things")
+
+    rec = execute(_item(tmp_path), lambda m: None, train_fn=oom)
+    assert rec["status"] == "failed" and rec["failure"] == "oom" and rec["stage"] == "train"
+    rec = execute(_item(tmp_path), lambda m: None, train_fn=boom)
+    assert rec["failure"] == "exception" and "ValueError: bad things" in rec["error"] and "Traceback" in rec["traceback"]
+    assert math.isfinite(rec["trial_wall_s"])
