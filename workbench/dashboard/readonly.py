@@ -1,0 +1,123 @@
+"""Open a study store for reading only: the dashboard and `report` must never create, write or lock it.
+
+A study may be running against the same file. `Store(create=False)` already skips table creation, but its
+connections may write (Optuna's version bookkeeping on a blank file) and the engine keeps pooled connections
+open. Here a SQLite file is opened through SQLite's own read-only mode (`mode=ro`: a write is impossible, a
+missing file is never created) and every connection is closed after each use (NullPool), so the reader holds
+no lock and no snapshot between reads. Under the store's WAL journal a reader never blocks the writer.
+PostgreSQL sessions are made read-only with `default_transaction_read_only`; other back ends are only read.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from urllib.parse import quote
+
+from workbench.errors import WorkbenchError
+from workbench.study.store import Store, check_storage_url, default_storage_url, sqlite_path
+
+OPTUNA_TABLES = {"studies", "trials", "trial_user_attributes", "version_info"}
+
+
+class StoreProblem(WorkbenchError):
+    """Why a store cannot be shown; `kind` is missing | empty | corrupt | bad-url."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _readonly_sqlite_url(path: Path) -> str:
+    # SQLite URI filenames need %-escapes for '?', '#' and '%' in the path.
+    return f"sqlite:///file:{quote(str(path.resolve()), safe='/')}?mode=ro&uri=true"
+
+
+def inspect_sqlite(path: Path) -> None:
+    """Raise StoreProblem unless `path` is a readable SQLite file holding Optuna's tables."""
+    if not path.exists():
+        raise StoreProblem("missing", f"no study store at {str(path)!r} yet: run `workbench ablate` first, "
+                                      "or pass --storage")
+    if not path.is_file():
+        raise StoreProblem("bad-url", f"the study store {str(path)!r} is not a file")
+    try:
+        con = sqlite3.connect(f"file:{quote(str(path.resolve()), safe='/')}?mode=ro", uri=True, timeout=5)
+        try:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise StoreProblem("corrupt", f"the study store {str(path)!r} is not a readable SQLite file ({e})") from None
+    if not tables:
+        raise StoreProblem("empty", f"the study store {str(path)!r} is empty: no study has been recorded yet")
+    if not OPTUNA_TABLES <= tables:
+        raise StoreProblem("corrupt", f"{str(path)!r} is a SQLite file but not a study store (no Optuna tables)")
+
+
+class ReadOnlyStore(Store):
+    """A `Store` whose connections cannot write; the reading methods (records, load_study, ...) are Store's."""
+
+    def __init__(self, url: str | None = None):  # noqa: D107 - Store's constructor would open for writing
+        import optuna
+        import sqlalchemy as sa
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.url = url or default_storage_url()
+        try:
+            check_storage_url(self.url)
+            parsed = sa.engine.make_url(self.url)
+            parsed.get_dialect().import_dbapi()  # the driver (psycopg2, ...) must be installed
+        except WorkbenchError as e:
+            raise StoreProblem("bad-url", str(e)) from None
+        except (sa.exc.NoSuchModuleError, ImportError) as e:
+            raise StoreProblem("bad-url", f"--storage {self.url!r}: no database driver for it ({first_line(e)})") from None
+        backend = parsed.get_backend_name()
+        engine_url, connect_args = self.url, {}
+        if backend == "sqlite":
+            path = sqlite_path(self.url)
+            if path is None:
+                raise StoreProblem("bad-url", f"--storage {self.url!r}: an in-memory SQLite store holds nothing "
+                                              "another process could show; give a file, e.g. sqlite:///studies.db")
+            inspect_sqlite(path)
+            engine_url = _readonly_sqlite_url(path)
+            connect_args = {"timeout": 5}
+        elif backend == "postgresql":
+            connect_args = {"options": "-c default_transaction_read_only=on"}
+        try:
+            self.storage = optuna.storages.RDBStorage(
+                engine_url, skip_table_creation=True,
+                engine_kwargs={"poolclass": sa.pool.NullPool, "connect_args": connect_args})
+        except Exception as e:  # noqa: BLE001 - driver, schema-version and I/O errors all mean "cannot read it"
+            raise StoreProblem("corrupt", f"cannot read the study store {self.url!r}: {first_line(e)}") from None
+        self.engine = self.storage.engine
+
+    def change_marker(self) -> tuple:
+        """A cheap value that changes whenever a trial is added, updated, reports an epoch or finishes."""
+        import sqlalchemy as sa
+
+        query = sa.text("SELECT (SELECT count(*) FROM trials), (SELECT count(*) FROM trials WHERE state != 'RUNNING'),"
+                        " (SELECT max(trial_user_attribute_id) FROM trial_user_attributes),"
+                        " (SELECT count(*) FROM trial_user_attributes),"
+                        " (SELECT max(trial_intermediate_value_id) FROM trial_intermediate_values),"
+                        " (SELECT count(*) FROM studies)")
+        with self.engine.connect() as conn:
+            return tuple(conn.execute(query).one())
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def read_chart_data(url: str | None, studies: list[str] | None = None):
+    """`chart_data.collect` on the store at `url` opened read-only; any failure to read is a StoreProblem
+    (or the WorkbenchError that names what is missing, e.g. an unknown study)."""
+    from workbench.dashboard.chart_data import collect
+
+    store = ReadOnlyStore(url)
+    try:
+        return collect(store, studies)
+    except WorkbenchError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a malformed file fails in SQLite or Optuna, mid-read
+        raise StoreProblem("corrupt", f"cannot read the study store {store.url!r}: {first_line(e)}") from None
