@@ -1,0 +1,98 @@
+"""The paper-style bubble chart (as the MobileViTv3 paper's Figures 1 and 3) drawn with matplotlib.
+
+`workbench report` saves it as PNG and SVG; the dashboard offers the same figure for download. Bubble area
+is proportional to MACs (zero MACs would be a zero-area bubble), the whiskers are the 95% interval of top-1
+over seeds, stars are the paper's published figures, and the dashed line is the Pareto front of the
+measured points (fewer MACs or params and higher top-1 are better).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pandas as pd
+
+from workbench.dashboard.chart_data import MACS_LABELS, X_AXES, area_column, front, plotted
+
+MAX_AREA_PT2 = 1400.0  # the largest bubble's area in points^2; every other area scales linearly from zero
+
+
+def _round_macs(value: float) -> float:
+    """A round number (1, 2 or 5 times a power of ten) at or below `value`, for the size legend."""
+    power = 10 ** math.floor(math.log10(value))
+    return max(m * power for m in (1, 2, 5) if m * power <= value)
+
+
+def bubble_figure(points: pd.DataFrame, published: pd.DataFrame, x: str = "macs_paper",
+                  colour_by: str = "variant", title: str | None = None):
+    """A matplotlib Figure of the given points (one per variant) and published points."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: a server, a test or the report writer
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    area = area_column(x)
+    shown = plotted(points, x)
+    pub = published[published["top1"].notna() & published[x].notna()] if len(published) else published
+    fig = Figure(figsize=(7.0, 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.grid(True, color="0.9", linewidth=0.6)
+    ax.set_axisbelow(True)
+    # Published points are fixed-size stars: only measured bubbles set the area scale.
+    largest = max([v for v in shown[area] if pd.notna(v)], default=1.0)
+    scale = MAX_AREA_PT2 / largest
+    groups = list(dict.fromkeys(list(shown[colour_by]) + (list(pub[colour_by]) if len(pub) else [])))
+    cmap = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"]
+    colour = {g: cmap(i % cmap.N) for i, g in enumerate(groups)}
+
+    handles = []
+    for g in groups:
+        mine = shown[shown[colour_by] == g]
+        if len(mine):
+            ax.scatter(mine[x], mine["top1"], s=mine[area].fillna(0) * scale, color=colour[g], alpha=0.55,
+                       edgecolors=[colour[g]], linewidths=1.0, zorder=3)
+            has_ci = mine["top1_low"].notna()
+            if has_ci.any():
+                m = mine[has_ci]
+                ax.errorbar(m[x], m["top1"], yerr=[m["top1"] - m["top1_low"], m["top1_high"] - m["top1"]],
+                            fmt="none", ecolor=colour[g], elinewidth=1.0, capsize=2.5, zorder=4)
+        handles.append(Line2D([], [], marker="o", linestyle="", markersize=8, color=colour[g], alpha=0.7,
+                              label=str(g)))
+    for _, p in shown.iterrows():
+        # Name beside the bubble's rim (radius in points from its area), not on top of it.
+        rim = 0.72 * math.sqrt(max(p[area], 0) * scale / math.pi) if pd.notna(p[area]) else 0.0
+        ax.annotate(str(p["variant"]), (p[x], p["top1"]), xytext=(rim + 2, rim + 2), textcoords="offset points",
+                    fontsize=7, zorder=6)
+    if len(pub):
+        ax.scatter(pub[x], pub["top1"], marker="*", s=150, c=[colour[g] for g in pub[colour_by]],
+                   edgecolors="black", linewidths=0.8, zorder=5)
+        handles.append(Line2D([], [], marker="*", linestyle="", markersize=11, markerfacecolor="white",
+                              markeredgecolor="black", label="published (paper's data and schedule)"))
+    best = front(points, x)
+    if len(best):
+        ax.plot(best[x], best["top1"], linestyle="--", color="0.25", linewidth=1.2, zorder=2)
+        handles.append(Line2D([], [], linestyle="--", color="0.25", label="Pareto front (measured)"))
+
+    ax.set_xlabel(X_AXES[x])
+    ax.set_ylabel("Top-1 accuracy (%)")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.margins(x=0.12, y=0.12)
+    # Figure-level legends placed "outside": the constrained layout makes room for both.
+    fig.legend(handles=handles, fontsize=7, loc="outside right upper", frameon=False)
+    if largest > 0 and math.isfinite(largest):
+        # Size key: round MAC values drawn at the same scale as the bubbles.
+        sizes = [ax.scatter([], [], s=v * scale, color="0.75", alpha=0.6, label=f"{v:g}M {MACS_LABELS[area]} MACs")
+                 for v in sorted({_round_macs(largest), _round_macs(largest / 4)})]
+        fig.legend(handles=sizes, fontsize=7, loc="outside right lower", frameon=False, labelspacing=2.0,
+                   borderpad=1.0, handletextpad=1.6, title="bubble area", title_fontsize=7)
+    return fig
+
+
+def figure_bytes(fig, fmt: str) -> bytes:
+    """The figure encoded as PNG (300 dpi, for print) or SVG."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=300 if fmt == "png" else None, bbox_inches="tight")
+    return buf.getvalue()
