@@ -1,0 +1,191 @@
+"""The Pareto dashboard (Streamlit): accuracy against size for every study in a store, beside the paper.
+
+Started by `workbench dashboard`, which passes the store's URL in $WORKBENCH_STORAGE (default: the
+workspace's studies.db). The store is opened read-only (see readonly.py) and re-read only when a cheap
+change marker moves, checked every few seconds, so a running study shows up as it goes and is never
+disturbed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import streamlit as st
+
+from workbench.dashboard import STORAGE_ENV
+from workbench.dashboard.chart_data import COLOUR_BY, X_AXES, ChartData, ablation_frame, front, plotted
+from workbench.dashboard.readonly import ReadOnlyStore, StoreProblem, first_line, read_chart_data
+from workbench.errors import WorkbenchError
+from workbench.study.results import title as table_title
+from workbench.study.store import default_storage_url
+
+DEFAULT_REFRESH_S = 5
+MAX_DEFAULT_CURVES = 6
+
+
+def storage_url() -> str:
+    return os.environ.get(STORAGE_ENV) or default_storage_url()
+
+
+# --- reading ---------------------------------------------------------------------------------------
+def _marker(url: str):
+    """The store's change marker, or the problem that stops it being read (a changed problem also counts)."""
+    try:
+        return ReadOnlyStore(url).change_marker()
+    except StoreProblem as e:
+        return (e.kind, str(e))
+    except Exception as e:  # noqa: BLE001 - any read failure is shown by the next full run
+        return ("corrupt", first_line(e))
+
+
+@st.cache_data(show_spinner="Reading the study store...", max_entries=4)
+def load(url: str, marker) -> ChartData:
+    """Everything the page shows; cached per (url, change marker), so an unchanged store is not re-read."""
+    return read_chart_data(url)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def figure_file(points: pd.DataFrame, published: pd.DataFrame, x: str, colour_by: str, fmt: str) -> bytes:
+    from workbench.dashboard.figure import bubble_figure, figure_bytes
+
+    return figure_bytes(bubble_figure(points, published, x, colour_by), fmt)
+
+
+def watch(url: str, marker, every_s: float) -> None:
+    """Re-run the page when the store changes (a trial starts, reports an epoch or finishes)."""
+    if every_s <= 0:
+        return
+
+    def check() -> None:
+        if _marker(url) != marker:
+            st.rerun(scope="app")
+
+    st.fragment(check, run_every=every_s)()
+
+
+# --- the page --------------------------------------------------------------------------------------
+def show_problem(e: StoreProblem, every_s: float) -> None:
+    again = f" This page checks again every {every_s:g} s." if every_s > 0 else ""
+    if e.kind in ("missing", "empty"):
+        st.info(f"{e}.{again}" if not str(e).endswith(".") else f"{e}{again}")
+    else:
+        st.error(f"Cannot show this store: {e}")
+
+
+def sidebar_filters(data: ChartData) -> dict:
+    def choose(label: str, column: str, key: str) -> list:
+        options = sorted({str(v) for v in data.points[column].dropna()} | {str(v) for v in data.trials[column].dropna()})
+        return st.sidebar.multiselect(label, options, default=options, key=key)
+
+    return {"studies": choose("Study", "study", "study"), "datasets": choose("Dataset", "dataset", "dataset"),
+            "schedules": choose("Schedule", "schedule", "schedule"),
+            "families": choose("Family", "family", "family")}
+
+
+def chart_section(data: ChartData, x: str, colour_by: str, toggles: dict) -> None:
+    from workbench.dashboard.interactive import bubble_chart
+
+    shown = plotted(data.points, x)
+    if shown.empty:
+        st.info("No variant in this selection has a completed trial with this x value yet.")
+        return
+    # theme=None: Vega's own tableau10 colours, the same as the downloadable matplotlib figure's tab10.
+    st.altair_chart(bubble_chart(data.points, data.published, x, colour_by, **toggles), width="stretch", theme=None)
+    best = front(data.points, x)
+    st.caption(f"{len(shown)} measured variant(s): bubble area proportional to "
+               f"{'fvcore' if x == 'macs_fvcore' else 'paper'} MACs, whiskers the 95% interval of top-1 over seeds. "
+               f"Stars: the paper's published top-1 (on the paper's dataset and schedule). Dashed: the Pareto "
+               f"front of the measured points (smaller x, higher top-1): {', '.join(best['variant_key'])}.")
+    pub = data.published if toggles["show_published"] else data.published.iloc[0:0]
+    cols = st.columns(4)
+    cols[0].download_button("Points (CSV)", data.points.to_csv(index=False), "pareto_points.csv", "text/csv")
+    cols[1].download_button("Trials (CSV)", data.trials.to_csv(index=False), "trials.csv", "text/csv")
+    cols[2].download_button("Figure (PNG)", figure_file(data.points, pub, x, colour_by, "png"), "pareto.png",
+                            "image/png")
+    cols[3].download_button("Figure (SVG)", figure_file(data.points, pub, x, colour_by, "svg"), "pareto.svg",
+                            "image/svg+xml")
+
+
+def curves_section(data: ChartData) -> None:
+    import altair as alt
+
+    keys = list(dict.fromkeys(data.curves["trial_key"]))
+    if not keys:
+        st.info("No trial has reported an epoch yet.")
+        return
+    chosen = st.multiselect("Trials", keys, default=keys[:MAX_DEFAULT_CURVES], key="curves")
+    curves = data.curves[data.curves["trial_key"].isin(chosen)]
+    if curves.empty:
+        return
+    curves = curves.assign(trial=curves["trial_key"] + " " + curves["variant"].astype(str) + "/seed"
+                           + curves["seed"].astype(str))
+    chart = alt.Chart(curves).mark_line(point=True).encode(
+        x=alt.X("epoch:Q", title="epoch"), y=alt.Y("top1:Q", title="top-1 (%)", scale=alt.Scale(zero=False)),
+        color=alt.Color("trial:N"), tooltip=["trial", "epoch", alt.Tooltip("top1:Q", format=".2f"),
+                                             alt.Tooltip("train_loss:Q", format=".4f"), "source"])
+    st.altair_chart(chart, width="stretch", theme=None)
+    if (curves["source"] == "live").any():
+        st.caption("Running trials show the top-1 they report each epoch; the full history arrives when they finish.")
+
+
+def tables_section(data: ChartData) -> None:
+    if not data.tables:
+        st.info("No study run in this selection.")
+        return
+    for (study, _), table in sorted(data.tables.items()):
+        st.markdown(f"**{table_title(table)}**")
+        st.dataframe(ablation_frame(table), hide_index=True)
+        for f in table.failed:
+            st.warning(f"failed: {f['variant']} seed {f['seed']} (trial {f['trial']}): {f['error']}")
+
+
+def main() -> None:
+    st.set_page_config(page_title="workbench: Pareto dashboard", layout="wide")
+    url = storage_url()
+    st.sidebar.caption(f"Store (read-only): `{url}`")
+    every_s = st.sidebar.number_input("Check the store every (s), 0 = never", min_value=0, max_value=3600,
+                                      value=DEFAULT_REFRESH_S, step=1, key="refresh")
+    st.title("Accuracy against size")
+    marker = _marker(url)
+    try:
+        data = load(url, marker)
+    except WorkbenchError as e:
+        show_problem(e if isinstance(e, StoreProblem) else StoreProblem("corrupt", str(e)), every_s)
+        watch(url, marker, every_s)
+        return
+    if data.trials.empty:
+        show_problem(StoreProblem("empty", f"the study store {url!r} holds no trials yet"), every_s)
+        watch(url, marker, every_s)
+        return
+
+    filters = sidebar_filters(data)
+    x = st.sidebar.radio("x axis", list(X_AXES), format_func=X_AXES.get, key="x")
+    colour_by = st.sidebar.radio("Colour by", COLOUR_BY, key="colour")
+    toggles = {"show_published": st.sidebar.toggle("Published points", value=True, key="show_published"),
+               "show_front": st.sidebar.toggle("Pareto front", value=True, key="show_front"),
+               "show_ci": st.sidebar.toggle("95% intervals", value=True, key="show_ci"),
+               "show_labels": st.sidebar.toggle("Variant names", value=True, key="show_labels")}
+    selected = data.select(**filters)
+    states = selected.trials["state"].value_counts()
+    st.caption(f"{selected.trials['study'].nunique()} study(ies), {len(selected.trials)} trial(s): "
+               + ", ".join(f"{n} {s.lower()}" for s, n in states.items()))
+    if selected.points.empty:
+        st.warning("No variant matches these filters.")
+    else:
+        chart_section(selected, x, colour_by, toggles)
+
+    points_tab, trials_tab, curves_tab, tables_tab = st.tabs(["Points", "Trials", "Learning curves", "Ablation tables"])
+    with points_tab:
+        st.dataframe(selected.points.drop(columns=["run"]), hide_index=True)
+    with trials_tab:
+        st.dataframe(selected.trials.drop(columns=["run"]), hide_index=True)
+    with curves_tab:
+        curves_section(selected)
+    with tables_tab:
+        tables_section(selected)
+    watch(url, marker, every_s)
+
+
+if __name__ == "__main__":
+    main()
