@@ -422,6 +422,58 @@ def format_front(out, objectives) -> str:
                   rows, title=title)
 
 
+# --- dashboard / report ----------------------------------------------------------------------------
+def _check_port(host: str, port: int) -> None:
+    """A port outside 1-65535 or already taken fails here, in one line, not in Streamlit's traceback."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise WorkbenchError(f"--port {port}: expected 1-65535")
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        raise WorkbenchError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e}); "
+                             "choose another --port") from None
+
+
+def cmd_dashboard(args) -> int:  # does not return: the process becomes the Streamlit server
+    import importlib.util
+    import os
+
+    from workbench.dashboard import STORAGE_ENV
+    from workbench.study.store import check_storage_url, default_storage_url
+
+    url = args.storage or default_storage_url()
+    check_storage_url(url)
+    _check_port(args.host, args.port)
+    app = importlib.util.find_spec("workbench.dashboard.app").origin
+    command = [sys.executable, "-m", "streamlit", "run", app, "--server.address", args.host,
+               "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--server.fileWatcherType", "none", "--global.developmentMode", "false",
+               "--client.toolbarMode", "viewer"]
+    print(f"workbench dashboard: http://{args.host}:{args.port} showing {url} (read-only); Ctrl-C stops it",
+          file=sys.stderr, flush=True)
+    # Become the Streamlit server (no wrapper process): Ctrl-C and kill reach it directly.
+    os.execve(sys.executable, command, {**os.environ, STORAGE_ENV: url})
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from workbench.dashboard.report import build_report, write_files
+
+    name = args.study
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        from workbench.study.files import load_study
+
+        name = load_study(name).name
+    files = build_report(args.storage, name, args.dataset, args.schedule, args.x, args.colour_by)
+    for path in write_files(files, Path(args.out)):
+        print(path)
+    return 0
+
+
 # --- the parser -------------------------------------------------------------------------------------
 def _add_counting_args(p: argparse.ArgumentParser, default_counter: str) -> None:
     p.add_argument("--counter", default=default_counter,
@@ -556,6 +608,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("dashboard", help="the Pareto dashboard (Streamlit) on a study store, read-only")
+    p.add_argument("--storage", help="SQLAlchemy URL of the store (default: sqlite:///workspace/studies.db)")
+    p.add_argument("--port", type=int, default=8501, help="port to serve on (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine "
+                   "only; 0.0.0.0 for every interface)")
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("report", help="a study's bubble chart (PNG, SVG) and Markdown table, fit for a paper")
+    p.add_argument("--study", required=True, help="the study name (or its file)")
+    p.add_argument("--out", required=True, help="folder to write the figure and table into")
+    p.add_argument("--storage", help="SQLAlchemy URL of the store (default: sqlite:///workspace/studies.db)")
+    p.add_argument("--dataset", help="the run to show when the study ran on several datasets")
+    p.add_argument("--schedule", help="the run to show when the study ran with several schedules")
+    p.add_argument("--x", choices=("macs_paper", "macs_fvcore", "params"), default="macs_paper",
+                   help="x axis: MACs by the paper's rules or fvcore, or parameters (default: %(default)s)")
+    p.add_argument("--colour-by", choices=("variant", "study", "family"), default="variant",
+                   help="what the bubble colour tells apart (default: %(default)s)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
