@@ -1,0 +1,167 @@
+"""Seed a study store for the dashboard and report tests through the runner's own recording path.
+
+The runner's `_Run` claims each item, starts its Optuna trial with the runner's attributes, `execute` builds
+and counts the (tiny) model as a Ray worker would, and `record_outcome` writes the record and final state:
+everything the study runner stores, minus Ray Tune (whose start-up alone would cost more than these tests).
+Only training is replaced, by a function that returns the top-1 each test asks for, so the expected chart
+(which points, which front) is known exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# Two tiny variants of v3-xxs (one layer per MobileViT block, narrow), counted at 64 px by two counters.
+STUDY_TEMPLATE = """\
+name: {name}
+description: "dashboard test study {name}"
+base: {base}
+baseline: {baseline}
+variants:
+{variants}
+dataset: digits
+schedule: smoke
+seeds: {seeds}
+objectives: [top1:max]
+count_resolution: 64
+counters: [paper, fvcore]
+"""
+TINY = "{layer3.depth: 1, layer4.depth: 1, layer5.depth: 1, width: 0.5"
+
+
+def study_yaml(name: str, variants: dict[str, str], seeds: int = 2, published: dict[str, str] | None = None,
+               base: str = "v3-xxs") -> str:
+    """variants: name -> extra overrides (YAML flow items, may be empty); published: name -> selector."""
+    lines = []
+    for v, extra in variants.items():
+        lines.append(f"  - name: {v}\n    overrides: {TINY}{', ' + extra if extra else ''}}}")
+        if published and v in published:
+            lines.append(f"    published: {published[v]}")
+    return STUDY_TEMPLATE.format(name=name, base=base, baseline=next(iter(variants)), variants="\n".join(lines),
+                                 seeds=seeds)
+
+
+@dataclass
+class FakeRun:
+    """The fields of the trainer's result that the trial record keeps (see workbench.train.RunResult)."""
+
+    status: str
+    top1: float | None
+    top5: float | None
+    best_top1: float | None
+    epochs_run: int
+    history: list[dict] = field(default_factory=list)
+    img_per_s: float = 1000.0
+    wall_s: float = 0.5
+    peak_mem_mb: float = 100.0
+    device: str = "cpu"
+    versions: dict = field(default_factory=dict)
+    message: str = ""
+    params: int = 0
+    schedule: str = "smoke"
+    dataset: str = "digits"
+    out_dir: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def architecture_key(spec) -> str:
+    return json.dumps(spec.architecture(), sort_keys=True, default=str)
+
+
+def fake_trainer(top1: dict[tuple[str, int], float], variant_of: dict[str, str], epochs: int = 3):
+    """A train_fn whose final top-1 for (variant, seed) is top1[...]; it rises linearly over the epochs.
+    The trainer sees only the spec, so `variant_of` maps an architecture_key back to the variant's name."""
+
+    def train(spec, dataset, schedule, overrides=None, seed=0, on_epoch=None, **_):
+        final = top1[(variant_of[architecture_key(spec)], seed)]
+        history = []
+        for epoch in range(1, epochs + 1):
+            row = {"epoch": epoch, "top1": final * epoch / epochs, "top5": min(100.0, final * epoch / epochs + 20),
+                   "train_loss": 2.3 / epoch, "lr": 1e-3, "img_per_s": 1000.0, "eval_s": 0.01, "wall_s": 0.1 * epoch,
+                   "peak_mem_mb": 100.0}
+            history.append(row)
+            if on_epoch:
+                on_epoch(epoch, dict(row))
+        return FakeRun("completed", final, min(100.0, final + 20), final, epochs, history, dataset=dataset,
+                       schedule=schedule)
+
+    return train
+
+
+def seed_study(url: str, study_file: Path, top1: dict[tuple[str, int], float], running: set[str] = frozenset(),
+               fail: set[str] = frozenset()) -> None:
+    """Run every item of the study into the store at `url`, as the runner records it.
+
+    top1 is keyed by (variant name, seed); items named in `running` ("variant/seedN") are left RUNNING
+    after two live epoch reports, those in `fail` are recorded as failed trials.
+    """
+    from workbench.study.files import load_study
+    from workbench.study.items import RunConfig
+    from workbench.study.runner import RunOptions, _Run, _study_attrs
+    from workbench.study.store import Store
+    from workbench.study.trial import FINAL_KEY, execute
+
+    study = load_study(str(study_file))
+    config = RunConfig(study.dataset, study.schedule, dict(study.schedule_overrides))
+    store = Store(url)
+    optuna_study = store.open_study(study.name, ["maximize"])
+    for k, v in _study_attrs(study, config).items():
+        optuna_study.set_user_attr(k, v)
+    run = _Run(study, config, RunOptions(storage=url, progress=False, run_dirs=False), store, optuna_study)
+    train = fake_trainer(top1, {architecture_key(v.spec): v.name for v in study.variants})
+    while (claimed := run.claim_next()) is not None:
+        item, trial_id, number = claimed
+        tune_id = f"tune-{number}"
+        run.mine[tune_id] = (item, trial_id, number, time.monotonic())
+        if item.name in running:
+            for epoch in (1, 2):
+                store.report(trial_id, epoch, 10.0 * epoch)
+            run.mine.pop(tune_id)
+            continue
+
+        def report(metrics: dict, trial_id=trial_id) -> None:
+            store.report(trial_id, int(metrics["epoch"]), float(metrics["top1"]))
+
+        if item.name in fail:
+            record = {"status": "failed", "failure": "nan", "error": "training diverged: non-finite loss"}
+        else:
+            record = execute(run.item_config(item, number), report, train_fn=train)
+        run.record_outcome(tune_id, {FINAL_KEY: json.dumps(record)}, error=False)
+    store.engine.dispose()
+
+
+# The shared test store: study "alpha" (v3 family; three variants, two seeds, c/seed1 still running) and
+# study "beta" (v1 family; two variants, one seed, q failed). Top-1 values make the front alpha a -> c -> b.
+ALPHA_TOP1 = {("a", 0): 50.0, ("a", 1): 52.0, ("b", 0): 55.0, ("b", 1): 56.0, ("c", 0): 53.0, ("c", 1): 51.0}
+BETA_TOP1 = {("p", 0): 40.0, ("q", 0): 45.0}
+_SEEDED: dict[str, Path] = {}
+
+
+def seeded_db(folder: Path) -> Path:
+    """The shared test store, built once per test session into `folder` (later calls return the same file)."""
+    if "db" in _SEEDED:
+        return _SEEDED["db"]
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models count fastest on one thread, and do not fight other tests
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        db = folder / "studies.db"
+        alpha = folder / "alpha.yaml"
+        alpha.write_text(study_yaml("alpha", {"a": "", "b": "block.fusion_conv: 3x3", "c": "layer3.width: 1.5"},
+                                    published={"a": "{table: T6, row: 1}", "b": "{table: T6, row: 2}"}))
+        beta = folder / "beta.yaml"
+        beta.write_text(study_yaml("beta", {"p": "", "q": "block.input_add: true"}, seeds=1, base="v1-xxs",
+                                   published={"p": "{table: T2, model: MobileViTv1-XXS}"}))
+        seed_study(f"sqlite:///{db}", alpha, ALPHA_TOP1, running={"c/seed1"})
+        seed_study(f"sqlite:///{db}", beta, BETA_TOP1, fail={"q/seed0"})
+    finally:
+        torch.set_num_threads(threads)
+    _SEEDED["db"] = db
+    return db

@@ -1,0 +1,92 @@
+"""End to end: `workbench dashboard` serves the app, headless Chromium loads it, and the chart is drawn."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from dashboard_store import seeded_db
+from headless_chromium import CHROMIUM, ChromiumPage
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent: install Debian's chromium "
+                                "(apt-get install -y chromium) to run the browser test")
+
+# The bubble layer's marks (Vega's SVG renderer draws each point as a path in a symbol group).
+CHART_READY = """(() => {
+  const chart = document.querySelector('.vega-embed');
+  if (!chart) return null;
+  const symbols = chart.querySelectorAll('g.mark-symbol path').length;
+  const canvas = chart.querySelector('canvas');
+  if (symbols < 7 && !canvas) return null;
+  const r = chart.getBoundingClientRect();
+  return {x: r.x, y: r.y, width: r.width, height: r.height, symbols: symbols};
+})()"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(port: int, proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"workbench dashboard exited with {proc.returncode}: {proc.stderr.read()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"the dashboard did not answer on port {port} within {timeout_s:g} s")
+
+
+@pytest.fixture
+def dashboard(tmp_path_factory, tmp_path):
+    db = tmp_path / "studies.db"
+    shutil.copy(seeded_db(tmp_path_factory.getbasetemp() / "dashboard-store"), db)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "dashboard", "--port", str(port),
+                             "--storage", f"sqlite:///{db}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        wait_healthy(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server this fixture started (it is its own group)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stderr.close()
+
+
+def test_browser_shows_the_rendered_bubble_chart(dashboard, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    with ChromiumPage(dashboard, width=1400, height=1100) as page:
+        box = page.wait_for(CHART_READY, timeout_s=90)
+        time.sleep(0.5)  # let the last paint land
+        png = page.screenshot({k: box[k] for k in ("x", "y", "width", "height")})
+        title = page.evaluate("document.querySelector('h1') && document.querySelector('h1').innerText")
+    (tmp_path / "chart.png").write_bytes(png)
+    assert title == "Accuracy against size"
+    assert box["width"] > 300 and box["height"] > 300
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16).reshape(-1, 3)
+    colours = len(np.unique(pixels, axis=0))
+    # Bubbles, stars and whiskers are saturated colours; axes, grid, text and background are grey.
+    saturated = int(((pixels.max(axis=1) - pixels.min(axis=1)) > 60).sum())
+    assert colours > 100, f"only {colours} distinct colours: a blank chart"
+    assert saturated > 2000, f"only {saturated} coloured pixels: no bubbles drawn"
