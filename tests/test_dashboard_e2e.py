@@ -52,9 +52,14 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout_s: float = 60.0) -> 
 
 
 @pytest.fixture
-def dashboard(tmp_path_factory, tmp_path):
-    db = tmp_path / "studies.db"
-    shutil.copy(seeded_db(tmp_path_factory.getbasetemp() / "dashboard-store"), db)
+def db(tmp_path_factory, tmp_path):
+    copy = tmp_path / "studies.db"
+    shutil.copy(seeded_db(tmp_path_factory.getbasetemp() / "dashboard-store"), copy)
+    return copy
+
+
+@pytest.fixture
+def dashboard(db):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "dashboard", "--port", str(port),
                              "--storage", f"sqlite:///{db}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -70,6 +75,10 @@ def dashboard(tmp_path_factory, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         proc.stderr.close()
+
+
+CAPTION = """Array.from(document.querySelectorAll('[data-testid="stCaptionContainer"]')).map(e => e.innerText)
+  .find(t => t.includes('trial(s)')) || ''"""
 
 
 def test_browser_shows_the_rendered_bubble_chart(dashboard, tmp_path):
@@ -90,3 +99,21 @@ def test_browser_shows_the_rendered_bubble_chart(dashboard, tmp_path):
     saturated = int(((pixels.max(axis=1) - pixels.min(axis=1)) > 60).sum())
     assert colours > 100, f"only {colours} distinct colours: a blank chart"
     assert saturated > 2000, f"only {saturated} coloured pixels: no bubbles drawn"
+
+
+def test_page_follows_a_study_that_writes_without_slowing_it(dashboard, db):
+    """The store changes under the open page (a running trial fails): the writer is not held up, and the
+    page shows the change by itself within a few check intervals."""
+    from workbench.study.store import Store
+
+    with ChromiumPage(dashboard) as page:
+        assert "1 running" in page.wait_for(CAPTION, timeout_s=90)
+        writer = Store(f"sqlite:///{db}", create=False)
+        running = next(r for r in writer.records("alpha") if r.state == "RUNNING")
+        trial_id = writer.load_study("alpha").trials[running.number]._trial_id
+        t0 = time.monotonic()
+        assert writer.finish(trial_id, "FAIL", {"failure": "worker", "error": "killed by the test"})
+        assert time.monotonic() - t0 < 5
+        writer.engine.dispose()
+        caption = page.wait_for(f"(() => {{ const t = {CAPTION}; return t.includes('2 fail') && t }})()", 30)
+    assert "running" not in caption
