@@ -57,21 +57,21 @@ def _attempts(tmp: Path, study: str = "tiny") -> dict[str, int]:
 def test_a_failing_trial_is_stored_as_failed_and_the_others_complete(ws):
     tmp, env = ws
     # c's layer1 stride makes the total stride 64: it counts at 64 px but cannot train at the smoke 32 px.
-    study = _study(tmp / "s.yaml", TWO + ["{name: c, overrides: {width: 0.25, layer1.stride: 2}}"])
+    study = _study(tmp / "s.yaml", TWO[:1] + ["{name: c, overrides: {width: 0.25, layer1.stride: 2}}"])
     r = _run(["ablate", "--study", str(study)], env, tmp)
     assert r.returncode == 1, r.stderr[-3000:]
     recs = _store(tmp).records("tiny")
     failed = [x for x in recs if x.state == "FAIL"]
     assert sorted(x.attrs["variant"] for x in failed) == ["c", "c"]
     assert all("train: WorkbenchError" in x.attrs["error"] and x.attrs["failure"] == "exception" for x in failed)
-    assert sorted(x.attrs["variant"] for x in recs if x.state == "COMPLETE") == ["a", "a", "b", "b"]
+    assert sorted(x.attrs["variant"] for x in recs if x.state == "COMPLETE") == ["a", "a"]
     assert "failed: c seed 0" in r.stdout
     rows = {row["variant"]: row for row in json.loads(_run(["results", "--study", "tiny", "--json"], env, tmp).stdout)}
     assert rows["c"]["n_seeds"] == 0 and rows["c"]["n_failed"] == 2 and rows["a"]["n_seeds"] == 2
     # The same command again does not retrain anything: completed stay, failed are only retried on request.
     again = _run(["ablate", "--study", str(study), "--quiet"], env, tmp)
-    assert again.returncode == 1 and "0 trials run now, 4 already complete" in again.stderr
-    assert len(_store(tmp).records("tiny")) == 6
+    assert again.returncode == 1 and "0 trials run now, 2 already complete" in again.stderr
+    assert len(_store(tmp).records("tiny")) == 4
 
 
 def test_kill_9_mid_study_then_the_same_command_finishes_without_retraining(ws):
@@ -119,7 +119,7 @@ def test_kill_9_mid_study_then_the_same_command_finishes_without_retraining(ws):
 
 def test_two_processes_on_one_study_and_store_run_each_trial_once(ws):
     tmp, env = ws
-    study = _study(tmp / "s.yaml", THREE)
+    study = _study(tmp / "s.yaml", TWO)
     cmd = WORKBENCH + ["ablate", "--study", str(study), "--quiet"]
     procs = [subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
@@ -128,10 +128,9 @@ def test_two_processes_on_one_study_and_store_run_each_trial_once(ws):
         assert p.returncode == 0, err[-3000:]
         assert "locked" not in err.lower()
     recs = _store(tmp).records("tiny")
-    assert len(recs) == 6 and all(x.state == "COMPLETE" for x in recs)
-    assert len({x.attrs["item"] for x in recs}) == 6
-    assert set(_attempts(tmp).values()) == {1}
-    assert len({x.attrs["owner"] for x in recs}) >= 1
+    assert len(recs) == 4 and all(x.state == "COMPLETE" for x in recs)
+    assert len({x.attrs["item"] for x in recs}) == 4
+    assert set(_attempts(tmp).values()) == {1} and len(_attempts(tmp)) == 4
 
 
 def _free_port() -> int:

@@ -45,15 +45,24 @@ def _digest(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def resolved_schedule(config: RunConfig) -> dict:
+    """Every field of the schedule as it is defined now: a changed definition (say, smoke gets fewer
+    epochs in a new release) is different work, and is never mixed with the old results in one table."""
+    from workbench.schedules import get_schedule
+
+    return get_schedule(config.schedule, config.schedule_overrides).to_dict()
+
+
 def config_id(config: RunConfig) -> str:
-    return _digest(config.to_dict())[:10]
+    return _digest({**config.to_dict(), "resolved": resolved_schedule(config)})[:10]
 
 
 def plan_items(study: Study, config: RunConfig) -> list[Item]:
     items = []
+    schedule = resolved_schedule(config)
     for v in study.variants:
         for seed in study.seeds:
-            payload = {"architecture": v.spec.architecture(), **config.to_dict(), "seed": seed,
+            payload = {"architecture": v.spec.architecture(), **config.to_dict(), "resolved": schedule, "seed": seed,
                        "count_resolution": study.count_resolution, "counters": list(study.counters),
                        "latency": vars(study.latency) if study.latency else None}
             items.append(Item(study.name, v, seed, config, f"{v.name}:{seed}:{_digest(payload)}"))

@@ -57,10 +57,12 @@ def build_table(store: Store, study_name: str, dataset: str | None = None, sched
         have = "; ".join(f"{c['dataset']} / {c['schedule']}" for c in configs.values()) or "no trials yet"
         raise WorkbenchError(f"study {study_name!r} has no trials for dataset={dataset or 'any'} "
                              f"schedule={schedule or 'any'}; it has: {have}")
-    if len(wanted) > 1:
-        have = "; ".join(f"{c['dataset']} / {c['schedule']}" for c in wanted)
-        raise WorkbenchError(f"study {study_name!r} has several runs ({have}); choose with --dataset and --schedule")
-    config = wanted[0]
+    # Several matching runs (say, the smoke schedule before and after its definition changed): the last
+    # one the study ran, else the one with the newest trial.
+    last = layout.get("last_config", {}).get("id")
+    newest = {c["id"]: max((r.number for r in records if r.attrs.get("config_id") == c["id"]), default=-1)
+              for c in wanted}
+    config = next((c for c in wanted if c["id"] == last), None) or max(wanted, key=lambda c: newest[c["id"]])
     mine = [r for r in records if r.attrs.get("config_id") == config["id"]]
     order = [v["name"] for v in layout.get("variants", [])]
     for r in mine:

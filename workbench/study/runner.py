@@ -25,7 +25,7 @@ from ray.tune.search import Searcher
 from workbench.errors import WorkbenchError
 from workbench.study.claims import Claims
 from workbench.study.files import Study
-from workbench.study.items import Item, RunConfig, config_id, plan_items
+from workbench.study.items import Item, RunConfig, config_id, plan_items, resolved_schedule
 from workbench.study.progress import Progress
 from workbench.study.provenance import git_revision
 from workbench.study.store import Store, workspace_dir
@@ -102,6 +102,8 @@ class _Run:
         self.study_id = optuna_study._study_id
         self.claims = Claims(store.engine, study.name, options.stale_after_s)
         self.items = plan_items(study, config)
+        self.schedule_resolved = resolved_schedule(config)
+        self.config_id = config_id(config)
         self.by_key = {it.key: it for it in self.items}
         self.cpus = options.cpus_per_trial if options.cpus_per_trial is not None else study.cpus
         self.gpus = options.gpus_per_trial if options.gpus_per_trial is not None else study.gpus
@@ -167,7 +169,8 @@ class _Run:
                 "preset": v.preset, "overrides": v.overrides, "block": dict(vars(v.spec.block)),
                 "spec": v.spec.to_dict(), "published": v.published, "baseline": v.name == self.study.baseline,
                 "dataset": self.config.dataset, "schedule": self.config.schedule,
-                "schedule_overrides": self.config.schedule_overrides, "config_id": config_id(self.config),
+                "schedule_overrides": self.config.schedule_overrides, "config_id": self.config_id,
+                "schedule_resolved": self.schedule_resolved,
                 "count_resolution": self.study.count_resolution, "resources": {"cpus": self.cpus, "gpus": self.gpus},
                 "git_revision": git_revision(), "owner": self.claims.owner}
 
