@@ -204,6 +204,43 @@ def front(points: pd.DataFrame, x: str) -> pd.DataFrame:
     return shown.iloc[idx].sort_values([x, "top1"]).reset_index(drop=True)
 
 
+def colours(points: pd.DataFrame, published: pd.DataFrame, colour_by: str) -> dict[str, str]:
+    """Group -> hex colour, in order of first appearance, from matplotlib's tab10 (tab20 past ten groups):
+    the dashboard and the report give a variant the same colour."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    groups = list(dict.fromkeys([str(g) for g in points[colour_by]] + [str(g) for g in published[colour_by]]))
+    cmap = colormaps["tab10" if len(groups) <= 10 else "tab20"]
+    return {g: to_hex(cmap(i % cmap.N)) for i, g in enumerate(groups)}
+
+
+def _widened(columns: list[pd.Series], margin: float) -> tuple[float, float]:
+    """The values' range widened by `margin` of its span on each side, never below zero (MACs, params and
+    accuracy are not negative)."""
+    values = pd.concat([c.dropna().astype(float) for c in columns if len(c)])
+    if values.empty:
+        return 0.0, 1.0
+    lo, hi = float(values.min()), float(values.max())
+    pad = (hi - lo) * margin or abs(hi) * margin or 1.0
+    return max(0.0, lo - pad), hi + pad
+
+
+def x_range(points: pd.DataFrame, published: pd.DataFrame, x: str) -> tuple[float, float]:
+    """The x axis of both charts: the measured and published points with room for the largest bubbles."""
+    return _widened([plotted(points, x)[x], published[x]], 0.08)
+
+
+def y_range(points: pd.DataFrame, published: pd.DataFrame, x: str, whiskers: bool = True) -> tuple[float, float]:
+    """The top-1 axis of both charts: points, stars and whiskers. A whisker counts only up to 0-100 %: two
+    seeds far apart give an interval wider than the scale, and it must not squash the points."""
+    shown = plotted(points, x)
+    columns = [shown["top1"], published["top1"]]
+    if whiskers:
+        columns += [shown["top1_low"].clip(0, 100), shown["top1_high"].clip(0, 100)]
+    return _widened(columns, 0.1)
+
+
 def ablation_frame(table: StudyTable) -> pd.DataFrame:
     """The study's table exactly as `workbench results` prints it."""
     headers, rows = table_cells(table, mark="✓")

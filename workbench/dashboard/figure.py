@@ -13,7 +13,8 @@ import math
 
 import pandas as pd
 
-from workbench.dashboard.chart_data import MACS_LABELS, X_AXES, area_column, front, plotted
+from workbench.dashboard.chart_data import (MACS_LABELS, X_AXES, area_column, colours, front, plotted, x_range,
+                                             y_range)
 
 MAX_AREA_PT2 = 1400.0  # the largest bubble's area in points^2; every other area scales linearly from zero
 
@@ -43,13 +44,12 @@ def bubble_figure(points: pd.DataFrame, published: pd.DataFrame, x: str = "macs_
     # Published points are fixed-size stars: only measured bubbles set the area scale.
     largest = max([v for v in shown[area] if pd.notna(v)], default=1.0)
     scale = MAX_AREA_PT2 / largest
-    groups = list(dict.fromkeys(list(shown[colour_by]) + (list(pub[colour_by]) if len(pub) else [])))
-    cmap = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"]
-    colour = {g: cmap(i % cmap.N) for i, g in enumerate(groups)}
+    colour = colours(shown, pub, colour_by)
+    groups = list(colour)
 
     handles = []
     for g in groups:
-        mine = shown[shown[colour_by] == g]
+        mine = shown[shown[colour_by].astype(str) == g]
         if len(mine):
             ax.scatter(mine[x], mine["top1"], s=mine[area].fillna(0) * scale, color=colour[g], alpha=0.55,
                        edgecolors=[colour[g]], linewidths=1.0, zorder=3)
@@ -66,28 +66,34 @@ def bubble_figure(points: pd.DataFrame, published: pd.DataFrame, x: str = "macs_
         ax.annotate(str(p["variant"]), (p[x], p["top1"]), xytext=(rim + 2, rim + 2), textcoords="offset points",
                     fontsize=7, zorder=6)
     if len(pub):
-        ax.scatter(pub[x], pub["top1"], marker="*", s=150, c=[colour[g] for g in pub[colour_by]],
+        ax.scatter(pub[x], pub["top1"], marker="*", s=150, c=[colour[str(g)] for g in pub[colour_by]],
                    edgecolors="black", linewidths=0.8, zorder=5)
         handles.append(Line2D([], [], marker="*", linestyle="", markersize=11, markerfacecolor="white",
                               markeredgecolor="black", label="published (paper's data and schedule)"))
     best = front(points, x)
     if len(best):
-        ax.plot(best[x], best["top1"], linestyle="--", color="0.25", linewidth=1.2, zorder=2)
-        handles.append(Line2D([], [], linestyle="--", color="0.25", label="Pareto front (measured)"))
+        ax.plot(best[x], best["top1"], linestyle="--", marker=".", color="0.25", linewidth=1.2, zorder=2)
+        handles.append(Line2D([], [], linestyle="--", marker=".", color="0.25", label="Pareto front (measured)"))
 
     ax.set_xlabel(X_AXES[x])
     ax.set_ylabel("Top-1 accuracy (%)")
     if title:
         ax.set_title(title, fontsize=9)
-    ax.margins(x=0.12, y=0.12)
+    ax.set_xlim(*x_range(shown, pub, x))
+    ax.set_ylim(*y_range(shown, pub, x))
+    ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= 100])  # the axis may run past 100 %, ticks not
     # Figure-level legends placed "outside": the constrained layout makes room for both.
     fig.legend(handles=handles, fontsize=7, loc="outside right upper", frameon=False)
     if largest > 0 and math.isfinite(largest):
         # Size key: round MAC values drawn at the same scale as the bubbles.
         sizes = [ax.scatter([], [], s=v * scale, color="0.75", alpha=0.6, label=f"{v:g}M {MACS_LABELS[area]} MACs")
                  for v in sorted({_round_macs(largest), _round_macs(largest / 4)})]
-        fig.legend(handles=sizes, fontsize=7, loc="outside right lower", frameon=False, labelspacing=2.0,
-                   borderpad=1.0, handletextpad=1.6, title="bubble area", title_fontsize=7)
+        # Rows keep the text's height, so each label sits beside its bubble's centre; the spacing and the
+        # padding (in font sizes) make room for the bubbles that overflow them.
+        diameter = 2 * math.sqrt(max(v.get_sizes()[0] for v in sizes) / math.pi)
+        fig.legend(handles=sizes, fontsize=7, loc="outside right lower", frameon=False, scatteryoffsets=[0.5],
+                   labelspacing=diameter / 7, borderpad=diameter / 14 + 0.4, handletextpad=diameter / 14,
+                   title="bubble area", title_fontsize=7)
     return fig
 
 

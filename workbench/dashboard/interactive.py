@@ -9,7 +9,8 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from workbench.dashboard.chart_data import MACS_LABELS, X_AXES, area_column, front, plotted
+from workbench.dashboard.chart_data import (MACS_LABELS, X_AXES, area_column, colours, front, plotted, x_range,
+                                             y_range)
 
 MAX_AREA_PX = 2200  # the largest bubble's area in square pixels
 PUBLISHED_SIZE_PX = 260
@@ -38,15 +39,6 @@ def _tooltip_published() -> list:
             alt.Tooltip("macs_fvcore:Q", title="fvcore MACs (M)", format=".1f"), alt.Tooltip("figures:N")]
 
 
-def _domain(*columns: pd.Series, margin: float) -> list[float]:
-    """The data's range widened by `margin` of its span on each side (room for big bubbles and the stars),
-    never below zero: MACs, params and accuracy are not negative."""
-    values = pd.concat([c.dropna().astype(float) for c in columns])
-    lo, hi = float(values.min()), float(values.max())
-    pad = (hi - lo) * margin or abs(hi) * margin or 1.0
-    return [max(0.0, lo - pad), hi + pad]
-
-
 def bubble_chart(points: pd.DataFrame, published: pd.DataFrame, x: str, colour_by: str, *,
                  show_published: bool = True, show_front: bool = True, show_ci: bool = True,
                  show_labels: bool = True) -> alt.LayerChart:
@@ -57,10 +49,14 @@ def bubble_chart(points: pd.DataFrame, published: pd.DataFrame, x: str, colour_b
         if show_published and len(published) else published.iloc[0:0].assign(kind="published")
     # Published points are fixed-size stars: only measured bubbles set the area scale.
     largest = max([v for v in shown[area] if pd.notna(v)], default=1.0)
-    x_enc = alt.X(f"{x}:Q", title=X_AXES[x], scale=alt.Scale(domain=_domain(shown[x], pub[x], margin=0.08), nice=False))
+    x_enc = alt.X(f"{x}:Q", title=X_AXES[x], scale=alt.Scale(domain=list(x_range(shown, pub, x)), nice=False))
+    # The axis may run past 100 % to fit the bubbles; its labels stop at 100.
     y_enc = alt.Y("top1:Q", title="Top-1 accuracy (%)",
-                  scale=alt.Scale(domain=_domain(shown["top1"], pub["top1"], margin=0.1), nice=False))
-    colour = alt.Color(f"{colour_by}:N", title=colour_by)
+                  scale=alt.Scale(domain=list(y_range(shown, pub, x, show_ci)), nice=False),
+                  axis=alt.Axis(labelExpr="datum.value > 100 ? '' : datum.label"))
+    palette = colours(shown, pub, colour_by)
+    colour = alt.Color(f"{colour_by}:N", title=colour_by,
+                       scale=alt.Scale(domain=list(palette), range=list(palette.values())))
     size = alt.Size(f"{area}:Q", title=f"{MACS_LABELS[area]} MACs (M)",
                     scale=alt.Scale(type="linear", zero=True, domain=[0, largest], range=[0, MAX_AREA_PX]))
     shape = alt.Shape("kind:N", title="point", scale=KINDS)
@@ -68,10 +64,12 @@ def bubble_chart(points: pd.DataFrame, published: pd.DataFrame, x: str, colour_b
     layers = []
     if show_front:
         best = front(points, x).reset_index().rename(columns={"index": "order"})
-        layers.append(alt.Chart(best).mark_line(strokeDash=[6, 4], color="#444", strokeWidth=1.5)
+        # Each front point also gets a dark dot: a front of one point has no line to draw.
+        layers.append(alt.Chart(best).mark_line(strokeDash=[6, 4], color="#444", strokeWidth=1.5,
+                                                point=alt.OverlayMarkDef(color="#444", size=30))
                       .encode(x=x_enc, y=y_enc, order="order:Q"))
     if show_ci:
-        layers.append(alt.Chart(shown[shown["top1_low"].notna()]).mark_rule(strokeWidth=1.5)
+        layers.append(alt.Chart(shown[shown["top1_low"].notna()]).mark_rule(strokeWidth=1.5, clip=True)
                       .encode(x=x_enc, y="top1_low:Q", y2="top1_high:Q", color=colour))
     layers.append(alt.Chart(shown).mark_point(filled=True, opacity=0.55, strokeWidth=1)
                   .encode(x=x_enc, y=y_enc, size=size, color=colour, shape=shape,
