@@ -75,7 +75,8 @@ def show_problem(e: StoreProblem, every_s: float) -> None:
 
 def sidebar_filters(data: ChartData) -> dict:
     def choose(label: str, column: str, key: str) -> list:
-        options = sorted({str(v) for v in data.points[column].dropna()} | {str(v) for v in data.trials[column].dropna()})
+        values = list(data.points[column].dropna()) + list(data.trials[column].dropna())
+        options = sorted({str(v) for v in values})
         return st.sidebar.multiselect(label, options, default=options, key=key)
 
     return {"studies": choose("Study", "study", "study"), "datasets": choose("Dataset", "dataset", "dataset"),
@@ -90,8 +91,9 @@ def chart_section(data: ChartData, x: str, colour_by: str, toggles: dict) -> Non
     if shown.empty:
         st.info("No variant in this selection has a completed trial with this x value yet.")
         return
-    # theme=None: Vega's own tableau10 colours, the same as the downloadable matplotlib figure's tab10.
-    st.altair_chart(bubble_chart(data.points, data.published, x, colour_by, **toggles), width="stretch", theme=None)
+    # theme=None: the chart keeps its own palette (the downloadable figure's), not Streamlit's theme colours.
+    chart = bubble_chart(data.points, data.published, x, colour_by, **toggles)
+    st.altair_chart(chart, width="stretch", theme=None)
     best = front(data.points, x)
     st.caption(f"{len(shown)} measured variant(s): bubble area proportional to "
                f"{'fvcore' if x == 'macs_fvcore' else 'paper'} MACs, whiskers the 95% interval of top-1 over seeds. "

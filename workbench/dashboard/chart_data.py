@@ -134,7 +134,8 @@ def _point_row(study: str, run_id: str, attrs: dict, table: StudyTable, row: dic
             "delta_low": dci[0], "delta_high": dci[1], "published_top1": row["published_top1"]}
 
 
-PUBLISHED_COLUMNS = ["variant_key", "study", "dataset", "schedule", "family", "variant", "label", "source", "toggles", "top1", "params", "macs_paper", "macs_fvcore", "figures"]
+PUBLISHED_COLUMNS = ["variant_key", "study", "dataset", "schedule", "family", "variant", "label", "source",
+                     "toggles", "top1", "params", "macs_paper", "macs_fvcore", "figures"]
 
 
 def _published_row(point: dict, row: dict) -> dict:

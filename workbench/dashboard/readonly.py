@@ -70,7 +70,8 @@ class ReadOnlyStore(Store):
         except WorkbenchError as e:
             raise StoreProblem("bad-url", str(e)) from None
         except (sa.exc.NoSuchModuleError, ImportError) as e:
-            raise StoreProblem("bad-url", f"--storage {self.url!r}: no database driver for it ({first_line(e)})") from None
+            raise StoreProblem("bad-url", f"--storage {self.url!r}: no database driver for it "
+                                          f"({first_line(e)})") from None
         backend = parsed.get_backend_name()
         engine_url, connect_args = self.url, {}
         if backend == "sqlite":
