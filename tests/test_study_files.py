@@ -108,6 +108,14 @@ def test_bad_options_are_one_line_exit_2_and_store_untouched(workspace, capsys, 
     assert not workspace.exists()
 
 
+def test_a_stale_ray_address_in_the_environment_is_one_line_exit_2(workspace, capsys, monkeypatch):
+    Path("ok.yaml").write_text(GOOD)
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    assert main(["ablate", "--study", "ok.yaml"]) == 2
+    assert "RAY_ADDRESS '127.0.0.1:1': no Ray head answers there" in capsys.readouterr().err
+    assert not workspace.exists()
+
+
 def test_unknown_study_name_lists_the_shipped_ones(workspace, capsys):
     assert main(["ablate", "--study", "table66"]) == 2
     err = capsys.readouterr().err

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -178,6 +179,10 @@ def test_a_study_on_a_two_node_ray_cluster(ws):
     # Token auth on explicitly, so `ray status` (which does not pick the mode up by itself) can talk too.
     ray_env = {**env, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     groups = []
+    # `ray start` records its cluster in /tmp/ray/ray_current_cluster, where a plain ray.init() on this
+    # machine would find it after the test; put back what was there.
+    current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    before = current.read_text() if current.exists() else None
     try:
         groups.append(_ray_node(ray_cli, ["--head", f"--port={port}", "--include-dashboard=false"], ray_env))
         groups.append(_ray_node(ray_cli, [f"--address={address}"], ray_env))
@@ -195,3 +200,8 @@ def test_a_study_on_a_two_node_ray_cluster(ws):
     finally:
         for pgid in reversed(groups):
             _stop(pgid)
+        if current.exists() and current.read_text().strip().endswith(f":{port}"):
+            if before is None:
+                current.unlink()
+            else:
+                current.write_text(before)

@@ -17,10 +17,12 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
-from ray.tune.search import Searcher
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0: our progress only
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+from ray.tune.search import Searcher  # noqa: E402 - after the environment Tune reads
 
 from workbench.errors import WorkbenchError
 from workbench.study.claims import Claims
@@ -57,18 +59,18 @@ class RunSummary:
     wall_s: float = 0.0
 
 
-def check_ray_address(address: str) -> str:
+def check_ray_address(address: str, source: str = "--ray-address") -> str:
     """'auto', or HOST:PORT of a reachable Ray head (tested with a TCP connect, so a typo fails in seconds)."""
     if address == "auto":
         return address
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise WorkbenchError(f"--ray-address {address!r}: expected HOST:PORT of a Ray head (e.g. 10.0.0.5:6379) "
+        raise WorkbenchError(f"{source} {address!r}: expected HOST:PORT of a Ray head (e.g. 10.0.0.5:6379) "
                              "or 'auto'")
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as e:
-        raise WorkbenchError(f"--ray-address {address!r}: no Ray head answers there ({e.strerror or e})") from None
+        raise WorkbenchError(f"{source} {address!r}: no Ray head answers there ({e.strerror or e})") from None
     return address
 
 
@@ -292,8 +294,6 @@ def _heartbeat(run: _Run, stop: threading.Event) -> None:
 
 
 def _start_ray(address: str | None):
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
 
     if ray.is_initialized():
@@ -302,7 +302,9 @@ def _start_ray(address: str | None):
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
-            ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+            # "local": always a fresh Ray for this command. Without it ray.init() joins whatever cluster
+            # `ray start` last recorded in /tmp/ray, even one that has since been stopped.
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise WorkbenchError(f"cannot start or join Ray{f' at {address}' if address else ''}: "
                              f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
@@ -325,8 +327,10 @@ def _slots(ray, cpus: float, gpus: float) -> int:
 
 def run_study(study: Study, config: RunConfig, options: RunOptions) -> tuple[RunSummary, Store]:
     t0 = time.monotonic()
-    if options.ray_address:
-        check_ray_address(options.ray_address)
+    # RAY_ADDRESS is how `ray job submit` tells its entrypoint where the cluster is; honour it like the flag.
+    address = options.ray_address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        check_ray_address(address, "--ray-address" if options.ray_address else "RAY_ADDRESS")
     store = Store(options.storage)
     optuna_study = store.open_study(study.name, ["maximize" if d == "max" else "minimize" for _, d in study.objectives])
     for k, v in _study_attrs(study, config).items():
@@ -338,7 +342,7 @@ def run_study(study: Study, config: RunConfig, options: RunOptions) -> tuple[Run
         run.summary.wall_s = time.monotonic() - t0
         return run.summary, store
 
-    ray = _start_ray(options.ray_address)
+    ray = _start_ray(address)
     from ray import tune
 
     cpus, gpus = run.cpus, run.gpus
