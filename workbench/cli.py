@@ -342,7 +342,7 @@ def _train_candidates(args, result, payload: dict | None = None) -> int:
     """`scale --train`: the candidates become a study, trained on Ray Tune and ranked by top-1."""
     from workbench.scale import candidates_study
     from workbench.study.files import load_study
-    from workbench.study.items import RunConfig, normalize_dataset
+    from workbench.study.items import RunConfig
     from workbench.study.results import build_table
     from workbench.study.runner import RunOptions, run_study
     from workbench.study.store import workspace_dir
