@@ -23,6 +23,7 @@ def test_paper_ablation_is_table_6():
         (100, 192, 2e-3, 2e-4, 3000, 2e-4, 0.01)
     assert s.train_sizes() == (160, 192, 256, 288, 320)
     assert s.crop_scale < 1 and s.flip
+    assert (s.ema_momentum, s.ema_warmup, s.label_smoothing) == (0.0005, False, 0.1)  # cvnets v1 defaults
 
 
 def test_paper_v1_and_v2():

@@ -17,8 +17,9 @@ class EMA:
     integer buffers (num_batches_tracked) are copied.
     """
 
-    def __init__(self, model: nn.Module, momentum: float):
+    def __init__(self, model: nn.Module, momentum: float, warmup: bool = False):
         self.momentum = momentum
+        self.warmup = warmup
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
@@ -29,9 +30,19 @@ class EMA:
                        [theirs[k] for k in mine if mine[k].is_floating_point()])
         self._other = [(mine[k], theirs[k]) for k in mine if not mine[k].is_floating_point()]
 
+    def momentum_at(self, step: int) -> float:
+        """With warm-up, max(m, (1 + step)^(-2/3)): early on the average follows the model closely.
+
+        Without it, an average over a short run's first fast-moving steps mixes the random initialisation
+        into the weights and evaluates near chance; by ~(1/m)^1.5 steps the warm-up has no effect left.
+        """
+        if not self.warmup:
+            return self.momentum
+        return max(self.momentum, (1.0 + step) ** (-2.0 / 3.0))
+
     @torch.no_grad()
-    def update(self) -> None:
-        torch._foreach_lerp_(self._float[0], self._float[1], self.momentum)
+    def update(self, step: int = 0) -> None:
+        torch._foreach_lerp_(self._float[0], self._float[1], self.momentum_at(step))
         for a, b in self._other:
             a.copy_(b)
 

@@ -39,6 +39,7 @@ class Schedule:
     label_smoothing: float = 0.1
     clip_grad: float = 0.0  # max global gradient norm; 0 = no clipping
     ema_momentum: float = 0.0005  # ema = (1 - m) * ema + m * model after each step; 0 = evaluate the raw model
+    ema_warmup: bool = True  # momentum max(m, (1 + step)^-2/3) early on, so short runs' EMA is not the init
     crop_scale: float = 0.08  # random resized crop keeps between this fraction and all of the image area
     flip: bool = True  # random horizontal flip
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
@@ -80,7 +81,7 @@ def parse_sizes(text: str) -> tuple[int, ...]:
 # 2e-4, weight decay 0.01, multi-scale sampler, random resized crop + flip, label smoothing 0.1, EMA 0.0005.
 _V1_RECIPE = dict(batch=192, resolution=256, multiscale="160,192,256,288,320", lr=2e-3, min_lr=2e-4,
                   warmup_iters=3000, warmup_init_lr=2e-4, weight_decay=0.01, label_smoothing=0.1,
-                  ema_momentum=0.0005, crop_scale=0.08)
+                  ema_momentum=0.0005, ema_warmup=False, crop_scale=0.08)
 
 SCHEDULES: dict[str, Schedule] = {
     # Minutes on 2 CPU cores: 32 px, few epochs, a fast EMA so the averaged weights keep up with a short run.
@@ -99,7 +100,7 @@ SCHEDULES: dict[str, Schedule] = {
     # batch 1020. The paper adds RandAugment, random erase, mixup and cutmix; this workbench does not.
     "paper-v2": Schedule(name="paper-v2", epochs=300, batch=1020, resolution=256, multiscale="", lr=2e-3,
                          min_lr=2e-4, warmup_iters=20000, warmup_init_lr=1e-6, weight_decay=0.05,
-                         label_smoothing=0.1, ema_momentum=0.0005, crop_scale=0.08),
+                         label_smoothing=0.1, ema_momentum=0.0005, ema_warmup=False, crop_scale=0.08),
 }
 
 

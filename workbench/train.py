@@ -198,7 +198,7 @@ class _Loop:
         fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
         self.opt = torch.optim.AdamW(param_groups(self.model, schedule.weight_decay), lr=schedule.warmup_init_lr,
                                      **fused)
-        self.ema = EMA(self.model, schedule.ema_momentum) if schedule.ema_momentum > 0 else None
+        self.ema = EMA(self.model, schedule.ema_momentum, schedule.ema_warmup) if schedule.ema_momentum > 0 else None
         self.source = choose_source(ds, device, schedule)
         self.warmup = schedule.warmup_steps(len(plan_epoch(len(ds.train_y), schedule, seed, 0).steps))
         self.step = 0
@@ -273,7 +273,7 @@ class _Loop:
                 bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}", refresh=False)
             self.opt.step()
             if self.ema:
-                self.ema.update()
+                self.ema.update(self.step)
             self.step += 1
             bar.update(len(y))
         sync(dev)
