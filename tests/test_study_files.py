@@ -126,3 +126,16 @@ def test_results_without_a_store_says_so(workspace, capsys):
     assert main(["results", "--study", "table6"]) == 2
     assert "no study store" in capsys.readouterr().err
     assert not workspace.exists()
+
+
+def test_a_spec_file_as_base_is_found_next_to_the_study_file(tmp_path, monkeypatch):
+    from workbench.presets import get_preset
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "mine.yaml").write_text(get_preset("v1-xxs").with_overrides({"width": "0.25"}).to_yaml())
+    (tmp_path / "sub" / "st.yaml").write_text(GOOD.replace("base: v1-xxs", "base: mine.yaml")
+                                              .replace("{width: 0.25, ", "{"))
+    monkeypatch.chdir(tmp_path)
+    study = load_study("sub/st.yaml")
+    assert [v.spec.width for v in study.variants] == [0.25, 0.25]
+    assert study.variants[1].spec.block.fusion_conv == "1x1"

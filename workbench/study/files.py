@@ -239,6 +239,9 @@ def _dataset(c: _Checker, raw: Any) -> str:
 def _build(c: _Checker, key: str, preset: str, overrides: dict[str, str]) -> ModelSpec:
     from workbench.model import resolve_spec
 
+    beside = c.path.parent / preset
+    if preset.endswith((".yaml", ".yml", ".json")) and not Path(preset).is_absolute() and beside.is_file():
+        preset = str(beside)  # a spec file named in a study file is looked up next to the study file
     try:
         return resolve_spec(preset, overrides)
     except WorkbenchError as e:
