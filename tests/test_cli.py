@@ -10,6 +10,8 @@ import pytest
 
 from workbench.cli import main
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 def run(capsys, *argv):
     rc = main(list(argv))
@@ -65,7 +67,7 @@ def test_models_table(capsys):
     (["count", "v3-xxs", "--counter", "flops"], "accepted values"),
     (["count", "missing.yaml"], "does not exist"),
     (["models", "--bogus"], "unrecognized arguments"),
-    (["count", "v3-xxs", "--latency", "--device", "tpu"], "accepted values are cpu | cuda"),
+    (["count", "v3-xxs", "--latency", "--device", "tpu"], "accepted values are auto | cpu | cuda"),
     (["count", "v3-xxs", "--latency", "--iters", "0"], "--iters 0: must be a positive integer"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):

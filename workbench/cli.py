@@ -60,7 +60,9 @@ def cmd_count(args) -> int:
     spec = resolve_spec(args.model, args.set)
     resolution = check_resolution(spec, args.resolution)
     if args.latency:
-        _check_device(args.device)
+        from workbench.train import resolve_device
+
+        args.device = str(resolve_device(args.device))
         for flag in ("batch", "warmup", "iters"):
             if getattr(args, flag) < (0 if flag == "warmup" else 1):
                 raise WorkbenchError(f"--{flag} {getattr(args, flag)}: must be a positive integer")
@@ -73,19 +75,6 @@ def cmd_count(args) -> int:
     else:
         print(format_report(report, spec))
     return 0
-
-
-def _check_device(device: str) -> None:
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise WorkbenchError(f"--device {device!r}: accepted values are cpu | cuda | cuda:N") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise WorkbenchError(f"--device {device!r}: accepted values are cpu | cuda | cuda:N")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise WorkbenchError(f"--device {device}: no CUDA device is visible here; use --device cpu")
 
 
 def format_report(report, spec) -> str:

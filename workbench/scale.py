@@ -13,6 +13,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from workbench.counting.analytic import analytic_count
 from workbench.errors import WorkbenchError
@@ -190,10 +191,8 @@ def _check_reachable(bases: list[ModelSpec], target_params: int | None, target_m
 
 
 def candidates_study(result: ScaleResult, dataset: str, schedule: str, schedule_overrides: dict[str, str],
-                     seeds: int, folder) -> "Path":
+                     seeds: int, folder: str | Path) -> Path:
     """Write the candidates as a study file: each a variant of its base preset with the multipliers as overrides."""
-    from pathlib import Path
-
     import yaml
 
     label = result.candidates[0].spec.name.rsplit("-", 1)[-1] if result.candidates else "none"

@@ -12,7 +12,6 @@ epochs it trained; completed trials carry the objective values and form the Pare
 from __future__ import annotations
 
 import json
-import math
 import os
 import threading
 import time
@@ -27,7 +26,7 @@ from workbench.search.space import SearchSpace
 from workbench.study.claims import owner_is_dead, this_owner
 from workbench.study.progress import Progress
 from workbench.study.provenance import git_revision
-from workbench.study.runner import _slots, _start_ray, objective_value
+from workbench.study.runner import _slots, _start_ray, objective_values
 from workbench.study.store import Store, workspace_dir
 from workbench.study.trial import FINAL_KEY
 
@@ -250,14 +249,7 @@ class _Search:
             return
         if record is None:
             record = {"status": "failed", "failure": "worker", "error": "the Ray worker died before reporting"}
-        values = None
-        if record.get("status") == "completed":
-            try:
-                values = [objective_value(m, record) for m, _ in self.opts.objectives]
-                if not all(math.isfinite(v) for v in values):
-                    raise WorkbenchError(f"non-finite objective values {values}")
-            except WorkbenchError as e:
-                record.update(status="failed", failure="objective", error=str(e))
+        values = objective_values(record, self.opts.objectives)
         ok = record.get("status") == "completed"
         record["epochs_trained"] = int((record.get("train") or {}).get("epochs_run") or 0)
         record["driver_wall_s"] = time.monotonic() - started

@@ -86,6 +86,20 @@ def objective_value(metric: str, record: dict) -> float:
     return float(value)
 
 
+def objective_values(record: dict, objectives: list[tuple[str, str]]) -> list[float] | None:
+    """The objective values of a completed record; a missing or non-finite one turns the record failed."""
+    if record.get("status") != "completed":
+        return None
+    try:
+        values = [objective_value(m, record) for m, _ in objectives]
+        if not all(math.isfinite(x) for x in values):
+            raise WorkbenchError(f"non-finite objective values {values}")
+        return values
+    except WorkbenchError as e:
+        record.update(status="failed", failure="objective", error=str(e))
+        return None
+
+
 def _study_attrs(study: Study, config: RunConfig) -> dict:
     """What `results` and the dashboard need to lay out the study without its file."""
     return {"description": study.description, "baseline": study.baseline, "study_file": study.text,
@@ -202,14 +216,7 @@ class _Run:
                       "error": "the Ray worker running this trial died before reporting (killed, out of memory "
                                "or crashed); see the Ray logs" if error else "the trial stopped before its "
                                "final report"}
-        values = None
-        if record.get("status") == "completed":
-            try:
-                values = [objective_value(m, record) for m, _ in self.study.objectives]
-                if not all(math.isfinite(x) for x in values):
-                    raise WorkbenchError(f"non-finite objective values {values}")
-            except WorkbenchError as e:
-                record.update(status="failed", failure="objective", error=str(e))
+        values = objective_values(record, self.study.objectives)
         ok = record["status"] == "completed"
         record["driver_wall_s"] = time.monotonic() - started
         self.store.finish(trial_id, "COMPLETE" if ok else "FAIL", record, values if ok else None)
