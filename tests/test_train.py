@@ -178,7 +178,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(args, needle, blobs, tmp_p
     np.savez(bad / "labels" / "test.npz", x=np.zeros((2, 32, 32, 3), np.uint8), y=np.array([0, 7]))
     make_blobs(bad / "keys", 4, 2)
     np.savez(bad / "keys" / "train.npz", images=np.zeros((2, 32, 32, 3), np.uint8), y=np.array([0, 1]))
-    from tests.test_data import _image_folder
+    from test_data import _image_folder
 
     _image_folder(bad / "images", bad=True)
     fills = {"blobs": blobs, "badlabels": f"npz:{bad / 'labels'}", "badkeys": f"npz:{bad / 'keys'}",

@@ -177,9 +177,12 @@ def _open_rdb(url: str, engine_kwargs: dict, create: bool):
     for attempt in range(5):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
-        except (sa.exc.OperationalError, optuna.exceptions.StorageInternalError) as e:
+        except (sa.exc.OperationalError, sa.exc.IntegrityError, optuna.exceptions.StorageInternalError) as e:
+            # Racing creators: a table another process just made, a lock, or alembic's version row
+            # inserted twice (IntegrityError on alembic_version). All settle on a retry.
             last = e
-            if "already exists" not in str(e) and "locked" not in str(e):
+            if not isinstance(e, sa.exc.IntegrityError) and "already exists" not in str(e) \
+                    and "locked" not in str(e):
                 break
             time.sleep(0.5 + attempt)
         except (sa.exc.DatabaseError, sa.exc.ArgumentError, ImportError, RuntimeError, ValueError) as e:
