@@ -22,7 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from workbench.batches import MEAN, STD, ResidentBatches, plan_epoch, train_transform
+from workbench.batches import MEAN, STD, train_transform
 from workbench.data import load_dataset
 from workbench.model import MobileViT, resolve_spec
 from workbench.schedules import get_schedule

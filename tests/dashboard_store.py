@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from workbench.train import RunResult
 
 # Two tiny variants of v3-xxs (one layer per MobileViT block, narrow), counted at 64 px by two counters.
 STUDY_TEMPLATE = """\
@@ -44,31 +45,6 @@ def study_yaml(name: str, variants: dict[str, str], seeds: int = 2, published: d
                                  seeds=seeds)
 
 
-@dataclass
-class FakeRun:
-    """The fields of the trainer's result that the trial record keeps (see workbench.train.RunResult)."""
-
-    status: str
-    top1: float | None
-    top5: float | None
-    best_top1: float | None
-    epochs_run: int
-    history: list[dict] = field(default_factory=list)
-    img_per_s: float = 1000.0
-    wall_s: float = 0.5
-    peak_mem_mb: float = 100.0
-    device: str = "cpu"
-    versions: dict = field(default_factory=dict)
-    message: str = ""
-    params: int = 0
-    schedule: str = "smoke"
-    dataset: str = "digits"
-    out_dir: str | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def architecture_key(spec) -> str:
     return json.dumps(spec.architecture(), sort_keys=True, default=str)
 
@@ -87,8 +63,8 @@ def fake_trainer(top1: dict[tuple[str, int], float], variant_of: dict[str, str],
             history.append(row)
             if on_epoch:
                 on_epoch(epoch, dict(row))
-        return FakeRun("completed", final, min(100.0, final + 20), final, epochs, history, dataset=dataset,
-                       schedule=schedule)
+        return RunResult("completed", final, min(100.0, final + 20), final, epochs, history, img_per_s=1000.0,
+                         wall_s=0.5, peak_mem_mb=100.0, dataset=dataset, schedule=schedule)
 
     return train
 
