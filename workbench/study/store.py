@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+from datetime import datetime
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -123,7 +124,7 @@ class Store:
         from optuna.trial import FrozenTrial, TrialState
 
         template = FrozenTrial(number=0, state=TrialState.RUNNING, value=None, values=None,
-                               datetime_start=None, datetime_complete=None, params={}, distributions={},
+                               datetime_start=datetime.now(), datetime_complete=None, params={}, distributions={},
                                user_attrs=attrs, system_attrs={}, intermediate_values={}, trial_id=0)
         trial_id = self.storage.create_new_trial(study_id, template_trial=template)
         return trial_id, self.storage.get_trial_number_from_id(trial_id)
