@@ -74,7 +74,11 @@ class Claims:
         self.study = study
         self.stale_after_s = stale_after_s
         self.owner = this_owner()
-        METADATA.create_all(engine, checkfirst=True)
+        try:
+            METADATA.create_all(engine, checkfirst=True)
+        except sa.exc.OperationalError as e:  # another process created it between the check and the CREATE
+            if "already exists" not in str(e):
+                raise
 
     def all(self) -> dict[str, Claim]:
         with self.engine.connect() as conn:
