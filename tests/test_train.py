@@ -88,7 +88,7 @@ def test_resume_reproduces_an_uninterrupted_run(blobs, tmp_path):
                        out_dir=tmp_path / "full", progress=False)
 
     class Killed(Exception):
-        pass
+        """Stands in for a kill -9 in the middle of an epoch."""
 
     def kill_after_first(epoch, metrics):
         if epoch == 1:

@@ -179,7 +179,7 @@ def _config_mismatch(saved: dict, current: dict) -> str | None:
 
 # --- the loop --------------------------------------------------------------------------------------
 class Diverged(Exception):
-    pass
+    """A non-finite loss: the run stops with status "diverged"."""
 
 
 class _Loop:
