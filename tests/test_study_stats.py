@@ -29,3 +29,12 @@ def test_paired_delta_removes_the_seed_effect_the_unpaired_means_keep():
 def test_paired_delta_uses_only_seeds_both_have_and_flags_noise():
     d = paired_delta({0: 71.0, 1: 69.0, 5: 99.0}, {0: 70.0, 1: 70.0, 2: 10.0})
     assert d.n == 2 and d.mean == pytest.approx(0.0) and d.excludes_zero() is False
+
+
+def test_a_delta_of_one_test_image_is_never_real():
+    # Both seeds lose exactly one of 355 test images: a zero-width interval, but below the resolution.
+    one = 100.0 / 355
+    d = paired_delta({0: 97.0 - one, 1: 96.0 - one}, {0: 97.0, 1: 96.0})
+    assert d.half_width == pytest.approx(0.0) and d.excludes_zero() is True
+    assert d.excludes_zero(floor=one) is False
+    assert paired_delta({0: 97.0 + 2 * one, 1: 96.0 + 2 * one}, {0: 97.0, 1: 96.0}).excludes_zero(floor=one)

@@ -56,6 +56,7 @@ class RunResult:
     schedule: str = ""
     dataset: str = ""
     out_dir: str | None = None
+    n_test: int = 0  # held-out images top-1 is measured on: one image is 100 / n_test points
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -301,7 +302,7 @@ def _result(loop: _Loop, status: str, message: str, device: torch.device, wall_s
         img_per_s=loop.train_images / loop.train_seconds if loop.train_seconds else 0.0, wall_s=wall_s,
         peak_mem_mb=peak_memory_mb(device), device=str(device), versions=versions(device), message=message,
         params=count_params(loop.model)[0], schedule=loop.schedule.name, dataset=loop.ds.name,
-        out_dir=str(out_dir) if out_dir else None)
+        out_dir=str(out_dir) if out_dir else None, n_test=len(loop.ds.test_y))
 
 
 def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET, schedule: str | Schedule = "smoke", *,

@@ -104,13 +104,17 @@ def build_table(store: Store, study_name: str, dataset: str | None = None, sched
             "published_throughput_img_s": published.get("throughput_img_s"),
         })
     base_pub = next((r["published_top1"] for r in rows if r["variant"] == baseline), None)
+    # A delta smaller than one test image is never "real", however the seeds agree.
+    n_test = [int(r.attrs["train"].get("n_test") or 0) for r in mine if r.state == "COMPLETE"]
+    one_image = 100.0 / min(n_test) if n_test and min(n_test) > 0 else 0.0
     for row in rows:
         d = paired_delta(top1_by.get(row["variant"], {}), top1_by.get(baseline, {}))
         is_base = row["variant"] == baseline
         row["delta_mean"] = None if is_base or d is None else d.mean
         row["delta_ci"] = None if is_base else _interval(d)
         row["n_pairs"] = 0 if d is None else d.n
-        row["within_noise"] = None if is_base or d is None or d.excludes_zero() is None else not d.excludes_zero()
+        clear = None if d is None else d.excludes_zero(one_image)
+        row["within_noise"] = None if is_base or clear is None else not clear
         pub = row["published_top1"]
         row["published_delta"] = None if is_base or pub is None or base_pub is None else round(pub - base_pub, 2)
     return StudyTable(study_name, config, baseline, rows, failed)

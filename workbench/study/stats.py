@@ -28,11 +28,16 @@ class Estimate:
     def high(self) -> float | None:
         return None if self.half_width is None else self.mean + self.half_width
 
-    def excludes_zero(self) -> bool | None:
-        """None when there is no interval (one seed): noise cannot be judged."""
+    def excludes_zero(self, floor: float = 0.0) -> bool | None:
+        """Whether the interval, widened to at least +-`floor`, leaves out 0; None with one seed.
+
+        The floor is the measurement's resolution (one test image): seeds that all differ by exactly one
+        image give a zero-width interval that would otherwise call a one-image difference real.
+        """
         if self.half_width is None:
             return None
-        return self.low > 0 or self.high < 0
+        half = max(self.half_width, floor + 1e-9)  # exactly one image of difference is within the floor
+        return self.mean - half > 0 or self.mean + half < 0
 
 
 def t_quantile(n: int, confidence: float = CONFIDENCE) -> float:
