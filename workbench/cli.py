@@ -260,6 +260,10 @@ def cmd_results(args) -> int:
 
         name = load_study(name).name
     store = Store(args.storage, create=False)
+    if args.dataset:  # stored the way ablate stores it: npz/imagefolder paths made absolute
+        from workbench.study.items import normalize_dataset
+
+        args.dataset = normalize_dataset(args.dataset)
     table = build_table(store, name, args.dataset, args.schedule)
     if args.json:
         doc = to_json(table)
