@@ -53,6 +53,7 @@ class Candidate:
     macs: dict[str, int]
     distance: float  # largest relative miss over the targets
     multipliers: dict[str, float]
+    base: str  # the preset the multipliers apply to
 
     @property
     def channels(self) -> list[int]:
@@ -72,6 +73,7 @@ class ScaleResult:
     target_params: int | None
     target_macs: int | None
     counter: str
+    label: str  # the targets as a name suffix, e.g. p2.5M-f930M
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -127,7 +129,7 @@ def scale(bases: list[ModelSpec], target_params: int | None = None, target_macs:
         r = spec.resolve()
         key = (r.stem_channels, tuple((s.channels, s.attn_dim) for s in r.stages), r.head_channels)
         if key not in best or max(misses) < best[key].distance:
-            best[key] = Candidate(spec, a.params, a.macs, max(misses), dict(m))
+            best[key] = Candidate(spec, a.params, a.macs, max(misses), dict(m), base.name)
 
     per_base = max(1, budget // len(bases))
     for base in bases:
@@ -146,11 +148,13 @@ def scale(bases: list[ModelSpec], target_params: int | None = None, target_macs:
                 m["head.expansion"] = rng.choice(HEAD_EXPANSIONS)
             consider(base, m)
     seconds = time.perf_counter() - t0
+    head_of = {b.name: b.head.expansion for b in bases}
+
     def rank(c: Candidate) -> tuple:
         # On target, prefer the plainest change (uniform width, the base's attention and head), as the
         # paper scaled; off target, the closest.
         m = c.multipliers
-        base_head = next(b.head.expansion for b in bases if b.name == c.spec.name)
+        base_head = head_of[c.base]
         oddity = sum(abs(math.log(m[f"layer{i}.width"])) for i in (3, 4, 5)) + abs(math.log(m["attn_width"])) \
             + abs(m["head.expansion"] - base_head) / 4
         return (0, round(oddity, 6), c.distance) if c.distance <= tolerance else (1, c.distance, 0.0)
@@ -159,7 +163,7 @@ def scale(bases: list[ModelSpec], target_params: int | None = None, target_macs:
     label = "-".join(x for x in (f"p{human(target_params)}" if target_params else "",
                                  f"f{human(target_macs)}" if target_macs else "") if x)
     ranked = [replace(c, spec=replace(c.spec, name=f"{c.spec.name}-{label}")) for c in ranked]
-    result = ScaleResult(ranked, evaluated, seconds, target_params, target_macs, counter)
+    result = ScaleResult(ranked, evaluated, seconds, target_params, target_macs, counter, label)
     if ranked and ranked[0].distance > tolerance:
         result.notes.append(f"no candidate within {tolerance:.2%}: the closest misses by {ranked[0].distance:.2%}")
     return result
@@ -195,17 +199,16 @@ def candidates_study(result: ScaleResult, dataset: str, schedule: str, schedule_
     """Write the candidates as a study file: each a variant of its base preset with the multipliers as overrides."""
     import yaml
 
-    label = result.candidates[0].spec.name.rsplit("-", 1)[-1] if result.candidates else "none"
-    base = result.candidates[0].spec.name.rsplit("-", 1)[0] if result.candidates else ""
+    label = result.label
+    base = result.candidates[0].base if result.candidates else ""
     variants = []
     for i, c in enumerate(result.candidates, 1):
-        preset = c.spec.name[: -len(label) - 1]
         overrides = {"width": c.multipliers["width"], "head.expansion": c.multipliers["head.expansion"]}
         for k in ("layer3.width", "layer4.width", "layer5.width"):
             overrides[k] = c.multipliers[k]
         for layer in ("layer3", "layer4", "layer5"):
             overrides[f"{layer}.attn_width"] = c.multipliers["attn_width"]
-        variants.append({"name": f"c{i}", "label": f"{c.spec.name} #{i}", "preset": preset, "overrides": overrides})
+        variants.append({"name": f"c{i}", "label": f"{c.spec.name} #{i}", "preset": c.base, "overrides": overrides})
     name = f"scale-{base}-{label}".replace("/", "-")[:64]
     data = {"name": name, "description": f"workbench scale: the top {len(variants)} candidates for {label}",
             "base": variants[0]["preset"], "baseline": "c1", "variants": variants, "dataset": dataset,
