@@ -13,8 +13,8 @@ import time
 
 from workbench.counting.analytic import analytic_count
 from workbench.counting.fvcore_counter import count_fvcore
-from workbench.model import MobileViT
-from workbench.presets import PRESETS
+from workbench.arch.model import MobileViT
+from workbench.arch.presets import PRESETS
 from workbench.table import render
 
 

@@ -22,12 +22,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from workbench.batches import MEAN, STD, train_transform
-from workbench.data import load_dataset
-from workbench.model import MobileViT, resolve_spec
-from workbench.schedules import get_schedule
+from workbench.training.batches import MEAN, STD, train_transform
+from workbench.training.data import load_dataset
+from workbench.arch.model import MobileViT
+from workbench.arch.resolve import resolve_spec
+from workbench.training.schedules import get_schedule
 from workbench.table import render
-from workbench.train import autocast_for, resolve_device, sync, train_model
+from workbench.training.train import autocast_for, resolve_device, sync, train_model
 
 
 def plain_epoch(spec, ds, batch: int, resolution: int, device: torch.device, seed: int) -> dict:

@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from workbench.train import RunResult
+from workbench.training.train import RunResult
 
 # Two tiny variants of v3-xxs (one layer per MobileViT block, narrow), counted at 64 px by two counters.
 STUDY_TEMPLATE = """\

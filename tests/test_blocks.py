@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.blocks import MobileViTBlock
-from workbench.model import MobileViT, count_params, create_model
-from workbench.presets import get_preset
-from workbench.spec import BlockOptions, ResolvedStage
+from workbench.arch.blocks import MobileViTBlock
+from workbench.arch.model import MobileViT, count_params, create_model
+from workbench.arch.presets import get_preset
+from workbench.arch.spec import BlockOptions, ResolvedStage
 
 VIT_BLOCKS = ("layer3.1", "layer4.1", "layer5.1")
 

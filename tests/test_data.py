@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.batches import (EpochPlan, ResidentBatches, StreamedBatches, eval_transform, plan_epoch,
+from workbench.training.batches import (EpochPlan, ResidentBatches, StreamedBatches, eval_transform, plan_epoch,
                                train_transform)
-from workbench.data import load_dataset
+from workbench.training.data import load_dataset
 from workbench.errors import WorkbenchError
-from workbench.schedules import Schedule
+from workbench.training.schedules import Schedule
 
 
 def write_npz(path, n=20, size=8, classes=3, **override):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from workbench.ema import EMA
+from workbench.training.ema import EMA
 
 
 def small_net() -> nn.Module:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from workbench.counting.paper import count_paper
-from workbench.model import count_params, create_model
-from workbench.presets import PRESETS, get_preset, preset_names
+from workbench.arch.model import count_params, create_model
+from workbench.arch.presets import PRESETS, get_preset, preset_names
 from workbench.errors import WorkbenchError
 
 from conftest import reference_rows

@@ -9,10 +9,10 @@ import pytest
 from workbench.cli import main
 from workbench.counting.analytic import analytic_count
 from workbench.errors import WorkbenchError
-from workbench.model import count_params, create_model
-from workbench.presets import get_preset
-from workbench.scale import parse_amount, scale
-from workbench.spec import load_spec_file
+from workbench.arch.model import count_params, create_model
+from workbench.arch.presets import get_preset
+from workbench.search.scale import parse_amount, scale
+from workbench.arch.resolve import load_spec_file
 
 
 @pytest.mark.parametrize("text,value", [("2.5M", 2_500_000), ("930m", 930_000_000), ("1.2G", 1_200_000_000),

@@ -12,7 +12,7 @@ import pytest
 
 from workbench.cli import main
 from workbench.errors import WorkbenchError
-from workbench.search.runner import Constraints, check_feasible, parse_objectives, summarize
+from workbench.search.search import Constraints, check_feasible, parse_objectives, summarize
 from workbench.search.space import load_space
 from workbench.study.store import Store
 

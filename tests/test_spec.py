@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from workbench.errors import WorkbenchError
-from workbench.presets import PRESETS, get_preset
-from workbench.spec import ModelSpec, load_spec_file, make_divisible, override_keys
+from workbench.arch.presets import PRESETS, get_preset
+from workbench.arch.resolve import load_spec_file
+from workbench.arch.spec import ModelSpec, make_divisible, override_keys
 
 
 @pytest.mark.parametrize("value,expected", [(7, 8), (12, 16), (20, 24), (33.6, 32), (100, 104), (64, 64), (3, 8)])

@@ -49,8 +49,8 @@ def test_shipped_studies_load_and_package_copies_match_the_repository():
 
 
 def test_table6_rows_a_and_e_are_v1_s_and_v3_s_unscaled_exactly():
-    from workbench.counting import count
-    from workbench.model import MobileViT
+    from workbench.counting.counters import count
+    from workbench.arch.model import MobileViT
 
     study = load_study("table6")
     assert [v.published["top1"] for v in study.variants] == [73.7, 74.8, 74.7, 75.3, 75.0]
@@ -129,7 +129,7 @@ def test_results_without_a_store_says_so(workspace, capsys):
 
 
 def test_a_spec_file_as_base_is_found_next_to_the_study_file(tmp_path, monkeypatch):
-    from workbench.presets import get_preset
+    from workbench.arch.presets import get_preset
 
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "mine.yaml").write_text(get_preset("v1-xxs").with_overrides({"width": "0.25"}).to_yaml())

@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from workbench.presets import get_preset
+from workbench.arch.presets import get_preset
 from workbench.study.trial import execute
-from workbench.train import RunResult
+from workbench.training.train import RunResult
 
 SPEC = get_preset("v1-xxs").with_overrides({"width": "0.25"})
 

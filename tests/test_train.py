@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.checkpoint import CHECKPOINT, METRICS, RESULT, load_checkpoint
+from workbench.training.checkpoint import CHECKPOINT, METRICS, RESULT, load_checkpoint
 from workbench.cli import main
 from workbench.errors import WorkbenchError
-from workbench.model import resolve_spec
-from workbench.train import train_model
+from workbench.arch.resolve import resolve_spec
+from workbench.training.train import train_model
 
 # v3-xxs at a quarter width with one transformer layer per stage: a real MobileViTv3, ~0.1 s per step.
 TINY = {"width": "0.25", "layer3.depth": "1", "layer4.depth": "1", "layer5.depth": "1",

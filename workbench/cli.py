@@ -22,8 +22,8 @@ class _Parser(argparse.ArgumentParser):
 
 # --- models / count / spec --------------------------------------------------------------------------
 def _count_one(spec, resolution: int, counters, attention: str, name: str | None = None):
-    from workbench.counting import count
-    from workbench.model import MobileViT
+    from workbench.counting.counters import count
+    from workbench.arch.model import MobileViT
 
     return count(MobileViT(spec, attention_impl=attention), resolution, counters, name=name or spec.name)
 
@@ -32,7 +32,7 @@ def cmd_models(args) -> int:
     from tqdm import tqdm
 
     from workbench.counting import parse_counters
-    from workbench.presets import PRESETS
+    from workbench.arch.presets import PRESETS
     from workbench.table import fmt_int, fmt_m, render
 
     counters = parse_counters(args.counter)
@@ -54,13 +54,14 @@ def cmd_models(args) -> int:
 def cmd_count(args) -> int:
     from workbench.counting import parse_counters
     from workbench.counting.latency import measure_latency
-    from workbench.model import MobileViT, check_resolution, resolve_spec
+    from workbench.arch.model import MobileViT
+    from workbench.arch.resolve import check_resolution, resolve_spec
 
     counters = parse_counters(args.counter)
     spec = resolve_spec(args.model, args.set)
     resolution = check_resolution(spec, args.resolution)
     if args.latency:
-        from workbench.train import resolve_device
+        from workbench.training.train import resolve_device
 
         args.device = str(resolve_device(args.device))
         for flag in ("batch", "warmup", "iters"):
@@ -123,7 +124,7 @@ def format_report(report, spec) -> str:
 
 
 def cmd_spec(args) -> int:
-    from workbench.model import resolve_spec
+    from workbench.arch.resolve import resolve_spec
 
     spec = resolve_spec(args.model, args.set)
     print(spec.to_json() if args.json else spec.to_yaml(), end="" if not args.json else "\n")
@@ -133,7 +134,7 @@ def cmd_spec(args) -> int:
 # --- train ----------------------------------------------------------------------------------------
 def _schedule_overrides(args) -> dict[str, str]:
     """--sched k=v pairs, then the named shortcuts (--epochs, --resolution, ...) on top."""
-    from workbench.spec import parse_assignments
+    from workbench.arch.spec import parse_assignments
 
     try:
         out = parse_assignments(args.sched)
@@ -169,8 +170,8 @@ def format_run(result, model_name: str) -> str:
 
 
 def cmd_train(args) -> int:
-    from workbench.model import resolve_spec
-    from workbench.train import train_model
+    from workbench.arch.resolve import resolve_spec
+    from workbench.training.train import train_model
 
     if args.resume and not args.out:
         raise WorkbenchError("--resume needs --out DIR (the folder of the run to continue)")
@@ -210,7 +211,7 @@ def _nonneg(flag: str, value: float | None, positive: bool = False) -> None:
 def cmd_ablate(args) -> int:
     from pathlib import Path
 
-    from workbench.spec import parse_assignments
+    from workbench.arch.spec import parse_assignments
     from workbench.study.files import load_study
     from workbench.study.items import RunConfig, normalize_dataset
     from workbench.study.results import build_table, render_console, write_outputs
@@ -226,7 +227,7 @@ def cmd_ablate(args) -> int:
     # The file's schedule overrides were chosen for its own schedule; another schedule starts clean.
     overrides = dict(study.schedule_overrides) if schedule == study.schedule else {}
     overrides.update(parse_assignments(args.schedule_set))
-    from workbench.schedules import get_schedule
+    from workbench.training.schedules import get_schedule
 
     get_schedule(schedule, overrides)  # a bad schedule name or field fails now, before the store is touched
     config = RunConfig(dataset=normalize_dataset(args.dataset or study.dataset), schedule=schedule,
@@ -279,7 +280,7 @@ def cmd_results(args) -> int:
 def cmd_scale(args) -> int:
     from pathlib import Path
 
-    from workbench.scale import bases_for, human, parse_amount, scale
+    from workbench.search.scale import bases_for, human, parse_amount, scale
     from workbench.table import fmt_int, fmt_m, render
 
     if args.top < 1:
@@ -288,10 +289,10 @@ def cmd_scale(args) -> int:
     target_macs = parse_amount(args.target_flops, "--target-flops") if args.target_flops else None
     bases = bases_for(args.base, args.family if not args.base else None)
     if args.train:  # everything training needs is checked before any file is written
-        from workbench.schedules import get_schedule
+        from workbench.training.schedules import get_schedule
         from workbench.study.items import normalize_dataset
 
-        from workbench.spec import parse_assignments
+        from workbench.arch.spec import parse_assignments
 
         args.sched = parse_assignments(args.sched)
         get_schedule(args.schedule, args.sched)
@@ -333,7 +334,7 @@ def cmd_scale(args) -> int:
 
 def _train_candidates(args, result, payload: dict | None = None) -> int:
     """`scale --train`: the candidates become a study, trained on Ray Tune and ranked by top-1."""
-    from workbench.scale import candidates_study
+    from workbench.search.scale import candidates_study
     from workbench.study.files import load_study
     from workbench.study.items import RunConfig
     from workbench.study.results import build_table
@@ -360,10 +361,10 @@ def _train_candidates(args, result, payload: dict | None = None) -> int:
 
 
 def cmd_search(args) -> int:
-    from workbench.scale import parse_amount
-    from workbench.search.runner import Constraints, SearchOptions, parse_objectives, run_search
+    from workbench.search.scale import parse_amount
+    from workbench.search.search import Constraints, SearchOptions, parse_objectives, run_search
     from workbench.search.space import load_space
-    from workbench.spec import parse_assignments
+    from workbench.arch.spec import parse_assignments
     from workbench.study.runner import check_ray_address
     from workbench.study.store import check_storage_url
 
@@ -376,7 +377,7 @@ def cmd_search(args) -> int:
         max_macs=parse_amount(args.max_macs, "--max-macs") if args.max_macs else None,
         max_latency_ms=args.max_latency_ms, latency_resolution=space.count_resolution)
     overrides = parse_assignments(args.sched)
-    from workbench.schedules import get_schedule
+    from workbench.training.schedules import get_schedule
 
     get_schedule(args.schedule or space.schedule, overrides if args.schedule else
                  {**space.schedule_overrides, **overrides})

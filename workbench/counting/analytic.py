@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from workbench.spec import ModelSpec, ResolvedSpec, ResolvedStage, make_divisible
+from workbench.arch.spec import ModelSpec, ResolvedSpec, ResolvedStage
 
 
 def _conv_out(size: int, kernel: int, stride: int) -> int:
@@ -54,9 +54,8 @@ class AnalyticCount:
     def norm(self, elements: int, channels: int) -> None:  # LayerNorm / GroupNorm(1, d): 5 per element in fvcore
         self.add("norm", fvcore=5 * elements, params=2 * channels)
 
-    def mv2(self, cin: int, cout: int, stride: int, expansion: float, size: int) -> int:
-        hidden = make_divisible(round(cin * expansion), 8) if expansion != 1 else cin
-        if expansion != 1:
+    def mv2(self, cin: int, cout: int, stride: int, hidden: int, expand: bool, size: int) -> int:
+        if expand:
             self.conv_bn(cin, hidden, 1, 1, size)
         size = self.conv_bn(hidden, hidden, 3, stride, size, groups=hidden)
         return self.conv_bn(hidden, cout, 1, 1, size)
@@ -101,12 +100,10 @@ def analytic_count(spec: ModelSpec | ResolvedSpec, resolution: int = 256,
     acc = AnalyticCount()
     size = acc.conv_bn(3, r.stem_channels, 3, r.stem_stride, resolution)
     for st in r.stages:
-        if st.kind == "mv2":
-            for i in range(st.depth):
-                size = acc.mv2(st.in_channels if i == 0 else st.channels, st.channels,
-                               st.stride if i == 0 else 1, st.expansion, size)
-        else:
-            size = acc.mv2(st.in_channels, st.channels, st.stride, st.expansion, size)
+        for i, hidden in enumerate(st.mv2_hidden):
+            size = acc.mv2(st.in_channels if i == 0 else st.channels, st.channels, st.stride if i == 0 else 1,
+                           hidden, st.expansion != 1, size)
+        if st.kind == "vit":
             acc.mobilevit_block(st, r, size, attention_impl)
     if r.head_channels:
         acc.conv_bn(r.stages[-1].channels, r.head_channels, 1, 1, size)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from workbench import __version__
-from workbench.blocks import GlobalRepresentation, LinearSelfAttention, MultiHeadSelfAttention
+from workbench.arch.blocks import GlobalRepresentation, LinearSelfAttention, MultiHeadSelfAttention
 from workbench.counting.report import CounterResult, attention_impl, empty_breakdown, provenance
 
 

@@ -9,7 +9,7 @@ from collections import Counter
 
 from torch import nn
 
-from workbench.blocks import MultiHeadSelfAttention
+from workbench.arch.blocks import MultiHeadSelfAttention
 from workbench.counting.report import CounterResult, attention_impl, empty_breakdown, package_version, provenance
 
 _MODULE_CATEGORY = {nn.Conv2d: "conv", nn.Linear: "linear", nn.BatchNorm2d: "norm", nn.LayerNorm: "norm",

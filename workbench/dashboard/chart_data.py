@@ -12,7 +12,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from workbench.pareto import pareto_front
+from workbench.study.pareto import pareto_front
 from workbench.study.results import StudyTable, build_table, table_cells
 from workbench.study.store import Store, TrialRecord
 

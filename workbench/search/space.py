@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import yaml
 
 from workbench.errors import WorkbenchError
-from workbench.spec import ModelSpec, override_keys
+from workbench.arch.spec import ModelSpec, override_keys
 from workbench.study.files import RESOURCE_KEYS, _Checker, _scalar_text
 
 TOP_KEYS = ("name", "description", "base", "fixed", "parameters", "dataset", "schedule", "schedule_overrides",
@@ -68,7 +68,7 @@ class SearchSpace:
 
     def spec_for(self, values: Mapping[str, Any]) -> ModelSpec:
         """The base preset with the fixed overrides and the sampled values."""
-        from workbench.model import resolve_spec
+        from workbench.arch.resolve import resolve_spec
 
         return resolve_spec(self.base, {**self.fixed, **{k: _scalar_text(v) for k, v in values.items()}})
 
@@ -107,7 +107,7 @@ def load_space(name_or_path: str) -> SearchSpace:
 
 def parse_space(c: _Checker, data: Any, path: Path, text: str) -> SearchSpace:
     from workbench.counting import COUNTERS
-    from workbench.model import check_resolution
+    from workbench.arch.resolve import check_resolution
 
     data = c.keys("top level", data, TOP_KEYS)
     for required in ("name", "base", "parameters", "dataset", "schedule"):

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import yaml
 
 from workbench.errors import WorkbenchError
-from workbench.spec import ModelSpec
+from workbench.arch.spec import ModelSpec
 
 OBJECTIVE_METRICS = ("top1", "top5", "params", "macs_paper", "macs_fvcore", "macs_ptflops", "latency_ms",
                      "throughput_img_s")
@@ -177,7 +177,7 @@ def load_study(name_or_path: str) -> Study:
 
 def parse_study(data: Any, path: Path, text: str = "") -> Study:
     from workbench.counting import COUNTERS
-    from workbench.model import check_resolution
+    from workbench.arch.resolve import check_resolution
 
     c = _Checker(path)
     data = c.keys("top level", data, TOP_KEYS)
@@ -237,7 +237,7 @@ def _dataset(c: _Checker, raw: Any) -> str:
 
 
 def _build(c: _Checker, key: str, preset: str, overrides: dict[str, str]) -> ModelSpec:
-    from workbench.model import resolve_spec
+    from workbench.arch.resolve import resolve_spec
 
     beside = c.path.parent / preset
     if preset.endswith((".yaml", ".yml", ".json")) and not Path(preset).is_absolute() and beside.is_file():

@@ -48,7 +48,7 @@ def _digest(payload: dict) -> str:
 def resolved_schedule(config: RunConfig) -> dict:
     """Every field of the schedule as it is defined now: a changed definition (say, smoke gets fewer
     epochs in a new release) is different work, and is never mixed with the old results in one table."""
-    from workbench.schedules import get_schedule
+    from workbench.training.schedules import get_schedule
 
     return get_schedule(config.schedule, config.schedule_overrides).to_dict()
 
@@ -73,7 +73,7 @@ def normalize_dataset(name: str) -> str:
     """Check a dataset's form without loading it, and make a path absolute: Ray workers run elsewhere."""
     from pathlib import Path
 
-    from workbench.data import DATASET_FORMS
+    from workbench.training.data import DATASET_FORMS
     from workbench.errors import WorkbenchError
 
     kind, sep, arg = name.strip().partition(":")

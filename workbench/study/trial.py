@@ -29,9 +29,9 @@ def execute(item: dict, report: Callable[[dict], None], train_fn: Callable | Non
     """Run one work item (a plain dict from the driver) and return its record."""
     import torch
 
-    from workbench.counting import count
-    from workbench.model import MobileViT
-    from workbench.spec import ModelSpec
+    from workbench.counting.counters import count
+    from workbench.arch.model import MobileViT
+    from workbench.arch.spec import ModelSpec
     from workbench.study.provenance import hardware, library_versions
 
     t0 = time.perf_counter()
@@ -48,7 +48,7 @@ def execute(item: dict, report: Callable[[dict], None], train_fn: Callable | Non
         del model
         stage = "train"
         if train_fn is None:
-            from workbench.train import train_model as train_fn
+            from workbench.training.train import train_model as train_fn
         run_dir = item.get("run_dir")
         if run_dir:
             _log_attempt(Path(run_dir), item)

@@ -21,7 +21,7 @@ from typing import Callable
 from ray.tune.search import Searcher
 
 from workbench.errors import WorkbenchError
-from workbench.pareto import pareto_front
+from workbench.study.pareto import pareto_front
 from workbench.search.space import SearchSpace
 from workbench.study.claims import owner_is_dead, this_owner
 from workbench.study.progress import Progress
@@ -76,7 +76,7 @@ class Constraints:
 
     def latency_ms(self, spec) -> float:
         from workbench.counting.latency import measure_latency
-        from workbench.model import MobileViT
+        from workbench.arch.model import MobileViT
 
         return measure_latency(MobileViT(spec), self.latency_resolution, batch=1, warmup=2, iters=5)["latency_ms"]
 
@@ -328,7 +328,7 @@ def _requeue_dead(study, store: Store) -> int:
 
 
 def run_search(space: SearchSpace, opts: SearchOptions) -> SearchOutcome:
-    from workbench.schedules import get_schedule
+    from workbench.training.schedules import get_schedule
 
     t0 = time.monotonic()
     if opts.trials < 1:

@@ -1,16 +1,18 @@
-"""The builder: `create_model(preset | spec)` -> a MobileViT `nn.Module`."""
+"""The builder: `create_model(preset | spec file | ModelSpec)` -> a MobileViT `nn.Module`."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from workbench.blocks import ATTENTION_IMPLS, ConvNormAct, InvertedResidual, MobileViTBlock, MultiHeadSelfAttention
+from workbench.arch.blocks import (ATTENTION_IMPLS, ConvNormAct, InvertedResidual, MobileViTBlock,
+                                   MultiHeadSelfAttention)
+from workbench.arch.resolve import resolve_spec
+from workbench.arch.spec import ModelSpec, ResolvedSpec
 from workbench.errors import WorkbenchError
-from workbench.presets import get_preset
-from workbench.spec import ModelSpec, ResolvedSpec, load_spec_file
 
 
 class MobileViT(nn.Module):
@@ -22,12 +24,11 @@ class MobileViT(nn.Module):
         r = spec.resolve()
         self.stem = ConvNormAct(3, r.stem_channels, 3, r.stem_stride)
         for st in r.stages:
-            if st.kind == "mv2":
-                layers = [InvertedResidual(st.in_channels if i == 0 else st.channels, st.channels,
-                                           st.stride if i == 0 else 1, st.expansion) for i in range(st.depth)]
-            else:
-                layers = [InvertedResidual(st.in_channels, st.channels, st.stride, st.expansion),
-                          MobileViTBlock(st, r.block)]
+            expand = st.expansion != 1
+            mv2 = [InvertedResidual(st.in_channels if i == 0 else st.channels, st.channels,
+                                    st.stride if i == 0 else 1, hidden, expand)
+                   for i, hidden in enumerate(st.mv2_hidden)]
+            layers = mv2 if st.kind == "mv2" else mv2 + [MobileViTBlock(st, r.block)]
             self.add_module(st.name, nn.Sequential(*layers))
         self.head_conv = ConvNormAct(r.stages[-1].channels, r.head_channels, 1) if r.head_channels else nn.Identity()
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -59,38 +60,10 @@ class MobileViT(nn.Module):
         return self.classifier(self.dropout(x))
 
 
-def resolve_spec(model: str | Path | ModelSpec, overrides: dict | list[str] | None = None) -> ModelSpec:
-    """A preset name, a spec file path (.yaml/.yml/.json) or a spec, with optional dotted-key overrides."""
-    if isinstance(model, ModelSpec):
-        spec = model
-    elif str(model).endswith((".yaml", ".yml", ".json")) or Path(str(model)).is_file():
-        spec = load_spec_file(model)
-    else:
-        spec = get_preset(str(model))
-    return spec.with_overrides(overrides) if overrides else spec
-
-
-def create_model(model: str | Path | ModelSpec, overrides: dict | list[str] | None = None,
+def create_model(model: str | Path | ModelSpec, overrides: Mapping[str, Any] | list[str] | None = None,
                  attention_impl: str = "sdpa") -> MobileViT:
     """Build a model from a preset name, a spec file or a `ModelSpec`."""
     return MobileViT(resolve_spec(model, overrides), attention_impl)
-
-
-MAX_RESOLUTION = 4096
-
-
-def check_resolution(spec: ModelSpec, resolution: int | str) -> int:
-    """The input side the model can take: an integer from the model's total stride up to 4096 px."""
-    try:
-        res = int(str(resolution))
-    except ValueError:
-        raise WorkbenchError(f"resolution {resolution!r}: expected an integer number of pixels") from None
-    stride = spec.resolve().total_stride
-    if res < stride or res > MAX_RESOLUTION:
-        hint = " (or set stem.stride=1 to halve it)" if spec.stem.stride == 2 else ""
-        raise WorkbenchError(f"resolution {res}: this model needs {stride} <= resolution <= {MAX_RESOLUTION}, "
-                             f"its total stride is {stride}{hint}")
-    return res
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:

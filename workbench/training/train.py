@@ -2,7 +2,7 @@
 
 One loop for every schedule: AdamW with decay on weights only, linear warm-up then cosine, label smoothing,
 optional gradient clipping, an EMA of the weights that evaluation uses, bf16 autocast on CUDA, channels_last,
-optional torch.compile. Batches are built on the device (see `workbench.batches`).
+optional torch.compile. Batches are built on the device (see `workbench.training.batches`).
 
 With `out_dir`, each epoch ends with a checkpoint and the metrics file, each written atomically;
 `resume=True` continues from the last checkpoint and replays exactly what an uninterrupted run would have
@@ -25,15 +25,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workbench.batches import EpochPlan, choose_source, epoch_seed, eval_transform, plan_epoch, train_transform
-from workbench.checkpoint import (CHECKPOINT, METRICS, RESULT, RUN_FILES, load_checkpoint, rng_state,
+from workbench.training.batches import EpochPlan, choose_source, epoch_seed, eval_transform, plan_epoch, train_transform
+from workbench.training.checkpoint import (CHECKPOINT, METRICS, RESULT, RUN_FILES, load_checkpoint, rng_state,
                                   save_checkpoint, seed_everything, set_rng_state, write_json, write_jsonl)
-from workbench.data import DEFAULT_DATASET, Dataset, load_dataset
-from workbench.ema import EMA
+from workbench.training.data import DEFAULT_DATASET, Dataset, load_dataset
+from workbench.training.ema import EMA
 from workbench.errors import WorkbenchError
-from workbench.model import MobileViT, check_resolution, count_params, resolve_spec
-from workbench.schedules import Schedule, get_schedule, lr_at
-from workbench.spec import ModelSpec
+from workbench.arch.model import MobileViT, count_params
+from workbench.arch.resolve import check_resolution, resolve_spec
+from workbench.training.schedules import Schedule, get_schedule, lr_at
+from workbench.arch.spec import ModelSpec
 
 CHECKPOINT_FORMAT = 1
 

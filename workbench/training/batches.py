@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workbench.data import Dataset
-from workbench.schedules import Schedule
+from workbench.training.data import Dataset
+from workbench.training.schedules import Schedule
 
 # ImageNet channel statistics; batch norm after the stem makes the choice matter little, but fixed is fixed.
 MEAN = (0.485, 0.456, 0.406)

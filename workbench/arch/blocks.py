@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workbench.spec import BlockOptions, ResolvedStage, make_divisible
+from workbench.arch.spec import BlockOptions, ResolvedStage
 
 ATTENTION_IMPLS = ("sdpa", "matmul")
 
@@ -31,16 +31,14 @@ class ConvNormAct(nn.Sequential):
 
 
 class InvertedResidual(nn.Module):
-    """MobileNetV2 block: 1x1 expand (skipped at e == 1) -> depthwise 3x3 -> 1x1 project; residual when shapes match."""
+    """MobileNetV2 block: 1x1 expand to `hidden` (skipped when hidden == cin) -> depthwise 3x3 -> 1x1 project;
+    residual when shapes match. `hidden` comes from the resolved spec (`ResolvedStage.mv2_hidden`)."""
 
-    def __init__(self, cin: int, cout: int, stride: int, expansion: float):
+    def __init__(self, cin: int, cout: int, stride: int, hidden: int, expand: bool = True):
         super().__init__()
-        hidden = make_divisible(round(cin * expansion), 8)
         layers: list[nn.Module] = []
-        if expansion != 1:
+        if expand:
             layers.append(ConvNormAct(cin, hidden, 1))
-        else:
-            hidden = cin
         layers += [ConvNormAct(hidden, hidden, 3, stride, groups=hidden), ConvNormAct(hidden, cout, 1, act=False)]
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from workbench.counting.analytic import analytic_count
 from workbench.errors import WorkbenchError
-from workbench.presets import PRESETS, get_preset
-from workbench.spec import ModelSpec
+from workbench.arch.presets import PRESETS, get_preset
+from workbench.arch.spec import ModelSpec
 
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9}
 WIDTH_RANGE = (0.25, 4.0)  # global width multipliers the sweep covers

@@ -11,8 +11,7 @@ import dataclasses
 import difflib
 import json
 import math
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, get_type_hints
 
 import yaml
@@ -152,6 +151,7 @@ class ResolvedStage:
     ffn_dim: int = 0
     heads: int = 0
     patch: int = 0
+    mv2_hidden: tuple[int, ...] = ()  # hidden width of each MV2 of the stage, in order (one for "vit")
 
 
 @dataclass(frozen=True)
@@ -173,6 +173,11 @@ class ResolvedSpec:
         return self.stem_stride * math.prod(s.stride for s in self.stages)
 
 
+def mv2_hidden_width(cin: int, expansion: float) -> int:
+    """The inverted residual's expanded width: make_divisible(round(cin * e)), or cin when e == 1 (no expansion)."""
+    return cin if expansion == 1 else make_divisible(round(cin * expansion), 8)
+
+
 def _resolve(spec: ModelSpec) -> ResolvedSpec:
     def width_of(stage_width: float, base: int) -> int:
         return make_divisible(base * spec.width * stage_width)
@@ -187,9 +192,10 @@ def _resolve(spec: ModelSpec) -> ResolvedSpec:
             d = make_divisible(st.attn_dim * st.attn_width)
             ffn = make_divisible(st.ffn_ratio * d, 16)
             stages.append(ResolvedStage(name, "vit", cin, c, st.depth, st.stride, st.expansion, d, ffn,
-                                        st.heads, st.patch))
+                                        st.heads, st.patch, (mv2_hidden_width(cin, st.expansion),)))
         else:
-            stages.append(ResolvedStage(name, "mv2", cin, c, st.depth, st.stride, st.expansion))
+            hidden = tuple(mv2_hidden_width(cin if i == 0 else c, st.expansion) for i in range(st.depth))
+            stages.append(ResolvedStage(name, "mv2", cin, c, st.depth, st.stride, st.expansion, mv2_hidden=hidden))
         cin = c
     head = 0
     if spec.head.expansion > 0:
@@ -357,32 +363,3 @@ def _from_dict(cls: type, data: Any, where: str) -> Any:
     if cls is ModelSpec:
         return ModelSpec(**kwargs)
     return cls(**kwargs)
-
-
-def load_spec_file(path: str | Path) -> ModelSpec:
-    """A YAML/JSON file holding either a whole spec, or `preset: NAME` plus optional `overrides: {k: v}`."""
-    from workbench.presets import get_preset  # presets import this module
-
-    p = Path(path)
-    if not p.is_file():
-        raise WorkbenchError(f"spec file {str(p)!r} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WorkbenchError(f"spec file {str(p)!r} is not valid YAML/JSON: {first}") from None
-    if not isinstance(data, Mapping):
-        raise WorkbenchError(f"spec file {str(p)!r}: expected a mapping at the top level")
-    try:
-        if "preset" in data:
-            extra = set(data) - {"preset", "overrides", "name"}
-            if extra:
-                raise WorkbenchError(f"unknown top-level keys {sorted(extra)}; with 'preset' only "
-                                     "'overrides' and 'name' are accepted")
-            spec = get_preset(str(data["preset"])).with_overrides(dict(data.get("overrides") or {}))
-            if "name" in data:
-                spec = replace(spec, name=str(data["name"]))
-            return spec
-        return ModelSpec.from_dict(data)
-    except WorkbenchError as e:
-        raise WorkbenchError(f"spec file {str(p)!r}: {e}") from None

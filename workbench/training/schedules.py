@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, get_type_hints
 
 from workbench.errors import WorkbenchError
-from workbench.spec import parse_value
+from workbench.arch.spec import parse_value
 
 # Fields whose strings come from a fixed vocabulary.
 SCHEDULE_CHOICES: dict[str, tuple[str, ...]] = {

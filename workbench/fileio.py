@@ -1,0 +1,79 @@
+"""Files written whole, and named files found: two idioms every layer uses, with no torch import.
+
+`atomic_write` writes to a temporary file in the same folder and renames it over the target, so a process
+killed at any moment leaves the previous complete file or the new complete one, never a torn one.
+`find_named_file` resolves a name such as `table6` or `mobilevit` to a YAML file in a list of folders, with
+the same suffixes and the same near-match hint for study files and search spaces.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Callable, Iterable, Union
+
+from workbench.errors import WorkbenchError
+
+Content = Union[bytes, str, Callable[[IO], None]]
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def atomic_write(path: str | Path, content: Content, mode: str = "wb") -> Path:
+    """Write `content` (bytes, text, or a function that writes to the open file) to `path` atomically."""
+    path = Path(path)
+    if isinstance(content, str):
+        mode = "w"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
+            if callable(content):
+                content(f)
+            else:
+                f.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def unique_folders(folders: Iterable[Path]) -> list[Path]:
+    """The folders that exist, each once (the repository's folder and the working directory's may be one)."""
+    out: list[Path] = []
+    for d in folders:
+        if d.is_dir() and d.resolve() not in [u.resolve() for u in out]:
+            out.append(d)
+    return out
+
+
+def names_in(folders: Iterable[Path], suffixes: tuple[str, ...] = YAML_SUFFIXES) -> list[str]:
+    return sorted({p.stem for d in unique_folders(folders) for s in suffixes for p in d.glob(f"*{s}")})
+
+
+def find_named_file(kind: str, name_or_path: str, folders: Iterable[Path],
+                    suffixes: tuple[str, ...] = YAML_SUFFIXES) -> Path:
+    """A path as given (it must exist), or NAME looked up as NAME.yaml/.yml in `folders`, in order.
+
+    `kind` names the thing in errors ("study", "search space"); an unknown name suggests the nearest one.
+    """
+    folders = unique_folders(folders)
+    p = Path(name_or_path)
+    if p.suffix in suffixes or os.sep in name_or_path or "/" in name_or_path or p.is_file():
+        if p.is_dir():
+            raise WorkbenchError(f"{kind} file {name_or_path!r} is a folder; give a {'/'.join(suffixes)} file "
+                                 "or a name")
+        if not p.is_file():
+            raise WorkbenchError(f"{kind} file {name_or_path!r} does not exist")
+        return p
+    for d in folders:
+        for suffix in suffixes:
+            if (d / f"{name_or_path}{suffix}").is_file():
+                return d / f"{name_or_path}{suffix}"
+    names = names_in(folders, suffixes)
+    near = difflib.get_close_matches(name_or_path, names, n=1, cutoff=0.5)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    raise WorkbenchError(f"unknown {kind} {name_or_path!r}: {hint}accepted: {', '.join(names) or 'none found'}, "
+                         f"or a path to a {suffixes[0]} file")
