@@ -11,10 +11,10 @@ import argparse
 import statistics
 import time
 
-from workbench.counting.analytic import analytic_count
-from workbench.counting.fvcore_counter import count_fvcore
 from workbench.arch.model import MobileViT
 from workbench.arch.presets import PRESETS
+from workbench.counting.analytic import analytic_count
+from workbench.counting.fvcore_counter import count_fvcore
 from workbench.table import render
 
 

@@ -22,12 +22,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from workbench.training.batches import MEAN, STD, train_transform
-from workbench.training.data import load_dataset
 from workbench.arch.model import MobileViT
 from workbench.arch.resolve import resolve_spec
-from workbench.training.schedules import get_schedule
 from workbench.table import render
+from workbench.training.batches import MEAN, STD, train_transform
+from workbench.training.data import load_dataset
+from workbench.training.schedules import get_schedule
 from workbench.training.train import autocast_for, resolve_device, sync, train_model
 
 

@@ -1,8 +1,9 @@
-"""Seed a study store for the dashboard and report tests through the runner's own recording path.
+"""Seed a study store for the dashboard and report tests through the engine's own recording path.
 
-The runner's `_Run` claims each item, starts its Optuna trial with the runner's attributes, `execute` builds
-and counts the (tiny) model as a Ray worker would, and `record_outcome` writes the record and final state:
-everything the study runner stores, minus Ray Tune (whose start-up alone would cost more than these tests).
+The study's source claims each item and starts its Optuna trial with the engine's attributes, `execute`
+builds and counts the (tiny) model as a Ray worker would, and the engine's `on_complete` writes the record
+and final state: everything a study stores, minus Ray Tune (whose start-up alone would cost more than these
+tests).
 Only training is replaced, by a function that returns the top-1 each test asks for, so the expected chart
 (which points, which front) is known exactly.
 """
@@ -10,7 +11,6 @@ Only training is replaced, by a function that returns the top-1 each test asks f
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from workbench.training.train import RunResult
@@ -76,39 +76,33 @@ def seed_study(url: str, study_file: Path, top1: dict[tuple[str, int], float], r
     top1 is keyed by (variant name, seed); items named in `running` ("variant/seedN") are left RUNNING
     after two live epoch reports, those in `fail` are recorded as failed trials.
     """
+    from workbench.study.ablate import StudySource
+    from workbench.study.engine import Engine, EngineOptions, Started
     from workbench.study.files import load_study
     from workbench.study.items import RunConfig
-    from workbench.study.runner import RunOptions, _Run, _study_attrs
-    from workbench.study.store import Store
     from workbench.study.trial import FINAL_KEY, execute
 
     study = load_study(str(study_file))
     config = RunConfig(study.dataset, study.schedule, dict(study.schedule_overrides))
-    store = Store(url)
-    optuna_study = store.open_study(study.name, ["maximize"])
-    for k, v in _study_attrs(study, config).items():
-        optuna_study.set_user_attr(k, v)
-    run = _Run(study, config, RunOptions(storage=url, progress=False, run_dirs=False), store, optuna_study)
+    engine = Engine(EngineOptions(storage=url, progress=False, run_dirs=False))
+    source = StudySource(study, config)
+    source.open(engine)
     train = fake_trainer(top1, {architecture_key(v.spec): v.name for v in study.variants})
-    while (claimed := run.claim_next()) is not None:
-        item, trial_id, number = claimed
-        tune_id = f"tune-{number}"
-        run.mine[tune_id] = (item, trial_id, number, time.monotonic())
-        if item.name in running:
+    # A claimed item left running makes the source answer WAIT rather than a next item: the loop ends.
+    while isinstance(started := source.next(), Started):
+        tune_id = f"seed-{started.number}"
+        engine.running[tune_id] = (source, started)
+        if started.name in running:
             for epoch in (1, 2):
-                store.report(trial_id, epoch, 10.0 * epoch)
-            run.mine.pop(tune_id)
+                engine.on_result(tune_id, {"epoch": epoch, "top1": 10.0 * epoch})
+            engine.running.pop(tune_id)
             continue
-
-        def report(metrics: dict, trial_id=trial_id) -> None:
-            store.report(trial_id, int(metrics["epoch"]), float(metrics["top1"]))
-
-        if item.name in fail:
+        if started.name in fail:
             record = {"status": "failed", "failure": "nan", "error": "training diverged: non-finite loss"}
         else:
-            record = execute(run.item_config(item, number), report, train_fn=train)
-        run.record_outcome(tune_id, {FINAL_KEY: json.dumps(record)}, error=False)
-    store.engine.dispose()
+            record = execute(started.item, lambda m, t=tune_id: engine.on_result(t, m), train_fn=train)
+        engine.on_complete(tune_id, {FINAL_KEY: json.dumps(record)}, error=False)
+    engine.store.engine.dispose()
 
 
 # The shared test store: study "alpha" (v3 family; three variants, two seeds, c/seed1 still running) and

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workbench.counting.counters import count
-from workbench.counting.analytic import analytic_count
-from workbench.errors import WorkbenchError
 from workbench.arch.model import MobileViT
 from workbench.arch.presets import PRESETS, get_preset
+from workbench.counting.analytic import analytic_count
+from workbench.counting.counters import count
+from workbench.errors import WorkbenchError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -83,3 +83,29 @@ def test_malformed_spec_file_via_console_entry_point(tmp_path):
                           text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "not valid YAML" in proc.stderr
+
+
+def test_models_shows_the_analytic_counts_by_default_without_building_a_model(capsys, monkeypatch):
+    import workbench.arch.model as model_mod
+
+    def no_build(*a, **k):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(model_mod.MobileViT, "__init__", no_build)
+    rc, out, _ = run(capsys, "models", "--json")
+    rows = {r["model"]: r for r in json.loads(out)}
+    assert rc == 0 and rows["v3-xxs"]["params"] == 1249448 and rows["v1-xxs"]["macs"]["paper"] == 364223976
+    rc, out, _ = run(capsys, "models")
+    assert rc == 0 and "analytic counter" in out
+
+
+def test_a_changed_spec_is_named_after_what_changed(capsys, tmp_path):
+    rc, out, _ = run(capsys, "count", "v3-xxs", "--set", "layer4.depth=2", "--counter", "paper", "--json")
+    assert json.loads(out)["model"] == "v3-xxs+layer4.depth=2"
+    rc, out, _ = run(capsys, "count", "v3-xxs", "--set", "layer4.depth=4", "--counter", "paper", "--json")
+    assert json.loads(out)["model"] == "v3-xxs"  # the preset's own value changes nothing
+    edited = tmp_path / "shallow.yaml"
+    rc, text, _ = run(capsys, "spec", "v3-xxs")
+    edited.write_text(text.replace("depth: 4", "depth: 3"))
+    rc, out, _ = run(capsys, "count", str(edited), "--counter", "paper", "--json")
+    assert json.loads(out)["model"] == "shallow"  # an edited copy of a preset is named after its file

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from workbench.arch.model import create_model
 from workbench.counting import COUNTERS, parse_counters
 from workbench.counting.counters import count
 from workbench.counting.latency import measure_latency
 from workbench.counting.report import CATEGORIES
 from workbench.errors import WorkbenchError
-from workbench.arch.model import create_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -168,3 +168,14 @@ def test_bad_urls_are_named(url):
     with pytest.raises(StoreProblem) as e:
         ReadOnlyStore(url)
     assert e.value.kind == "bad-url"
+
+
+def test_the_console_table_fits_120_columns_unless_wide(db):
+    from workbench.study.results import render_console
+
+    table = build_table(ReadOnlyStore(f"sqlite:///{db}"), "alpha")
+    narrow, wide = render_console(table), render_console(table, wide=True)
+    assert max(len(line) for line in narrow.splitlines()) <= 120
+    assert "fvcore MACs (M)" in wide and "conv-3x3" in wide.splitlines()[1]
+    assert "block" in narrow and "3x3 = conv-3x3" in narrow and "--wide shows every column" in narrow
+    assert max(len(line) for line in wide.splitlines()) > 120

@@ -6,10 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.training.batches import (EpochPlan, ResidentBatches, StreamedBatches, eval_transform, plan_epoch,
-                               train_transform)
-from workbench.training.data import load_dataset
 from workbench.errors import WorkbenchError
+from workbench.training.batches import (
+    EpochPlan,
+    ResidentBatches,
+    StreamedBatches,
+    eval_transform,
+    plan_epoch,
+    train_transform,
+)
+from workbench.training.data import load_dataset
 from workbench.training.schedules import Schedule
 
 
@@ -200,7 +206,8 @@ def test_streamed_and_resident_sources_agree(npz_dir):
     assert len(resident) == len(streamed) == 4
     for (xr, yr, sr), (xs, ys, ss) in zip(resident, streamed):
         # the streamed path reads each batch's indices in sorted order: same images, maybe reordered
-        order_r, order_s = torch.argsort(yr * 10**6 + xr.flatten(1).sum(1)), torch.argsort(ys * 10**6 + xs.flatten(1).sum(1))
+        order_r = torch.argsort(yr * 10**6 + xr.flatten(1).sum(1))
+        order_s = torch.argsort(ys * 10**6 + xs.flatten(1).sum(1))
         torch.testing.assert_close(xr[order_r], xs[order_s])
         assert sr == ss == 8
     tests_r = torch.cat([y for _, y in ResidentBatches(ds, cpu).test(4)])

@@ -6,13 +6,12 @@ import csv
 from pathlib import Path
 
 import pytest
+from conftest import reference_rows
 
-from workbench.counting.paper import count_paper
 from workbench.arch.model import count_params, create_model
 from workbench.arch.presets import PRESETS, get_preset, preset_names
+from workbench.counting.paper import count_paper
 from workbench.errors import WorkbenchError
-
-from conftest import reference_rows
 
 SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "reference" / "presets.csv"
 

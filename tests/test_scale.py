@@ -6,13 +6,13 @@ import json
 
 import pytest
 
+from workbench.arch.model import count_params, create_model
+from workbench.arch.presets import get_preset
+from workbench.arch.resolve import load_spec_file
 from workbench.cli import main
 from workbench.counting.analytic import analytic_count
 from workbench.errors import WorkbenchError
-from workbench.arch.model import count_params, create_model
-from workbench.arch.presets import get_preset
 from workbench.search.scale import parse_amount, scale
-from workbench.arch.resolve import load_spec_file
 
 
 @pytest.mark.parametrize("text,value", [("2.5M", 2_500_000), ("930m", 930_000_000), ("1.2G", 1_200_000_000),
@@ -100,3 +100,12 @@ def test_scale_train_rejects_bad_training_options_before_writing(capsys, tmp_pat
                "--out", str(tmp_path / "x.yaml")])
     assert rc == 2 and "unknown schedule field 'epochz'" in capsys.readouterr().err
     assert not (tmp_path / "x.yaml").exists()
+
+
+def test_each_candidate_has_its_own_name_and_the_ranking_rule_is_printed(capsys, tmp_path):
+    rc = main(["scale", "--target-params", "2.5M", "--base", "v3-xxs", "--budget", "2000", "--top", "4",
+               "--out", str(tmp_path / "s.yaml")])
+    out = capsys.readouterr().out
+    names = [line.split()[1] for line in out.splitlines() if line[:1].isdigit()]
+    assert rc == 0 and len(names) == 4 and len(set(names)) == 4
+    assert names[0] == "v3-xxs-p2.5M-1" and "ranking: candidates within 1.00% of the target first" in out

@@ -7,7 +7,13 @@ import math
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.training.schedules import SCHEDULES, Schedule, get_schedule, lr_at, parse_sizes
+from workbench.training.schedules import (
+    SCHEDULES,
+    Schedule,
+    get_schedule,
+    lr_at,
+    parse_sizes,
+)
 
 
 def test_every_preset_is_valid():

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from workbench.cli import main
 from workbench.errors import WorkbenchError
-from workbench.search.search import Constraints, check_feasible, parse_objectives, summarize
+from workbench.search.search import Constraints, check_feasible, summarize
 from workbench.search.space import load_space
+from workbench.study.objectives import parse_objectives
 from workbench.study.store import Store
 
 TINY = """name: tiny
@@ -137,3 +140,136 @@ def test_a_real_search_prunes_records_and_resumes(tmp_path):
     assert len(records) == 5 and all(r.state in ("COMPLETE", "PRUNED") for r in records)
     outcome = summarize(store, "search-tiny", [("top1", "max"), ("macs_paper", "min")])
     assert {r["trial"] for r in outcome.front} == set(store.load_study("search-tiny").user_attrs["pareto_front"])
+
+
+# --- the engine's claims and heartbeats, for search trials too ---------------------------------------------
+def _search_source(tmp_path, trials: int, **extra):
+    from workbench.search.search import SearchOptions, SearchSource
+
+    space = load_space(str(write(tmp_path, TINY)))
+    opts = SearchOptions(storage=f"sqlite:///{tmp_path / 'store.db'}", run_dirs=False, progress=False,
+                         objectives=[("top1", "max"), ("macs_paper", "min")], trials=trials, sampler="random",
+                         pruner="none", schedule_overrides={"epochs": "1"}, **extra)
+    return SearchSource(space, opts), opts
+
+
+def _quick_train(spec, dataset, schedule, on_epoch=None, **_):
+    from workbench.training.train import RunResult
+
+    if on_epoch:
+        on_epoch(1, {"epoch": 1, "top1": 50.0})
+    return RunResult("completed", 50.0, 90.0, 50.0, 1, [{"epoch": 1, "top1": 50.0}])
+
+
+def _plant_trial(tmp_path, owner: str, heartbeat_age_s: float) -> int:
+    """A RUNNING search trial claimed by `owner` (another host), its last heartbeat `heartbeat_age_s` ago."""
+    import sqlalchemy as sa
+
+    from workbench.study.claims import CLAIMS
+    from workbench.study.engine import Engine
+
+    source, opts = _search_source(tmp_path, trials=1)
+    engine = Engine(opts)
+    source.open(engine)
+    trial = source.study.ask()
+    source.claims.owner = owner
+    assert source.claims.try_claim(f"trial-{trial.number}")[0]
+    engine.store.set_attrs(trial._trial_id, {"owner": owner})
+    with engine.store.engine.begin() as conn:
+        conn.execute(sa.update(CLAIMS).values(heartbeat=time.time() - heartbeat_age_s))
+    engine.store.engine.dispose()
+    return trial.number
+
+
+def test_a_search_trial_of_a_silent_process_on_another_host_is_taken_over(tmp_path):
+    from workbench.study.engine import Engine
+
+    planted = _plant_trial(tmp_path, "some-other-host|4242|1", heartbeat_age_s=1000)
+    source, opts = _search_source(tmp_path, trials=2)
+    tally = Engine(opts).run_inline(source, train_fn=_quick_train)
+    records = {r.number: r for r in Store(opts.storage, create=False).records(source.name)}
+    assert records[planted].state == "FAIL" and records[planted].attrs["failure"] == "interrupted"
+    assert tally.completed == 2  # its share of --trials re-opened: two trained here
+    assert sorted(r.state for r in records.values()) == ["COMPLETE", "COMPLETE", "FAIL"]
+
+
+def test_a_search_trial_with_a_live_heartbeat_elsewhere_counts_and_is_left_alone(tmp_path):
+    from workbench.study.engine import Engine
+
+    planted = _plant_trial(tmp_path, "some-other-host|4242|1", heartbeat_age_s=1)
+    source, opts = _search_source(tmp_path, trials=2)
+    tally = Engine(opts).run_inline(source, train_fn=_quick_train)
+    records = {r.number: r for r in Store(opts.storage, create=False).records(source.name)}
+    assert records[planted].state == "RUNNING" and tally.completed == 1 and source.elsewhere == 1
+
+
+def test_the_engine_beats_the_heartbeat_of_every_running_trial(tmp_path, monkeypatch):
+    import threading
+
+    from workbench.study import engine as engine_mod
+
+    source, opts = _search_source(tmp_path, trials=1)
+    engine = engine_mod.Engine(opts)
+    source.open(engine)
+    started = source.next()
+    engine.running["t"] = (source, started)
+    before = source.claims.all()[started.key].heartbeat
+    monkeypatch.setattr(engine_mod, "HEARTBEAT_S", 0.05)
+    stop = threading.Event()
+    beat = threading.Thread(target=engine._heartbeat, args=(stop,))
+    beat.start()
+    time.sleep(0.5)
+    stop.set()
+    beat.join()
+    assert source.claims.all()[started.key].heartbeat > before
+
+
+def _search_cmd(path: Path, trials: int) -> list[str]:
+    return [sys.executable, "-m", "workbench.cli", "search", "--space", str(path), "--sampler", "random",
+            "--pruner", "none", "--quiet", "--json", "--trials", str(trials), "--sched", "epochs=2"]
+
+
+def test_two_search_processes_share_one_budget(tmp_path):
+    path = write(tmp_path, TINY)
+    env = {**os.environ, "WORKBENCH_WORKSPACE": str(tmp_path / "ws")}
+    procs = [subprocess.Popen(_search_cmd(path, 4), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    store = Store(f"sqlite:///{tmp_path / 'ws' / 'studies.db'}", create=False)
+    trained = [r for r in store.records("search-tiny") if "filtered" not in r.attrs]
+    assert len(trained) == 4 and all(r.state == "COMPLETE" for r in trained)
+
+
+def test_kill_9_mid_search_then_the_same_command_completes_the_budget(tmp_path):
+    path = write(tmp_path, TINY)
+    env = {**os.environ, "WORKBENCH_WORKSPACE": str(tmp_path / "ws")}
+    db = tmp_path / "ws" / "studies.db"
+    proc = subprocess.Popen(_search_cmd(path, 4), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    killed_with = None
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None and killed_with is None:
+            time.sleep(0.5)
+            try:
+                recs = [r for r in Store(f"sqlite:///{db}", create=False).records("search-tiny")
+                        if "filtered" not in r.attrs]
+            except Exception:  # the store or the study does not exist yet
+                continue
+            if any(r.state == "COMPLETE" for r in recs) and any(r.state == "RUNNING" for r in recs):
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed_with = recs
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert killed_with, "the search finished before it could be killed mid-way"
+    again = subprocess.run(_search_cmd(path, 4), env=env, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    recs = [r for r in Store(f"sqlite:///{db}", create=False).records("search-tiny") if "filtered" not in r.attrs]
+    assert sum(r.state == "COMPLETE" for r in recs) == 4 and not [r for r in recs if r.state == "RUNNING"]
+    assert all(r.attrs.get("failure") == "interrupted" for r in recs if r.state == "FAIL")
+    completed_before = {r.number for r in killed_with if r.state == "COMPLETE"}
+    assert completed_before <= {r.number for r in recs if r.state == "COMPLETE"}

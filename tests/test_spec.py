@@ -7,10 +7,10 @@ import json
 import pytest
 import yaml
 
-from workbench.errors import WorkbenchError
 from workbench.arch.presets import PRESETS, get_preset
 from workbench.arch.resolve import load_spec_file
 from workbench.arch.spec import ModelSpec, make_divisible, override_keys
+from workbench.errors import WorkbenchError
 
 
 @pytest.mark.parametrize("value,expected", [(7, 8), (12, 16), (20, 24), (33.6, 32), (100, 104), (64, 64), (3, 8)])

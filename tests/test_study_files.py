@@ -49,8 +49,8 @@ def test_shipped_studies_load_and_package_copies_match_the_repository():
 
 
 def test_table6_rows_a_and_e_are_v1_s_and_v3_s_unscaled_exactly():
-    from workbench.counting.counters import count
     from workbench.arch.model import MobileViT
+    from workbench.counting.counters import count
 
     study = load_study("table6")
     assert [v.published["top1"] for v in study.variants] == [73.7, 74.8, 74.7, 75.3, 75.0]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from workbench import schedules
 from workbench.study.files import load_study
 from workbench.study.items import RunConfig, config_id, plan_items
+from workbench.training import schedules
 
 
 def _keys(study, config) -> list[str]:

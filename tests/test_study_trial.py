@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
 from workbench.arch.presets import get_preset
-from workbench.study.trial import execute
+from workbench.study.trial import WorkItem, execute
 from workbench.training.train import RunResult
 
 SPEC = get_preset("v1-xxs").with_overrides({"width": "0.25"})
 
 
-def _item(tmp_path, **extra) -> dict:
-    return {"key": "a:0:x", "spec": SPEC.to_dict(), "count_resolution": 64, "counters": ["paper", "fvcore", "ptflops"],
-            "dataset": "digits", "schedule": "smoke", "schedule_overrides": {"epochs": "1"}, "seed": 3,
-            "device": "cpu", "cpus": 1, "run_dir": str(tmp_path / "run"), "latency": None, **extra}
+def _item(tmp_path, **extra) -> WorkItem:
+    return WorkItem(**{"key": "a:0:x", "trial_number": 0, "owner": "test", "spec": SPEC.to_dict(),
+                       "count_resolution": 64, "counters": ["paper", "fvcore", "ptflops"], "dataset": "digits",
+                       "schedule": "smoke", "schedule_overrides": {"epochs": "1"}, "seed": 3, "device": "cpu",
+                       "cpus": 1, "run_dir": str(tmp_path / "run"), "latency": None, **extra})
 
 
 def _result(status: str, top1: float | None) -> RunResult:
     return RunResult(status=status, top1=top1, top5=top1, best_top1=top1, epochs_run=1,
-                     history=[{"epoch": 1, "top1": top1}], message="loss is nan at step 3" if status != "completed" else "")
+                     history=[{"epoch": 1, "top1": top1}],
+                     message="loss is nan at step 3" if status != "completed" else "")
 
 
 def test_a_completed_trial_records_counts_metrics_and_where_it_ran(tmp_path):
@@ -59,5 +62,20 @@ def test_an_exception_or_out_of_memory_is_a_failed_record_not_a_crash(tmp_path):
     rec = execute(_item(tmp_path), lambda m: None, train_fn=oom)
     assert rec["status"] == "failed" and rec["failure"] == "oom" and rec["stage"] == "train"
     rec = execute(_item(tmp_path), lambda m: None, train_fn=boom)
-    assert rec["failure"] == "exception" and "ValueError: bad things" in rec["error"] and "Traceback" in rec["traceback"]
+    assert rec["failure"] == "exception" and "ValueError: bad things" in rec["error"]
+    assert "Traceback" in rec["traceback"]
     assert math.isfinite(rec["trial_wall_s"])
+
+
+def test_a_completed_trial_keeps_its_record_and_metrics_but_not_its_checkpoints(tmp_path):
+    def train(spec, dataset, schedule, out_dir=None, **kw):
+        run = Path(out_dir)
+        (run / "checkpoint.pt").write_bytes(b"x" * 1000)
+        (run / "metrics.jsonl").write_text("{}\n")
+        return _result("completed", 50.0)
+
+    rec = execute(_item(tmp_path), lambda m: None, train_fn=train)
+    assert rec["status"] == "completed" and rec["checkpoints_removed"] == 1000
+    assert not (tmp_path / "run" / "checkpoint.pt").exists() and (tmp_path / "run" / "metrics.jsonl").exists()
+    rec = execute(_item(tmp_path, keep_checkpoints=True), lambda m: None, train_fn=train)
+    assert (tmp_path / "run" / "checkpoint.pt").exists() and "checkpoints_removed" not in rec

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.training.checkpoint import CHECKPOINT, METRICS, RESULT, load_checkpoint
+from workbench.arch.resolve import resolve_spec
 from workbench.cli import main
 from workbench.errors import WorkbenchError
-from workbench.arch.resolve import resolve_spec
+from workbench.training.checkpoint import CHECKPOINT, METRICS, RESULT, load_checkpoint
 from workbench.training.train import train_model
 
 # v3-xxs at a quarter width with one transformer layer per stage: a real MobileViTv3, ~0.1 s per step.

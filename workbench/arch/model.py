@@ -8,8 +8,13 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from workbench.arch.blocks import (ATTENTION_IMPLS, ConvNormAct, InvertedResidual, MobileViTBlock,
-                                   MultiHeadSelfAttention)
+from workbench.arch.blocks import (
+    ATTENTION_IMPLS,
+    ConvNormAct,
+    InvertedResidual,
+    MobileViTBlock,
+    MultiHeadSelfAttention,
+)
 from workbench.arch.resolve import resolve_spec
 from workbench.arch.spec import ModelSpec, ResolvedSpec
 from workbench.errors import WorkbenchError

@@ -10,8 +10,16 @@ from __future__ import annotations
 import difflib
 from dataclasses import replace
 
+from workbench.arch.spec import (
+    BlockOptions,
+    HeadSpec,
+    ModelSpec,
+    MV2Stage,
+    StemSpec,
+    ViTStage,
+    make_divisible,
+)
 from workbench.errors import WorkbenchError
-from workbench.arch.spec import BlockOptions, HeadSpec, ModelSpec, MV2Stage, StemSpec, ViTStage, make_divisible
 
 V1_BLOCK = BlockOptions(fusion_conv="3x3", fusion_input="input", input_add=False, local_conv="full",
                         attention="mhsa", projection=True, out_act=True)

@@ -15,7 +15,7 @@ from workbench.counting.fvcore_counter import count_fvcore
 from workbench.counting.paper import count_paper
 from workbench.counting.ptflops_counter import count_ptflops
 from workbench.counting.reconcile import Line, reconcile
-from workbench.counting.report import CounterResult
+from workbench.counting.report import CATEGORIES, CounterResult
 
 
 @dataclass
@@ -47,7 +47,8 @@ class CountReport:
         return out
 
 
-def count(model: nn.Module, resolution: int, counters: tuple[str, ...] = COUNTERS, name: str | None = None) -> CountReport:
+def count(model: nn.Module, resolution: int, counters: tuple[str, ...] = COUNTERS,
+          name: str | None = None) -> CountReport:
     """Params and MACs of `model` at `resolution` x `resolution`, by each counter asked for."""
     total, trainable = count_params(model)
     # The paper pass always runs: it is cheap and its facts explain the other counters.
@@ -58,3 +59,47 @@ def count(model: nn.Module, resolution: int, counters: tuple[str, ...] = COUNTER
     recon = {c: reconcile(paper, results[c], facts) for c in counters if c != "paper"}
     label = name or getattr(getattr(model, "spec", None), "name", type(model).__name__)
     return CountReport(label, resolution, total, trainable, results, recon)
+
+
+def format_report(report: CountReport, spec) -> str:
+    """The count as tables: totals by counter, the per-operator breakdown, the reconciliation, latency."""
+    from workbench.table import fmt_int, fmt_m, render
+
+    r = spec.resolve()
+    paper = report.results.get("paper")
+    out = [f"{report.model} ({spec.family}) at {report.resolution}x{report.resolution}: "
+           f"{fmt_int(report.params)} params ({fmt_int(report.trainable_params)} trainable)",
+           "channels " + " / ".join(str(s.channels) for s in r.stages) + f", head {r.out_channels}; block "
+           + ", ".join(f"{k}={v}" for k, v in vars(spec.block).items()), ""]
+    rows = []
+    for name, res in report.results.items():
+        ratio = f"{res.total / paper.total:.4f}" if paper else "-"
+        rows.append([name, fmt_m(res.total), fmt_int(res.total), ratio, res.provenance["version"]])
+    out.append(render(["counter", "MACs (M)", "MACs", "/ paper", "version"], rows,
+                      title=f"MACs (torch {next(iter(report.results.values())).provenance['torch']}, "
+                            f"attention path {next(iter(report.results.values())).provenance['attention_impl']})"))
+    names = list(report.results)
+    out += ["", render(["operator"] + [f"{n} (M)" for n in names],
+                       [[c] + [fmt_m(report.results[n].breakdown[c], 3) for n in names] for c in CATEGORIES],
+                       title="Per-operator breakdown")]
+    for name, lines in report.reconciliation.items():
+        rows = [[ln.category, fmt_int(ln.paper), fmt_int(ln.counter), fmt_int(ln.counter - ln.paper),
+                 fmt_int(ln.residual), ln.reason] for ln in lines]
+        unexplained = sum(abs(ln.residual) for ln in lines)
+        out += ["", render(["operator", "paper", name, "difference", "unexplained", "why"], rows,
+                           title=f"{name} vs paper: " + ("the rules explain the whole difference" if not unexplained
+                                                        else f"{unexplained:,} MACs unexplained"))]
+    for name, res in report.results.items():
+        if res.unsupported:
+            ops = ", ".join(f"{k} x{v}" for k, v in sorted(res.unsupported.items()))
+            out.append(f"{name}: not counted (zero cost to it): {ops}")
+    if report.latency:
+        lat = report.latency
+        out += ["", render(["measure", "batch", "median", "p10", "p90", "images/s"], [
+            ["latency (ms)", 1, f"{lat['latency']['median_ms']:.2f}", f"{lat['latency']['p10_ms']:.2f}",
+             f"{lat['latency']['p90_ms']:.2f}", f"{1000 / lat['latency']['median_ms']:.1f}"],
+            ["throughput (ms/batch)", lat["throughput"]["batch"], f"{lat['throughput']['median_ms']:.2f}",
+             f"{lat['throughput']['p10_ms']:.2f}", f"{lat['throughput']['p90_ms']:.2f}",
+             f"{lat['throughput_img_s']:.1f}"]], title=f"Latency and throughput on {lat['device']} "
+                                                       f"({lat['latency']['iterations']} timed iterations)")]
+    return "\n".join(out)

@@ -10,7 +10,14 @@ import warnings
 import torch
 from torch import nn
 
-from workbench.counting.report import CounterResult, attention_impl, empty_breakdown, package_version, provenance
+from workbench.counting.report import (
+    CounterResult,
+    attention_impl,
+    empty_breakdown,
+    package_version,
+    provenance,
+)
+from workbench.errors import first_line
 
 # fvcore operator name -> category; anything unlisted lands in "other".
 _CATEGORY = {"conv": "conv", "linear": "linear", "addmm": "linear", "matmul": "attention", "bmm": "attention",
@@ -40,7 +47,7 @@ def count_fvcore(model: nn.Module, resolution: int) -> CounterResult:
             by_op = dict(analysis.by_operator())
             total = int(analysis.total())
             unsupported = {str(k): int(v) for k, v in analysis.unsupported_ops().items()}
-        notes += sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught})
+        notes += sorted({f"{w.category.__name__}: {first_line(str(w.message))}" for w in caught})
     finally:
         logger.setLevel(level)
         model.train(was_training)

@@ -14,8 +14,17 @@ import torch
 from torch import nn
 
 from workbench import __version__
-from workbench.arch.blocks import GlobalRepresentation, LinearSelfAttention, MultiHeadSelfAttention
-from workbench.counting.report import CounterResult, attention_impl, empty_breakdown, provenance
+from workbench.arch.blocks import (
+    GlobalRepresentation,
+    LinearSelfAttention,
+    MultiHeadSelfAttention,
+)
+from workbench.counting.report import (
+    CounterResult,
+    attention_impl,
+    empty_breakdown,
+    provenance,
+)
 
 
 @dataclass

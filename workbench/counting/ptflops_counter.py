@@ -10,7 +10,14 @@ from collections import Counter
 from torch import nn
 
 from workbench.arch.blocks import MultiHeadSelfAttention
-from workbench.counting.report import CounterResult, attention_impl, empty_breakdown, package_version, provenance
+from workbench.counting.report import (
+    CounterResult,
+    attention_impl,
+    empty_breakdown,
+    package_version,
+    provenance,
+)
+from workbench.errors import first_line
 
 _MODULE_CATEGORY = {nn.Conv2d: "conv", nn.Linear: "linear", nn.BatchNorm2d: "norm", nn.LayerNorm: "norm",
                     nn.GroupNorm: "norm"}
@@ -19,8 +26,7 @@ _ZERO_COST = (nn.Dropout, nn.Identity, nn.SiLU)  # SiLU is counted through ptflo
 
 
 def count_ptflops(model: nn.Module, resolution: int) -> CounterResult:
-    from ptflops import get_model_complexity_info
-    from ptflops import pytorch_ops
+    from ptflops import get_model_complexity_info, pytorch_ops
 
     breakdown = empty_breakdown()
 
@@ -68,7 +74,7 @@ def count_ptflops(model: nn.Module, resolution: int) -> CounterResult:
     if attention_impl(model) == "sdpa" and any(isinstance(m, MultiHeadSelfAttention) for m in model.modules()):
         unsupported["F.scaled_dot_product_attention"] = sum(
             isinstance(m, MultiHeadSelfAttention) for m in model.modules())
-    notes = sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught})
+    notes = sorted({f"{w.category.__name__}: {first_line(str(w.message))}" for w in caught})
     notes += [line for line in out.getvalue().splitlines() if line.strip()]
     unexplained = int(macs) - sum(breakdown.values())
     if unexplained:

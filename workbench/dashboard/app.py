@@ -14,9 +14,16 @@ import pandas as pd
 import streamlit as st
 
 from workbench.dashboard import STORAGE_ENV
-from workbench.dashboard.chart_data import COLOUR_BY, X_AXES, ChartData, ablation_frame, front, plotted
-from workbench.dashboard.readonly import ReadOnlyStore, StoreProblem, first_line, read_chart_data
-from workbench.errors import WorkbenchError
+from workbench.dashboard.chart_data import (
+    COLOUR_BY,
+    X_AXES,
+    ChartData,
+    ablation_frame,
+    front,
+    plotted,
+)
+from workbench.dashboard.readonly import ReadOnlyStore, StoreProblem, read_chart_data
+from workbench.errors import WorkbenchError, first_line
 from workbench.study.results import title as table_title
 from workbench.study.store import default_storage_url
 

@@ -13,8 +13,16 @@ import math
 
 import pandas as pd
 
-from workbench.dashboard.chart_data import (MACS_LABELS, X_AXES, area_column, colours, front, plotted, x_range,
-                                             y_range)
+from workbench.dashboard.chart_data import (
+    MACS_LABELS,
+    X_AXES,
+    area_column,
+    colours,
+    front,
+    plotted,
+    x_range,
+    y_range,
+)
 
 MAX_AREA_PT2 = 1400.0  # the largest bubble's area in points^2; every other area scales linearly from zero
 

@@ -9,8 +9,16 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from workbench.dashboard.chart_data import (MACS_LABELS, X_AXES, area_column, colours, front, plotted, x_range,
-                                             y_range)
+from workbench.dashboard.chart_data import (
+    MACS_LABELS,
+    X_AXES,
+    area_column,
+    colours,
+    front,
+    plotted,
+    x_range,
+    y_range,
+)
 
 MAX_AREA_PX = 2200  # the largest bubble's area in square pixels
 PUBLISHED_SIZE_PX = 260

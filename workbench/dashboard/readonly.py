@@ -14,8 +14,13 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
-from workbench.errors import WorkbenchError
-from workbench.study.store import Store, check_storage_url, default_storage_url, sqlite_path
+from workbench.errors import WorkbenchError, first_line
+from workbench.study.store import (
+    Store,
+    check_storage_url,
+    default_storage_url,
+    sqlite_path,
+)
 
 OPTUNA_TABLES = {"studies", "trials", "trial_user_attributes", "version_info"}
 
@@ -103,11 +108,6 @@ class ReadOnlyStore(Store):
                         " (SELECT count(*) FROM studies)")
         with self.engine.connect() as conn:
             return tuple(conn.execute(query).one())
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 def read_chart_data(url: str | None, studies: list[str] | None = None):

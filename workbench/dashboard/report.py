@@ -58,6 +58,7 @@ def write_files(files: dict[str, bytes], out: Path) -> list[Path]:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise WorkbenchError(f"--out {str(out)!r}: cannot create the folder ({e.strerror})") from None
+    # All files or none (not atomic_write per file): every temporary is written before any is renamed.
     temps = {name: out / f".{name}.tmp" for name in files}
     try:
         for name, content in files.items():

@@ -1,1 +1,2 @@
-"""Multi-objective architecture search: search-space files (space.py) and the Optuna + Ray Tune runner."""
+"""Searching architectures: scale.py (widths to a params/MACs budget, by the analytic counter), space.py
+(search-space files) and search.py (the Optuna sampler as a source of work for the study engine)."""

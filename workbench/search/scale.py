@@ -15,10 +15,11 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from workbench.counting.analytic import analytic_count
-from workbench.errors import WorkbenchError
 from workbench.arch.presets import PRESETS, get_preset
 from workbench.arch.spec import ModelSpec
+from workbench.counting.analytic import analytic_count
+from workbench.errors import WorkbenchError
+from workbench.fileio import atomic_write
 
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9}
 WIDTH_RANGE = (0.25, 4.0)  # global width multipliers the sweep covers
@@ -75,6 +76,7 @@ class ScaleResult:
     counter: str
     label: str  # the targets as a name suffix, e.g. p2.5M-f930M
     notes: list[str] = field(default_factory=list)
+    rule: str = ""  # how the candidates are ranked, in one line
 
     @property
     def per_second(self) -> float:
@@ -162,8 +164,12 @@ def scale(bases: list[ModelSpec], target_params: int | None = None, target_macs:
     ranked = sorted(best.values(), key=rank)[:top]
     label = "-".join(x for x in (f"p{human(target_params)}" if target_params else "",
                                  f"f{human(target_macs)}" if target_macs else "") if x)
-    ranked = [replace(c, spec=replace(c.spec, name=f"{c.spec.name}-{label}")) for c in ranked]
+    # Each candidate its own name: base, target, rank (the best is written as NAME.yaml).
+    ranked = [replace(c, spec=replace(c.spec, name=f"{c.spec.name}-{label}-{i}")) for i, c in enumerate(ranked, 1)]
     result = ScaleResult(ranked, evaluated, seconds, target_params, target_macs, counter, label)
+    result.rule = (f"ranking: candidates within {tolerance:.2%} of the target first, plainest change first "
+                   "(uniform width, the base's attention width and head, as the paper scaled), then by miss; "
+                   "the rest by miss")
     if ranked and ranked[0].distance > tolerance:
         result.notes.append(f"no candidate within {tolerance:.2%}: the closest misses by {ranked[0].distance:.2%}")
     return result
@@ -208,7 +214,7 @@ def candidates_study(result: ScaleResult, dataset: str, schedule: str, schedule_
             overrides[k] = c.multipliers[k]
         for layer in ("layer3", "layer4", "layer5"):
             overrides[f"{layer}.attn_width"] = c.multipliers["attn_width"]
-        variants.append({"name": f"c{i}", "label": f"{c.spec.name} #{i}", "preset": c.base, "overrides": overrides})
+        variants.append({"name": f"c{i}", "label": c.spec.name, "preset": c.base, "overrides": overrides})
     name = f"scale-{base}-{label}".replace("/", "-")[:64]
     data = {"name": name, "description": f"workbench scale: the top {len(variants)} candidates for {label}",
             "base": variants[0]["preset"], "baseline": "c1", "variants": variants, "dataset": dataset,
@@ -216,8 +222,52 @@ def candidates_study(result: ScaleResult, dataset: str, schedule: str, schedule_
             "objectives": ["top1:max"], "count_resolution": 256, "counters": ["paper", "fvcore"]}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.yaml"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    tmp.replace(path)
-    return path
+    return atomic_write(folder / f"{name}.yaml", yaml.safe_dump(data, sort_keys=False))
+
+
+def goal_text(result: ScaleResult) -> str:
+    return " and ".join(x for x in (f"{human(result.target_params)} params" if result.target_params else "",
+                                    f"{human(result.target_macs)} {result.counter} MACs" if result.target_macs
+                                    else "") if x)
+
+
+def format_candidates(result: ScaleResult) -> str:
+    """The candidates as a table, with the ranking rule and any notes."""
+    from workbench.table import fmt_int, fmt_m, render
+
+    rows = [[i + 1, c.spec.name, fmt_int(c.params), fmt_m(c.macs["paper"]), fmt_m(c.macs["fvcore"]),
+             " / ".join(map(str, c.channels)), c.spec.resolve().head_channels or "-", f"{c.distance:.2%}",
+             ", ".join(f"{k}={v:g}" for k, v in c.multipliers.items())] for i, c in enumerate(result.candidates)]
+    out = render(["#", "name", "params", "paper MACs (M)", "fvcore MACs (M)", "channels l1-l5", "head", "miss",
+                  "multipliers"], rows,
+                 title=f"closest to {goal_text(result)}: {result.evaluated:,} candidates in {result.seconds:.2f} s "
+                       f"({result.per_second:,.0f} candidates/s, analytic counter)")
+    return "\n".join([out, result.rule] + [f"note: {n}" for n in result.notes])
+
+
+def train_candidates(result: ScaleResult, dataset: str, schedule: str, schedule_overrides: dict[str, str],
+                     seeds: int, storage: str | None, ray_address: str | None, progress: bool):
+    """`scale --train`: the candidates become a study, trained by the engine; returns (table, ranked rows, path)."""
+    from workbench.study.ablate import RunOptions, run_study
+    from workbench.study.files import load_study
+    from workbench.study.items import RunConfig
+    from workbench.study.results import build_table
+    from workbench.study.store import workspace_dir
+
+    path = candidates_study(result, dataset, schedule, schedule_overrides, seeds, workspace_dir() / "scale")
+    study = load_study(str(path))
+    config = RunConfig(dataset=study.dataset, schedule=study.schedule, schedule_overrides=study.schedule_overrides)
+    _, store = run_study(study, config, RunOptions(storage=storage, ray_address=ray_address, progress=progress))
+    table = build_table(store, study.name, config.dataset, config.schedule)
+    ranked = sorted(table.rows, key=lambda r: -(r["top1_mean"] if r["top1_mean"] is not None else -1e9))
+    return table, ranked, path
+
+
+def format_ranking(ranked: list[dict], study: str, path: Path, label: str) -> str:
+    from workbench.table import fmt_int, fmt_m, render
+
+    return render(["rank", "candidate", "name", "params", "paper MACs (M)", "top-1 %", "95% CI", "seeds"], [
+        [i + 1, r["variant"], r["label"], fmt_int(r["params"]), fmt_m(r["macs"].get("paper")),
+         "-" if r["top1_mean"] is None else f"{r['top1_mean']:.2f}",
+         "-" if not r["top1_ci"] else f"[{r['top1_ci'][0]:.2f}, {r['top1_ci'][1]:.2f}]", r["n_seeds"]]
+        for i, r in enumerate(ranked)], title=f"\ntrained as study {study} ({path}) on {label}")

@@ -1,55 +1,42 @@
-"""Multi-objective architecture search: an Optuna sampler proposes, Ray Tune trains, the store records.
+"""Multi-objective architecture search: an Optuna sampler proposes, the engine trains, the store records.
 
-Each Tune slot asks the Optuna study (in the same durable store as `ablate`) for a candidate; hard
-constraints (params, MACs by the analytic counter, measured latency) reject a candidate before any training
-(it is kept as a PRUNED trial marked `filtered`). Training reports top-1 per epoch; with `--pruner asha`,
-Ray Tune's ASHA scheduler stops the trials whose top-1 at a rung (epochs 1, 2, 4, ...) falls in the bottom
-half of what other trials reached there. Early stopping thus acts on accuracy alone: the cost objectives
-(params, MACs) are known before training and never need a trial to run. A stopped trial is PRUNED with the
-epochs it trained; completed trials carry the objective values and form the Pareto front.
+The search is a source of work for the study engine (study/engine.py), beside `ablate`'s study items: each
+free slot asks the Optuna study (in the same durable store) for a candidate; hard constraints (params, MACs
+by the analytic counter, measured latency) reject a candidate before any training (it is kept as a PRUNED
+trial marked `filtered`). Training reports top-1 per epoch; with `--pruner asha`, Ray Tune's ASHA
+scheduler stops the trials whose top-1 at a rung (epochs 1, 2, 4, ...) falls in the bottom half of what
+other trials reached there. A stopped trial is PRUNED with the epochs it trained; completed trials carry
+the objective values and form the Pareto front.
+
+Every running search trial holds a claim with a heartbeat, as study items do: a search process that dies,
+on this host or another, leaves claims that go stale, and any process of the same search fails those
+trials as interrupted and re-opens their share of `--trials`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
-
-from ray.tune.search import Searcher
 
 from workbench.errors import WorkbenchError
-from workbench.study.pareto import pareto_front
 from workbench.search.space import SearchSpace
-from workbench.study.claims import owner_is_dead, this_owner
-from workbench.study.progress import Progress
-from workbench.study.provenance import git_revision
-from workbench.study.runner import _slots, _start_ray, objective_values
-from workbench.study.store import Store, workspace_dir
-from workbench.study.trial import FINAL_KEY
+from workbench.study.claims import owner_is_dead
+from workbench.study.engine import (
+    DONE,
+    HEARTBEAT_S,
+    WAIT,
+    Engine,
+    EngineOptions,
+    Started,
+    WorkSource,
+)
+from workbench.study.objectives import Objective, labels, optuna_directions
+from workbench.study.pareto import pareto_front
+from workbench.study.store import Store
 
 SAMPLERS = ("nsga2", "tpe", "random")
 PRUNERS = ("asha", "none")
-METRIC_ALIASES = {"macs": "macs_paper", "flops": "macs_paper", "fvcore_macs": "macs_fvcore"}
-SEARCH_METRICS = ("top1", "top5", "params", "macs_paper", "macs_fvcore", "latency_ms")
 MAX_REJECTS = 2000  # candidates the constraints may reject in a row before the search gives up
-
-
-def parse_objectives(text: str) -> list[tuple[str, str]]:
-    """'top1:max,macs:min' -> [("top1", "max"), ("macs_paper", "min")]."""
-    out = []
-    for part in [p.strip() for p in text.split(",") if p.strip()]:
-        metric, _, direction = part.partition(":")
-        metric = METRIC_ALIASES.get(metric, metric)
-        if metric not in SEARCH_METRICS or direction not in ("max", "min"):
-            raise WorkbenchError(f"--objectives {text!r}: expected METRIC:max|min[,...] with METRIC one of "
-                                 f"{', '.join(SEARCH_METRICS)} (macs = paper MACs)")
-        out.append((metric, direction))
-    if not out or len({m for m, _ in out}) != len(out):
-        raise WorkbenchError(f"--objectives {text!r}: give at least one objective, each metric once")
-    return out
 
 
 @dataclass
@@ -75,8 +62,8 @@ class Constraints:
         return None
 
     def latency_ms(self, spec) -> float:
-        from workbench.counting.latency import measure_latency
         from workbench.arch.model import MobileViT
+        from workbench.counting.latency import measure_latency
 
         return measure_latency(MobileViT(spec), self.latency_resolution, batch=1, warmup=2, iters=5)["latency_ms"]
 
@@ -109,23 +96,17 @@ def check_feasible(space: SearchSpace, constraints: Constraints, samples: int = 
 
 
 @dataclass
-class SearchOptions:
-    objectives: list[tuple[str, str]]
-    trials: int
+class SearchOptions(EngineOptions):
+    objectives: list[Objective] = field(default_factory=lambda: [("top1", "max"), ("macs_paper", "min")])
+    trials: int = 30
     sampler: str = "nsga2"
     pruner: str = "asha"
     constraints: Constraints = field(default_factory=Constraints)
     study_name: str | None = None
-    storage: str | None = None
-    ray_address: str | None = None
-    cpus_per_trial: float | None = None
-    gpus_per_trial: float | None = None
     dataset: str | None = None
     schedule: str | None = None
     schedule_overrides: dict[str, str] = field(default_factory=dict)
     seed: int = 0
-    progress: bool = True
-    train_fn: Callable | None = None
 
 
 @dataclass
@@ -153,36 +134,128 @@ def make_sampler(name: str, seed: int, trials: int):
     raise WorkbenchError(f"--sampler {name!r}: accepted values are {' | '.join(SAMPLERS)}")
 
 
-class _Search:
-    """State shared by the searcher callbacks and the driver."""
+def trial_key(number: int) -> str:
+    return f"trial-{number}"
 
-    def __init__(self, space: SearchSpace, opts: SearchOptions, store: Store, study):
-        self.space, self.opts, self.store, self.study = space, opts, store, study
-        self.owner = this_owner()
-        self.cpus = opts.cpus_per_trial if opts.cpus_per_trial is not None else space.cpus
-        self.gpus = opts.gpus_per_trial if opts.gpus_per_trial is not None else space.gpus
-        self.mine: dict[str, tuple] = {}  # tune id -> (optuna trial, started)
-        self.lock = threading.Lock()
-        self.progress: Progress | None = None
+
+class SearchSource(WorkSource):
+    """Candidates from the sampler, constrained, up to `--trials` in all (over every process and resume)."""
+
+    def __init__(self, space: SearchSpace, opts: SearchOptions):
+        self.space, self.opts = space, opts
+        self.name = opts.study_name or f"search-{space.name}"
+        self.objectives = opts.objectives
         self.rejects = 0
+        self.last_reap = 0.0
 
-    def trained(self) -> int:
-        """Trials that count toward --trials: completed, early-stopped, or running in a live process."""
-        n = 0
+    @property
+    def schedule(self) -> str:
+        return self.opts.schedule or self.space.schedule
+
+    @property
+    def schedule_overrides(self) -> dict:
+        base = dict(self.space.schedule_overrides) if self.schedule == self.space.schedule else {}
+        return {**base, **self.opts.schedule_overrides}
+
+    def open(self, engine: Engine) -> None:
+        import optuna
+
+        sp = self.space
+        self.settings = engine.settings(self.opts.dataset or sp.dataset, self.schedule, self.schedule_overrides,
+                                        sp.count_resolution, sp.counters, None, sp.cpus, sp.gpus)
+        directions = optuna_directions(self.objectives)
+        self.study = optuna.create_study(storage=engine.store.storage, study_name=self.name, directions=directions,
+                                         sampler=make_sampler(self.opts.sampler, self.opts.seed, self.opts.trials),
+                                         load_if_exists=True)
+        if [d.name.lower() for d in self.study.directions] != directions:
+            raise WorkbenchError(f"study {self.name!r} exists with other objective directions; use --study to "
+                                 "start anew")
+        self.study.set_user_attr("kind", "search")
+        self.study.set_user_attr("objectives", labels(self.objectives))
+        self.study.set_user_attr("search_space", sp.text)
+        super().open(engine)
+        self.reap_stale(force=True)
+
+    # --- the budget ------------------------------------------------------------------------------------
+    def counted(self) -> tuple[int, int]:
+        """(trials that count toward --trials, of which running in another live process).
+
+        Completed, early-stopped and failed trials count; interrupted ones (their process died) and those
+        the constraints rejected do not.
+        """
+        mine = self.engine.running_keys(self)
+        n = elsewhere = 0
         for t in self.study.get_trials(deepcopy=False):
-            a = t.user_attrs
-            if t.state.name == "COMPLETE" or (t.state.name == "PRUNED" and "filtered" not in a):
+            a, state = t.user_attrs, t.state.name
+            if state == "COMPLETE" or (state == "PRUNED" and "filtered" not in a) or (
+                    state == "FAIL" and a.get("failure") != "interrupted"):
                 n += 1
-            elif t.state.name == "RUNNING" and a.get("owner") and a.get("owner") != self.owner:
-                n += 1  # another live process is training it
-        return n
+            elif state == "RUNNING" and trial_key(t.number) not in mine and "filtered" not in a:
+                n += 1
+                elsewhere += 1
+        self.elsewhere = elsewhere
+        return n, elsewhere
 
-    def next_candidate(self):
-        """An Optuna trial whose spec meets the constraints, or None when the budget is spent."""
+    def remaining(self) -> tuple[int, int, int]:
+        n, elsewhere = self.counted()
+        done = n - elsewhere
+        return self.opts.trials, done, max(0, self.opts.trials - n)
+
+    def reap_stale(self, force: bool = False) -> int:
+        """Fail as interrupted the RUNNING trials whose process died or went silent; their budget re-opens.
+
+        A trial's claim is taken over first (compare-and-swap), so of several live processes exactly one
+        fails it. A trial with no claim (its process died between asking and claiming) is taken when its
+        owner is known dead or it is older than the stale limit.
+        """
+        if not force and time.monotonic() - self.last_reap < HEARTBEAT_S:
+            return 0
+        self.last_reap = time.monotonic()
         from optuna.trial import TrialState
 
-        if self.trained() + len(self.mine) >= self.opts.trials:
-            return None
+        mine = self.engine.running_keys(self)
+        claims = self.claims.all()
+        n = 0
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            key = trial_key(t.number)
+            if key in mine:
+                continue
+            c = claims.get(key)
+            if c is None:
+                owner = t.user_attrs.get("owner")
+                age = time.time() - t.datetime_start.timestamp() if t.datetime_start else float("inf")
+                if not ((owner and owner_is_dead(owner)) or age > self.claims.stale_after_s):
+                    continue
+            elif not self.claims.is_abandoned(c):
+                continue
+            ok, _ = self.claims.try_claim(key)
+            if ok:
+                self.engine.store.finish(t._trial_id, "FAIL", {"failure": "interrupted", "error": "interrupted: "
+                                         "its process died or went silent; its share of --trials re-opens"})
+                self.claims.finish(key, "failed")
+                n += 1
+        return n
+
+    # --- the next candidate ------------------------------------------------------------------------------
+    def next(self) -> Started | str:
+        self.reap_stale()
+        n, elsewhere = self.counted()
+        if n + len(self.engine.running_keys(self)) >= self.opts.trials:
+            return WAIT if elsewhere else DONE
+        trial, values, spec = self._candidate()
+        key = trial_key(trial.number)
+        ok, _ = self.claims.try_claim(key)
+        if not ok:  # cannot happen for a fresh trial number; be safe rather than train it twice
+            raise WorkbenchError(f"search trial {trial.number} is already claimed")
+        self.claims.attach_trial(key, trial._trial_id)
+        self.engine.store.set_attrs(trial._trial_id, self._attrs(trial.number, values, spec))
+        item = self.engine.work_item(self, key, trial.number, spec.to_dict(), self.opts.seed)
+        return Started(key, trial._trial_id, trial.number, f"t{trial.number}", item)
+
+    def _candidate(self):
+        """An Optuna trial whose spec meets the constraints."""
+        from optuna.trial import TrialState
+
         while True:
             trial = self.study.ask()
             try:
@@ -200,131 +273,25 @@ class _Search:
             if self.rejects >= MAX_REJECTS:
                 raise WorkbenchError(f"the constraints rejected {MAX_REJECTS} candidates in a row; loosen them")
 
-    def item_config(self, trial, values: dict, spec) -> dict:
-        run_dir = str((workspace_dir() / "runs" / self.study.study_name / f"trial-{trial.number}").resolve())
-        attrs = {"study": self.study.study_name, "variant": f"t{trial.number}", "label": f"trial {trial.number}",
-                 "seed": self.opts.seed, "preset": self.space.base, "overrides": {**self.space.fixed, **{
-                     k: str(v) for k, v in values.items()}}, "block": dict(vars(spec.block)), "spec": spec.to_dict(),
-                 "dataset": self.dataset, "schedule": self.schedule, "schedule_overrides": self.schedule_overrides,
-                 "count_resolution": self.space.count_resolution, "resources": {"cpus": self.cpus, "gpus": self.gpus},
-                 "git_revision": git_revision(), "owner": self.owner, "search_space": self.space.name,
-                 "sampler": self.opts.sampler, "pruner": self.opts.pruner, "sampled": {
-                     k: v for k, v in values.items()}}
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
-        return {"key": f"{self.study.study_name}:{trial.number}", "trial_number": trial.number, "owner": self.owner,
-                "spec": spec.to_dict(), "count_resolution": self.space.count_resolution,
-                "counters": list(self.space.counters), "dataset": self.dataset, "schedule": self.schedule,
-                "schedule_overrides": self.schedule_overrides, "seed": self.opts.seed,
-                "device": "cuda" if self.gpus > 0 else "cpu", "cpus": self.cpus, "run_dir": run_dir,
-                "latency": None}
+    def _attrs(self, number: int, values: dict, spec) -> dict:
+        return {**self.engine.trial_attrs(self), "variant": f"t{number}", "label": f"trial {number}",
+                "seed": self.opts.seed, "preset": self.space.base,
+                "overrides": {**self.space.fixed, **{k: str(v) for k, v in values.items()}},
+                "block": dict(vars(spec.block)), "spec": spec.to_dict(), "search_space": self.space.name,
+                "sampler": self.opts.sampler, "pruner": self.opts.pruner, "sampled": dict(values)}
 
-    @property
-    def dataset(self) -> str:
-        return self.opts.dataset or self.space.dataset
+    def scheduler(self):
+        from ray.tune.schedulers import ASHAScheduler
 
-    @property
-    def schedule(self) -> str:
-        return self.opts.schedule or self.space.schedule
+        from workbench.training.schedules import get_schedule
 
-    @property
-    def schedule_overrides(self) -> dict:
-        base = dict(self.space.schedule_overrides) if self.schedule == self.space.schedule else {}
-        return {**base, **self.opts.schedule_overrides}
-
-    def record_outcome(self, tune_id: str, result: dict | None, error: bool) -> None:
-        with self.lock:
-            entry = self.mine.pop(tune_id, None)
-        if entry is None:
-            return
-        trial, started = entry
-        tid = trial._trial_id
-        record = json.loads(result[FINAL_KEY]) if result and FINAL_KEY in result else None
-        if record is None and not error and result and "epoch" in result:
-            # ASHA stopped it: keep how far it got, and its accuracy there.
-            self.store.finish(tid, "PRUNED", {"pruned_at_epoch": int(result["epoch"]), "top1_at_stop": result.get(
-                "top1"), "epochs_trained": int(result["epoch"]), "driver_wall_s": time.monotonic() - started})
-            self._progress("pruned", trial.number, f"stopped early at epoch {int(result['epoch'])}",
-                           time.monotonic() - started)
-            return
-        if record is None:
-            record = {"status": "failed", "failure": "worker", "error": "the Ray worker died before reporting"}
-        values = objective_values(record, self.opts.objectives)
-        ok = record.get("status") == "completed"
-        record["epochs_trained"] = int((record.get("train") or {}).get("epochs_run") or 0)
-        record["driver_wall_s"] = time.monotonic() - started
-        self.store.finish(tid, "COMPLETE" if ok else "FAIL", record, values if ok else None)
-        top1 = (record.get("train") or {}).get("top1")
-        self._progress("done" if ok else "failed", trial.number,
-                       f"top-1 {top1:.2f}%" if ok and top1 is not None else f"FAILED: {record.get('error')}",
-                       record["driver_wall_s"])
-
-    def _progress(self, kind: str, number: int, text: str, wall_s: float) -> None:
-        p = self.progress
-        if p is None:
-            return
-        p.running = len(self.mine)
-        p.trial_walls.append(wall_s)
-        if kind == "failed":
-            p.failed += 1
-        else:
-            p.done += 1
-        p.show(f"trial {number} {text}")
-
-
-_SEARCHES: dict[int, _Search] = {}
-
-
-class SamplingSearcher(Searcher):
-    """Hands Tune the next constrained candidate from the Optuna sampler."""
-
-    def __init__(self, search: _Search):
-        super().__init__()
-        self._token = id(search)
-        _SEARCHES[self._token] = search
-
-    @property
-    def search(self) -> _Search:
-        return _SEARCHES[self._token]
-
-    def suggest(self, trial_id: str):
-        s = self.search
-        nxt = s.next_candidate()
-        if nxt is None:
-            return Searcher.FINISHED
-        trial, values, spec = nxt
-        config = s.item_config(trial, values, spec)
-        with s.lock:
-            s.mine[trial_id] = (trial, time.monotonic())
-        if s.progress:
-            s.progress.running = len(s.mine)
-        return {"item": config}
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        entry = self.search.mine.get(trial_id)
-        if entry and "epoch" in result and "top1" in result:
-            self.search.store.report(entry[0]._trial_id, int(result["epoch"]), float(result["top1"]))
-
-    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-        self.search.record_outcome(trial_id, result, error)
-
-    def save(self, checkpoint_path: str) -> None:
-        """The store is the searcher's state."""
-
-    def restore(self, checkpoint_path: str) -> None:
-        """A new run reads the store."""
-
-
-def _requeue_dead(study, store: Store) -> int:
-    """Trials left RUNNING by a process that is gone are failed as interrupted; the budget re-opens."""
-    n = 0
-    for t in study.get_trials(deepcopy=False):
-        owner = t.user_attrs.get("owner")
-        if t.state.name == "RUNNING" and (owner is None or owner_is_dead(owner)):
-            store.finish(t._trial_id, "FAIL", {"failure": "interrupted",
-                                               "error": "interrupted: its process died; the search goes on"})
-            n += 1
-    return n
+        epochs = get_schedule(self.schedule, self.schedule_overrides).epochs
+        if self.opts.pruner != "asha" or epochs < 3:
+            return None
+        # Rungs at epochs 1, 2, 4, ... below the last epoch: a trial that reaches its last epoch always
+        # finishes, so it is never cut after paying for the whole schedule.
+        return ASHAScheduler(time_attr="epoch", metric="top1", mode="max", max_t=epochs - 1, grace_period=1,
+                             reduction_factor=2, stop_last_trials=False)
 
 
 def run_search(space: SearchSpace, opts: SearchOptions) -> SearchOutcome:
@@ -335,66 +302,16 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> SearchOutcome:
         raise WorkbenchError(f"--trials {opts.trials}: must be >= 1")
     if opts.pruner not in PRUNERS:
         raise WorkbenchError(f"--pruner {opts.pruner!r}: accepted values are {' | '.join(PRUNERS)}")
-    sampler = make_sampler(opts.sampler, opts.seed, opts.trials)
+    make_sampler(opts.sampler, opts.seed, opts.trials)  # an unknown sampler fails before the store is touched
     check_feasible(space, opts.constraints, seed=opts.seed)
-    name = opts.study_name or f"search-{space.name}"
-    store = Store(opts.storage)
-    import optuna
-
-    directions = ["maximize" if d == "max" else "minimize" for _, d in opts.objectives]
-    study = optuna.create_study(storage=store.storage, study_name=name, directions=directions, sampler=sampler,
-                                load_if_exists=True)
-    if [d.name.lower() for d in study.directions] != directions:
-        raise WorkbenchError(f"study {name!r} exists with other objective directions; use --study to start anew")
-    search = _Search(space, opts, store, study)
-    schedule = get_schedule(search.schedule, search.schedule_overrides)
-    study.set_user_attr("kind", "search")
-    study.set_user_attr("objectives", [f"{m}:{d}" for m, d in opts.objectives])
-    study.set_user_attr("search_space", space.text)
-    _requeue_dead(study, store)
-    left = opts.trials - search.trained()
-    if left > 0:
-        _tune(search, left, schedule.epochs)
-    outcome = summarize(store, name, opts.objectives)
+    source = SearchSource(space, opts)
+    get_schedule(source.schedule, source.schedule_overrides)
+    engine = Engine(opts)
+    engine.run(source)
+    outcome = summarize(engine.store, source.name, opts.objectives)
     outcome.wall_s = time.monotonic() - t0
-    study.set_user_attr("pareto_front", [row["trial"] for row in outcome.front])
+    source.study.set_user_attr("pareto_front", [row["trial"] for row in outcome.front])
     return outcome
-
-
-def _tune(search: _Search, left: int, epochs: int) -> None:
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # the final report carries the record
-    ray = _start_ray(search.opts.ray_address)
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    from workbench.study.trial import tune_trainable
-
-    slots = _slots(ray, search.cpus, search.gpus)
-    search.progress = Progress(search.study.study_name, search.opts.trials, search.opts.trials - left, 0, slots,
-                               search.opts.progress)
-    search.progress.show(f"{left} trials to train, {slots} at a time, sampler {search.opts.sampler}, "
-                         f"pruner {search.opts.pruner}")
-    # Rungs at epochs 1, 2, 4, ... below the last epoch: a trial that reaches its last epoch always finishes,
-    # so it is never cut after paying for the whole schedule.
-    scheduler = (ASHAScheduler(time_attr="epoch", metric="top1", mode="max", max_t=epochs - 1, grace_period=1,
-                               reduction_factor=2, stop_last_trials=False)
-                 if search.opts.pruner == "asha" and epochs >= 3 else FIFOScheduler())
-    trainable = tune.with_parameters(tune_trainable, train_fn=search.opts.train_fn)
-    try:
-        tune.Tuner(
-            tune.with_resources(trainable, {"cpu": search.cpus, "gpu": search.gpus}),
-            tune_config=tune.TuneConfig(search_alg=SamplingSearcher(search), scheduler=scheduler, num_samples=left,
-                                        max_concurrent_trials=slots,
-                                        trial_dirname_creator=lambda t: f"trial-{t.trial_id}"),
-            run_config=tune.RunConfig(name=f"{search.study.study_name}-{int(time.time())}-{os.getpid()}",
-                                      storage_path=str((workspace_dir() / "ray_results").resolve()), verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=0))).fit()
-    finally:
-        for tune_id in list(search.mine):
-            trial, _ = search.mine.pop(tune_id)
-            search.store.finish(trial._trial_id, "FAIL", {"failure": "interrupted",
-                                                          "error": "interrupted: the search stopped first"})
-        _SEARCHES.pop(id(search), None)
 
 
 def summarize(store: Store, name: str, objectives: list[tuple[str, str]]) -> SearchOutcome:
@@ -415,3 +332,18 @@ def summarize(store: Store, name: str, objectives: list[tuple[str, str]]) -> Sea
                       "top1": (r.attrs.get("train") or {}).get("top1"), "sampled": r.attrs.get("sampled", {}),
                       "epochs": r.attrs.get("epochs_trained")})
     return SearchOutcome(name, len(done), len(pruned), len(failed), len(filtered), epochs, front, 0.0, store.url)
+
+
+def format_front(out: SearchOutcome, objectives: list[Objective]) -> str:
+    """The search's counts and its Pareto front as a table."""
+    from workbench.table import fmt_int, fmt_m, render
+
+    rows = [[r["trial"], f"{r['top1']:.2f}" if r["top1"] is not None else "-", fmt_int(r["params"]),
+             fmt_m(r["macs"].get("paper")), fmt_m(r["macs"].get("fvcore")), r["epochs"] or "-",
+             ", ".join(f"{k.replace('block.', '')}={v}" for k, v in r["sampled"].items())] for r in out.front]
+    title = (f"search {out.study}: {out.completed} completed, {out.pruned} stopped early, {out.failed} failed, "
+             f"{out.filtered} rejected by constraints before training; {out.epochs_trained} epochs trained "
+             f"in {out.wall_s:.0f} s\nPareto front ({', '.join(f'{m} {d}' for m, d in objectives)}): "
+             f"{len(out.front)} trials; store {out.store_url}")
+    return render(["trial", "top-1 %", "params", "paper MACs (M)", "fvcore MACs (M)", "epochs", "architecture"],
+                  rows, title=title)

@@ -18,8 +18,11 @@ from typing import Any, Mapping
 
 import yaml
 
-from workbench.errors import WorkbenchError
+from workbench.arch.resolve import check_resolution, resolve_spec
 from workbench.arch.spec import ModelSpec, override_keys
+from workbench.counting import COUNTERS
+from workbench.errors import WorkbenchError, first_line
+from workbench.fileio import find_named_file, unique_folders
 from workbench.study.files import RESOURCE_KEYS, _Checker, _scalar_text
 
 TOP_KEYS = ("name", "description", "base", "fixed", "parameters", "dataset", "schedule", "schedule_overrides",
@@ -68,8 +71,6 @@ class SearchSpace:
 
     def spec_for(self, values: Mapping[str, Any]) -> ModelSpec:
         """The base preset with the fixed overrides and the sampled values."""
-        from workbench.arch.resolve import resolve_spec
-
         return resolve_spec(self.base, {**self.fixed, **{k: _scalar_text(v) for k, v in values.items()}})
 
 
@@ -80,17 +81,14 @@ class _SpaceChecker(_Checker):
         return WorkbenchError(f"search space {str(self.path)!r}: {key}: {problem}")
 
 
-def find_space_file(name_or_path: str) -> Path:
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
+def space_dirs() -> list[Path]:
+    """Where space names are looked up: ./search_spaces, the repository's, the copies in the package."""
     here = Path(__file__).resolve()
-    for folder in (Path("search_spaces"), here.parents[2] / "search_spaces", here.parent / "shipped"):
-        for candidate in (folder / name_or_path, folder / f"{name_or_path}.yaml"):
-            if candidate.is_file():
-                return candidate
-    raise WorkbenchError(f"search space {name_or_path!r} not found: give a YAML path or a name from "
-                         "search_spaces/ (e.g. mobilevit)")
+    return unique_folders([Path.cwd() / "search_spaces", here.parents[2] / "search_spaces", here.parent / "shipped"])
+
+
+def find_space_file(name_or_path: str) -> Path:
+    return find_named_file("search space", name_or_path, space_dirs())
 
 
 def load_space(name_or_path: str) -> SearchSpace:
@@ -100,15 +98,11 @@ def load_space(name_or_path: str) -> SearchSpace:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "YAML error"
-        raise WorkbenchError(f"search space {str(path)!r} is not valid YAML: {first}") from None
+        raise WorkbenchError(f"search space {str(path)!r} is not valid YAML: {first_line(e)}") from None
     return parse_space(c, data, path, text)
 
 
 def parse_space(c: _Checker, data: Any, path: Path, text: str) -> SearchSpace:
-    from workbench.counting import COUNTERS
-    from workbench.arch.resolve import check_resolution
-
     data = c.keys("top level", data, TOP_KEYS)
     for required in ("name", "base", "parameters", "dataset", "schedule"):
         if required not in data:

@@ -16,11 +16,15 @@ from typing import Any, Mapping
 
 import yaml
 
-from workbench.errors import WorkbenchError
+from workbench.arch.resolve import check_resolution, resolve_spec
 from workbench.arch.spec import ModelSpec
+from workbench.counting import COUNTERS
+from workbench.errors import WorkbenchError, first_line
+from workbench.fileio import find_named_file, names_in, unique_folders
+from workbench.study.objectives import parse_objective
+from workbench.study.published import lookup_published
+from workbench.training.data import normalize_dataset
 
-OBJECTIVE_METRICS = ("top1", "top5", "params", "macs_paper", "macs_fvcore", "macs_ptflops", "latency_ms",
-                     "throughput_img_s")
 TOP_KEYS = ("name", "description", "base", "baseline", "variants", "grid", "dataset", "schedule",
             "schedule_overrides", "seeds", "objectives", "resources", "count_resolution", "counters", "latency")
 VARIANT_KEYS = ("name", "label", "preset", "overrides", "published")
@@ -134,33 +138,15 @@ def _scalar_text(value: Any) -> str:
 def study_dirs() -> list[Path]:
     """Where study names are looked up: ./studies, the repository's studies/, the copies in the package."""
     here = Path(__file__).resolve()
-    dirs = [Path.cwd() / "studies", here.parents[2] / "studies", here.parent / "shipped"]
-    unique: list[Path] = []
-    for d in dirs:
-        if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
-            unique.append(d)
-    return unique
+    return unique_folders([Path.cwd() / "studies", here.parents[2] / "studies", here.parent / "shipped"])
 
 
 def shipped_names() -> list[str]:
-    return sorted({p.stem for d in study_dirs() for p in d.glob("*.yaml")})
+    return names_in(study_dirs())
 
 
 def find_study_file(name_or_path: str) -> Path:
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or "/" in name_or_path or p.is_file():
-        if not p.is_file():
-            raise WorkbenchError(f"study file {name_or_path!r} does not exist")
-        return p
-    for d in study_dirs():
-        for suffix in (".yaml", ".yml"):
-            if (d / f"{name_or_path}{suffix}").is_file():
-                return d / f"{name_or_path}{suffix}"
-    names = shipped_names()
-    near = difflib.get_close_matches(name_or_path, names, n=1, cutoff=0.5)
-    hint = f"did you mean {near[0]!r}? " if near else ""
-    raise WorkbenchError(f"unknown study {name_or_path!r}: {hint}accepted: {', '.join(names) or 'none found'}, "
-                         "or a path to a .yaml file")
+    return find_named_file("study", name_or_path, study_dirs())
 
 
 # --- loading ----------------------------------------------------------------------------------------
@@ -170,15 +156,11 @@ def load_study(name_or_path: str) -> Study:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WorkbenchError(f"study file {str(path)!r} is not valid YAML: {first}") from None
+        raise WorkbenchError(f"study file {str(path)!r} is not valid YAML: {first_line(e)}") from None
     return parse_study(data, path, text)
 
 
 def parse_study(data: Any, path: Path, text: str = "") -> Study:
-    from workbench.counting import COUNTERS
-    from workbench.arch.resolve import check_resolution
-
     c = _Checker(path)
     data = c.keys("top level", data, TOP_KEYS)
     for required in ("name", "base", "dataset", "schedule"):
@@ -228,8 +210,6 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
 
 
 def _dataset(c: _Checker, raw: Any) -> str:
-    from workbench.study.items import normalize_dataset
-
     try:
         return normalize_dataset(c.string("dataset", raw))
     except WorkbenchError as e:
@@ -237,8 +217,6 @@ def _dataset(c: _Checker, raw: Any) -> str:
 
 
 def _build(c: _Checker, key: str, preset: str, overrides: dict[str, str]) -> ModelSpec:
-    from workbench.arch.resolve import resolve_spec
-
     beside = c.path.parent / preset
     if preset.endswith((".yaml", ".yml", ".json")) and not Path(preset).is_absolute() and beside.is_file():
         preset = str(beside)  # a spec file named in a study file is looked up next to the study file
@@ -249,8 +227,6 @@ def _build(c: _Checker, key: str, preset: str, overrides: dict[str, str]) -> Mod
 
 
 def _variants(c: _Checker, base: str, raw: Any) -> list[Variant]:
-    from workbench.study.published import lookup_published
-
     if not isinstance(raw, list) or not raw:
         raise c.fail("variants", f"expected a non-empty list of variants, got {_kind(raw)}")
     out: list[Variant] = []
@@ -299,11 +275,10 @@ def _objectives(c: _Checker, raw: Any) -> list[tuple[str, str]]:
         raise c.fail("objectives", f"expected a non-empty list like [top1:max], got {_kind(raw)}")
     out = []
     for i, item in enumerate(raw):
-        metric, _, direction = str(item).partition(":")
-        if metric not in OBJECTIVE_METRICS or direction not in ("max", "min"):
-            raise c.fail(f"objectives[{i}]", f"{item!r}: expected METRIC:max|min with METRIC one of "
-                                              f"{', '.join(OBJECTIVE_METRICS)}")
-        out.append((metric, direction))
+        try:
+            out.append(parse_objective(str(item)))
+        except WorkbenchError as e:
+            raise c.fail(f"objectives[{i}]", str(e)) from None
     if len({m for m, _ in out}) != len(out):
         raise c.fail("objectives", "each metric may appear once")
     return out

@@ -67,21 +67,3 @@ def plan_items(study: Study, config: RunConfig) -> list[Item]:
                        "latency": vars(study.latency) if study.latency else None}
             items.append(Item(study.name, v, seed, config, f"{v.name}:{seed}:{_digest(payload)}"))
     return items
-
-
-def normalize_dataset(name: str) -> str:
-    """Check a dataset's form without loading it, and make a path absolute: Ray workers run elsewhere."""
-    from pathlib import Path
-
-    from workbench.training.data import DATASET_FORMS
-    from workbench.errors import WorkbenchError
-
-    kind, sep, arg = name.strip().partition(":")
-    if kind.lower() in ("digits", "cifar10", "cifar100") and not sep:
-        return kind.lower()
-    if kind.lower() in ("npz", "imagefolder") and arg:
-        path = Path(arg).expanduser()
-        if not path.exists():
-            raise WorkbenchError(f"dataset {name!r}: {str(path)!r} does not exist")
-        return f"{kind.lower()}:{path.resolve()}"
-    raise WorkbenchError(f"unknown dataset {name!r}: accepted forms are {DATASET_FORMS}")

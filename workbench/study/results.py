@@ -81,7 +81,8 @@ def build_table(store: Store, study_name: str, dataset: str | None = None, sched
         done_seeds = set(top1_by[name])
         for r in sorted(trials, key=lambda r: r.number):
             if r.state == "FAIL" and int(r.attrs["seed"]) not in done_seeds and r.attrs.get("failure") != "interrupted":
-                failed.append({"variant": name, "seed": r.attrs["seed"], "trial": r.number, "error": r.attrs.get("error")})
+                failed.append({"variant": name, "seed": r.attrs["seed"], "trial": r.number,
+                               "error": r.attrs.get("error")})
         first = (done or trials)[0].attrs
         counts = first.get("counts", {})
         est = estimate(list(top1_by[name].values()))
@@ -154,8 +155,8 @@ def table_cells(t: StudyTable, mark: str = "x") -> tuple[list[str], list[list[st
     has_latency = any(r["latency_ms"] is not None for r in t.rows)
     labelled = any(r["label"] != r["variant"] for r in t.rows)
     headers = (["variant"] + (["model"] if labelled else []) + [m[0] for m in marks]
-               + ["params", "paper MACs (M)", "fvcore MACs (M)", "top-1 % (95% CI)", f"Δ vs {t.baseline} (paired 95% CI)",
-                  "noise?", "seeds", "paper top-1 (Δ)"])
+               + ["params", "paper MACs (M)", "fvcore MACs (M)", "top-1 % (95% CI)",
+                  f"Δ vs {t.baseline} (paired 95% CI)", "noise?", "seeds", "paper top-1 (Δ)"])
     if has_latency:
         headers += ["latency ms", "img/s", "paper ms", "paper img/s"]
     rows = []
@@ -167,7 +168,8 @@ def table_cells(t: StudyTable, mark: str = "x") -> tuple[list[str], list[list[st
             f" ({r['published_delta']:+.1f})" if r["published_delta"] is not None else "")
         seeds = str(r["n_seeds"]) + (f" ({r['n_failed']} failed)" if r["n_failed"] else "") + \
             (f" ({r['n_running']} running)" if r["n_running"] else "")
-        row = ([r["variant"]] + ([r["label"]] if labelled else []) + [mark if r["block"].get(k) == v else "" for _, k, v in marks]
+        row = ([r["variant"]] + ([r["label"]] if labelled else [])
+               + [mark if r["block"].get(k) == v else "" for _, k, v in marks]
                + [fmt_int(r["params"]), fmt_m(r["macs"].get("paper")), fmt_m(r["macs"].get("fvcore")),
                   _pm(r["top1_mean"], r["top1_ci"]), _pm(r["delta_mean"], r["delta_ci"], signed=True), noise, seeds,
                   pub])
@@ -191,11 +193,61 @@ def title(t: StudyTable) -> str:
             f"{f' at {res}x{res}' if res else ''}")
 
 
-def render_console(t: StudyTable) -> str:
+# A console table fits CONSOLE_WIDTH unless --wide: the mark columns become one "block" column of short
+# names (a legend line spells them out), long headers get short ones, then these columns go, least needed
+# first, until it fits.
+CONSOLE_WIDTH = 120
+SHORT_MARKS = {"conv-3x3": "3x3", "conv-1x1": "1x1", "no-fusion": "nofuse", "Input-Concat": "in-cat",
+               "Local-Concat": "loc-cat", "Input-Add": "+input", "DWConv": "dw", "Linear-attn": "linear"}
+SHORT_HEADERS = {"top-1 % (95% CI)": "top-1 % ± CI", "paper MACs (M)": "MACs (M)"}
+DROP_FIRST = ("fvcore MACs (M)", "paper ms", "paper img/s", "model", "img/s", "seeds")
+
+
+def _width(headers: list[str], rows: list[list[str]]) -> int:
+    from workbench.table import render
+
+    return max(len(ln) for ln in render(headers, rows).splitlines())
+
+
+def fit_columns(headers: list[str], rows: list[list[str]], width: int) -> tuple[list[str], list[list[str]], list[str]]:
+    """(headers, rows, notes) narrowed to `width` characters where shortening and dropping columns can do it."""
+    notes: list[str] = []
+    if _width(headers, rows) <= width:
+        return headers, rows, notes
+    marks = [i for i, h in enumerate(headers) if h in SHORT_MARKS]
+    if marks:
+        block = [" ".join(SHORT_MARKS[headers[i]] for i in marks if r[i]) or "-" for r in rows]
+        notes.append("block: " + ", ".join(f"{SHORT_MARKS[headers[i]]} = {headers[i]}" for i in marks))
+        keep = [i for i in range(len(headers)) if i not in marks]
+        headers = [headers[i] for i in keep[:marks[0]]] + ["block"] + [headers[i] for i in keep[marks[0]:]]
+        rows = [[r[i] for i in keep[:marks[0]]] + [b] + [r[i] for i in keep[marks[0]:]] for r, b in zip(rows, block)]
+    headers = [SHORT_HEADERS.get(h, h.replace(" (paired 95% CI)", " ± CI")) for h in headers]
+    hidden = []
+    for name in DROP_FIRST:
+        if _width(headers, rows) <= width:
+            break
+        if name in headers:
+            i = headers.index(name)
+            headers = headers[:i] + headers[i + 1:]
+            rows = [r[:i] + r[i + 1:] for r in rows]
+            hidden.append(name)
+    if hidden:
+        notes.append(f"not shown: {', '.join(hidden)} (--wide shows every column)")
+    return headers, rows, notes
+
+
+def render_console(t: StudyTable, wide: bool = False) -> str:
+    import textwrap
+
     from workbench.table import render
 
     headers, rows = table_cells(t)
-    out = render(headers, rows, title=title(t))
+    notes: list[str] = []
+    heading = title(t)
+    if not wide:
+        headers, rows, notes = fit_columns(headers, rows, CONSOLE_WIDTH)
+        heading = textwrap.fill(heading, CONSOLE_WIDTH)
+    out = "\n".join([render(headers, rows, title=heading)] + notes)
     for f in t.failed:
         out += f"\nfailed: {f['variant']} seed {f['seed']} (trial {f['trial']}): {f['error']}"
     return out

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 import os
-from datetime import datetime
 import sqlite3
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, first_line
 
 SQLITE_TIMEOUT_S = 120
 DEFAULT_DB = "studies.db"
@@ -189,5 +189,4 @@ def _open_rdb(url: str, engine_kwargs: dict, create: bool):
         except (sa.exc.DatabaseError, sa.exc.ArgumentError, ImportError, RuntimeError, ValueError) as e:
             last = e
             break
-    first = str(last).strip().splitlines()[0] if last and str(last).strip() else type(last).__name__
-    raise WorkbenchError(f"cannot open the study store {url!r}: {first[:300]}")
+    raise WorkbenchError(f"cannot open the study store {url!r}: {first_line(last) if last else 'unknown error'}")

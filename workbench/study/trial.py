@@ -1,21 +1,54 @@
 """One trial, as it runs inside a Ray worker: build -> count (all counters) -> train -> evaluate -> latency.
 
-The function never raises for a failing model: an exception, a diverged (NaN) loss or an out-of-memory
-error becomes a record with status "failed" and the error, so the driver stores it and the study goes on.
-Per-epoch metrics go to Ray Tune as they come (schedulers and the driver's progress see them); the final
-report carries the whole record as JSON.
+The driver sends a `WorkItem` (as a plain dict, which Ray pickles cheaply); `execute` never raises for a
+failing model: an exception, a diverged (NaN) loss or an out-of-memory error becomes a record with status
+"failed" and the error, so the driver stores it and the study goes on. Per-epoch metrics go to Ray Tune as
+they come (schedulers and the driver's progress see them); the final report carries the whole record as
+JSON. A completed trial's checkpoints are deleted (its record, metrics and result files stay) unless the
+item says to keep them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 FINAL_KEY = "workbench_record"  # the final Tune result carries the record under this key
+
+
+@dataclass
+class WorkItem:
+    """Everything a worker needs to run one trial; built by the engine, read here."""
+
+    key: str  # the claim's key: the study item, or the search trial
+    trial_number: int
+    owner: str  # the driver process that claimed it (host|pid|start)
+    spec: dict  # ModelSpec.to_dict()
+    count_resolution: int
+    counters: list[str]
+    dataset: str
+    schedule: str
+    schedule_overrides: dict
+    seed: int
+    device: str  # cpu | cuda
+    cpus: float
+    run_dir: str | None  # where checkpoints and the attempt log go; None = no files
+    latency: dict | None = None  # LatencyPlan fields, or None = not measured
+    keep_checkpoints: bool = False
+    extra: dict = field(default_factory=dict)  # source-specific facts the worker passes through
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "WorkItem":
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
 def _classify(exc: BaseException) -> str:
@@ -25,40 +58,40 @@ def _classify(exc: BaseException) -> str:
     return "exception"
 
 
-def execute(item: dict, report: Callable[[dict], None], train_fn: Callable | None = None) -> dict:
-    """Run one work item (a plain dict from the driver) and return its record."""
+def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable | None = None) -> dict:
+    """Run one work item and return its record."""
     import torch
 
-    from workbench.counting.counters import count
     from workbench.arch.model import MobileViT
     from workbench.arch.spec import ModelSpec
+    from workbench.counting.counters import count
     from workbench.study.provenance import hardware, library_versions
 
     t0 = time.perf_counter()
-    record: dict = {"hardware": hardware(), "versions": library_versions(), "run_dir": item.get("run_dir")}
+    record: dict = {"hardware": hardware(), "versions": library_versions(), "run_dir": item.run_dir}
     stage = "build"
     try:
-        spec = ModelSpec.from_dict(item["spec"])
+        spec = ModelSpec.from_dict(item.spec)
         stage = "count"
         # Counted as the study file states the model (e.g. the 1000-class head at 256 px), so params and
         # MACs compare with the paper; the dataset's head only changes what is trained.
         model = MobileViT(spec, attention_impl="matmul")
-        counts = count(model, item["count_resolution"], tuple(item["counters"]))
+        counts = count(model, item.count_resolution, tuple(item.counters))
         record["counts"] = {"params": counts.params, "macs": counts.macs, "resolution": counts.resolution}
         del model
         stage = "train"
         if train_fn is None:
             from workbench.training.train import train_model as train_fn
-        run_dir = item.get("run_dir")
+        run_dir = Path(item.run_dir) if item.run_dir else None
         if run_dir:
-            _log_attempt(Path(run_dir), item)
+            _log_attempt(run_dir, item)
 
         def on_epoch(epoch: int, metrics: dict) -> None:
             report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
-        result = train_fn(spec, item["dataset"], item["schedule"], overrides=item["schedule_overrides"],
-                          seed=item["seed"], device=item["device"], out_dir=run_dir, resume=bool(run_dir),
-                          progress=False, on_epoch=on_epoch)
+        result = train_fn(spec, item.dataset, item.schedule, overrides=item.schedule_overrides, seed=item.seed,
+                          device=item.device, out_dir=item.run_dir, resume=bool(run_dir), progress=False,
+                          on_epoch=on_epoch)
         res = result.to_dict()
         record["train"] = {k: v for k, v in res.items() if k not in ("history", "versions")}
         record["history"] = res.get("history", [])
@@ -67,15 +100,16 @@ def execute(item: dict, report: Callable[[dict], None], train_fn: Callable | Non
             record.update(status="failed", failure="nan",
                           error=f"training {result.status}: {getattr(result, 'message', '') or 'non-finite loss'}")
             return _done(record, t0)
-        latency = item.get("latency")
-        if latency:
+        if item.latency:
             stage = "latency"
             from workbench.counting.latency import measure_latency
 
-            record["latency"] = measure_latency(MobileViT(spec), latency["resolution"], device=latency["device"],
-                                                batch=latency["batch"], warmup=latency["warmup"],
-                                                iters=latency["iters"])
+            lat = item.latency
+            record["latency"] = measure_latency(MobileViT(spec), lat["resolution"], device=lat["device"],
+                                                batch=lat["batch"], warmup=lat["warmup"], iters=lat["iters"])
         record["status"] = "completed"
+        if run_dir and not item.keep_checkpoints:
+            record["checkpoints_removed"] = _remove_checkpoints(run_dir)
     except Exception as exc:  # noqa: BLE001 - every failure must become a stored record, not a lost trial
         record.update(status="failed", failure=_classify(exc), stage=stage,
                       error=f"{stage}: {type(exc).__name__}: {exc}"[:2000],
@@ -90,23 +124,33 @@ def _done(record: dict, t0: float) -> dict:
     return record
 
 
-def _log_attempt(run_dir: Path, item: dict) -> None:
+def _remove_checkpoints(run_dir: Path) -> int:
+    """A completed trial needs its record, not its weights: checkpoints go, metrics and results stay."""
+    from workbench.training.checkpoint import CHECKPOINT
+
+    removed = 0
+    for path in run_dir.glob(f"{CHECKPOINT}*"):
+        removed += path.stat().st_size
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def _log_attempt(run_dir: Path, item: WorkItem) -> None:
     """One line per training attempt in the item's run folder: the audit trail that shows a re-run."""
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "attempts.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps({"item": item["key"], "trial_number": item.get("trial_number"),
-                            "owner": item.get("owner"), "started": time.time()}) + "\n")
+        f.write(json.dumps({"item": item.key, "trial_number": item.trial_number, "owner": item.owner,
+                            "started": time.time()}) + "\n")
 
 
 def tune_trainable(config: dict, train_fn: Callable | None = None) -> None:
     """The Ray Tune function trainable: threads pinned to the trial's CPUs, then `execute`."""
+    import ray
     import torch
     from ray import tune
 
-    item = config["item"]
-    torch.set_num_threads(max(1, int(item.get("cpus", 1))))
+    item = WorkItem.from_dict(config["item"])
+    torch.set_num_threads(max(1, int(item.cpus)))
     record = execute(item, report=lambda metrics: tune.report(metrics), train_fn=train_fn)
-    import ray
-
     record["ray_node"] = ray.get_runtime_context().get_node_id()
     tune.report({FINAL_KEY: json.dumps(record, default=str)})

@@ -7,31 +7,19 @@ one, so `--resume` and anything reading metrics can trust what is there.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
+
+from workbench.fileio import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 RESULT = "result.json"
 RUN_FILES = (CHECKPOINT, METRICS, RESULT)
-
-
-def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -43,11 +31,11 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def write_json(path: Path, data: Any) -> None:
-    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2) + "\n"), mode="w")
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    atomic_write(path, lambda f: f.writelines(json.dumps(r) + "\n" for r in rows), mode="w")
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def rng_state() -> dict:

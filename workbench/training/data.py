@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, first_line
+from workbench.fileio import atomic_write
 
 DEFAULT_DATASET = "digits"
 DATASET_FORMS = "digits | npz:PATH | cifar10 | cifar100 | imagefolder:PATH"
@@ -123,7 +123,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError) as e:
-        raise WorkbenchError(f"{path}: not a readable .npz file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise WorkbenchError(f"{path}: not a readable .npz file ({type(e).__name__}: {first_line(e)})") from None
 
 
 def _need(arrays: dict, keys: tuple[str, ...], path: Path) -> list[np.ndarray]:
@@ -182,7 +182,7 @@ def load_cifar(name: str, data_dir: str | None) -> Dataset:
         tr = cls(str(root), train=True, download=True)
         te = cls(str(root), train=False, download=True)
     except (OSError, RuntimeError) as e:
-        raise WorkbenchError(f"{name}: could not load or download into {root}: {str(e).splitlines()[0]}") from None
+        raise WorkbenchError(f"{name}: could not load or download into {root}: {first_line(e)}") from None
     return make_dataset(name, (tr.data, np.asarray(tr.targets)), (te.data, np.asarray(te.targets)),
                         list(tr.classes), name)
 
@@ -204,7 +204,8 @@ def _list_split(root: Path, split: str) -> tuple[list[Path], list[str], list[str
                 files.append(f)
                 labels.append(c)
     if not files:
-        raise WorkbenchError(f"imagefolder:{root}: no images under {split}/CLASS/ (suffixes {', '.join(IMAGE_SUFFIXES)})")
+        raise WorkbenchError(f"imagefolder:{root}: no images under {split}/CLASS/ "
+                             f"(suffixes {', '.join(IMAGE_SUFFIXES)})")
     return files, labels, classes
 
 
@@ -222,7 +223,7 @@ def decode_image(path: Path, size: int) -> np.ndarray:
             left, top = (w - size) // 2, (h - size) // 2
             return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise WorkbenchError(f"unreadable image {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise WorkbenchError(f"unreadable image {path}: {type(e).__name__}: {first_line(e)}") from None
 
 
 def _fingerprint(root: Path, files: list[Path], size: int) -> str:
@@ -266,30 +267,55 @@ def load_imagefolder(spec: str, size: int) -> Dataset:
 
 def _write_cache(path: Path, ds: Dataset) -> None:
     """Write to a temporary file and rename, so a killed run never leaves a half cache that later loads."""
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, train_x=ds.train_x, train_y=ds.train_y, test_x=ds.test_x, test_y=ds.test_y)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.savez(f, train_x=ds.train_x, train_y=ds.train_y, test_x=ds.test_x,
+                                              test_y=ds.test_y))
     except OSError:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)  # an unwritable cache only costs the decode next time
+        pass  # an unwritable cache only costs the decode next time
 
 
-# --- entry point -----------------------------------------------------------------------------------
+# --- names and the entry point --------------------------------------------------------------------
+@dataclass(frozen=True)
+class DatasetName:
+    """A parsed dataset name: `digits`, `cifar10`, `cifar100`, or `npz:PATH` / `imagefolder:PATH`."""
+
+    kind: str
+    path: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.path}" if self.path is not None else self.kind
+
+
+def parse_dataset_name(name: str) -> DatasetName:
+    """The one parser of the dataset-name grammar; checks the form only, reads nothing."""
+    kind, sep, arg = str(name).strip().partition(":")
+    kind = kind.lower()
+    if kind in ("digits", "cifar10", "cifar100") and not sep:
+        return DatasetName(kind)
+    if kind in ("npz", "imagefolder") and arg.strip():
+        return DatasetName(kind, arg.strip())
+    raise WorkbenchError(f"unknown dataset {name!r}: accepted forms are {DATASET_FORMS}")
+
+
+def normalize_dataset(name: str) -> str:
+    """A dataset name checked for its form, its path made absolute (Ray workers run elsewhere) and present."""
+    parsed = parse_dataset_name(name)
+    if parsed.path is None:
+        return str(parsed)
+    path = Path(parsed.path).expanduser()
+    if not path.exists():
+        raise WorkbenchError(f"dataset {name!r}: {str(path)!r} does not exist")
+    return str(DatasetName(parsed.kind, str(path.resolve())))
+
+
 def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | None = None, resolution: int = 32) -> Dataset:
     """Resolve a dataset name; `resolution` is the cache size for image folders (the largest training size)."""
-    text = str(name).strip()
-    kind, sep, arg = text.partition(":")
-    kind = kind.lower()
-    if kind == "digits" and not sep:
+    parsed = parse_dataset_name(name)
+    if parsed.kind == "digits":
         return load_digits()
-    if kind in ("cifar10", "cifar100") and not sep:
-        return load_cifar(kind, data_dir)
-    if kind == "npz" and arg:
-        return load_npz(arg)
-    if kind == "imagefolder" and arg:
-        return load_imagefolder(arg, resolution)
-    raise WorkbenchError(f"unknown dataset {name!r}: accepted forms are {DATASET_FORMS}")
+    if parsed.kind in ("cifar10", "cifar100"):
+        return load_cifar(parsed.kind, data_dir)
+    if parsed.kind == "npz":
+        return load_npz(parsed.path)
+    return load_imagefolder(parsed.path, resolution)

@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, get_type_hints
 
-from workbench.errors import WorkbenchError
 from workbench.arch.spec import parse_value
+from workbench.errors import WorkbenchError
 
 # Fields whose strings come from a fixed vocabulary.
 SCHEDULE_CHOICES: dict[str, tuple[str, ...]] = {

@@ -25,16 +25,34 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workbench.training.batches import EpochPlan, choose_source, epoch_seed, eval_transform, plan_epoch, train_transform
-from workbench.training.checkpoint import (CHECKPOINT, METRICS, RESULT, RUN_FILES, load_checkpoint, rng_state,
-                                  save_checkpoint, seed_everything, set_rng_state, write_json, write_jsonl)
-from workbench.training.data import DEFAULT_DATASET, Dataset, load_dataset
-from workbench.training.ema import EMA
-from workbench.errors import WorkbenchError
 from workbench.arch.model import MobileViT, count_params
 from workbench.arch.resolve import check_resolution, resolve_spec
-from workbench.training.schedules import Schedule, get_schedule, lr_at
 from workbench.arch.spec import ModelSpec
+from workbench.errors import WorkbenchError
+from workbench.training.batches import (
+    EpochPlan,
+    choose_source,
+    epoch_seed,
+    eval_transform,
+    plan_epoch,
+    train_transform,
+)
+from workbench.training.checkpoint import (
+    CHECKPOINT,
+    METRICS,
+    RESULT,
+    RUN_FILES,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+    write_json,
+    write_jsonl,
+)
+from workbench.training.data import DEFAULT_DATASET, Dataset, load_dataset
+from workbench.training.ema import EMA
+from workbench.training.schedules import Schedule, get_schedule, lr_at
 
 CHECKPOINT_FORMAT = 1
 
@@ -91,7 +109,8 @@ def versions(device: torch.device) -> dict:
            "torchvision": torchvision.__version__, "numpy": np.__version__, "cuda": torch.version.cuda,
            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
            "threads": torch.get_num_threads()}
-    out["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    out["device_name"] = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                          else platform.processor() or platform.machine())
     return out
 
 
@@ -304,6 +323,33 @@ def _result(loop: _Loop, status: str, message: str, device: torch.device, wall_s
         peak_mem_mb=peak_memory_mb(device), device=str(device), versions=versions(device), message=message,
         params=count_params(loop.model)[0], schedule=loop.schedule.name, dataset=loop.ds.name,
         out_dir=str(out_dir) if out_dir else None, n_test=len(loop.ds.test_y))
+
+
+def format_run(result: RunResult, model_name: str) -> str:
+    """The run as tables: per-epoch figures (at most ~20 rows) and the final result."""
+    from workbench.table import fmt_int, render
+
+    hist = result.history
+    shown = hist if len(hist) <= 25 else [hist[round(i * (len(hist) - 1) / 19)] for i in range(20)]
+    rows = [[r["epoch"], f"{r['train_loss']:.4f}", f"{r['top1']:.2f}", f"{r['top5']:.2f}", f"{r['lr']:.2e}",
+             f"{r['img_per_s']:.0f}", f"{r['wall_s']:.1f}"] for r in shown]
+    title = f"{model_name} on {result.dataset}, schedule {result.schedule}, {result.device}"
+    headers = ["epoch", "train loss", "top-1 %", "top-5 %", "lr", "img/s", "wall s"]
+    out = [render(headers, rows, title=title)] if rows else []
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    out += ["", render(["model", "params", "status", "epochs", "top-1 %", "top-5 %", "best top-1 %", "img/s",
+                        "minutes", "peak MB"],
+                       [[model_name, fmt_int(result.params), result.status, result.epochs_run, fmt(result.top1),
+                         fmt(result.top5), fmt(result.best_top1), f"{result.img_per_s:.0f}",
+                         f"{result.wall_s / 60:.2f}", f"{result.peak_mem_mb:.0f}"]], title="Result (EMA weights)")]
+    if result.message:
+        out.append(f"{result.status}: {result.message}")
+    if result.out_dir:
+        out.append(f"run files in {result.out_dir}")
+    return "\n".join(out)
 
 
 def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET, schedule: str | Schedule = "smoke", *,

@@ -1,0 +1,90 @@
+"""Option groups several verbs share, defined once: the store, Ray, a study's run, counting, output."""
+
+from __future__ import annotations
+
+import argparse
+
+from workbench.errors import WorkbenchError
+
+STORE_HELP = "SQLAlchemy URL of the study store (default: sqlite:///workspace/studies.db)"
+
+
+def add_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", help=STORE_HELP)
+
+
+def add_ray(p: argparse.ArgumentParser) -> None:
+    """Where trials run: a Ray cluster to join, and what each trial takes of it."""
+    p.add_argument("--ray-address", help="HOST:PORT of a running Ray cluster's head, or 'auto' "
+                   "(default: start a local Ray)")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: the study or space file's)")
+    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions pack trials on one GPU")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep a completed trial's checkpoints (default: only its record and metrics stay)")
+
+
+def add_run_selector(p: argparse.ArgumentParser) -> None:
+    """Which run of a study to show, when it ran on several datasets or schedules."""
+    p.add_argument("--dataset", help="the run to show when the study ran on several datasets")
+    p.add_argument("--schedule", help="the run to show when the study ran with several schedules")
+
+
+def add_output(p: argparse.ArgumentParser, quiet: bool = True) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec field (repeatable), "
+                   "e.g. block.fusion_conv=1x1, layer4.depth=2 or stem.stride=1")
+
+
+def check_engine_args(args) -> None:
+    """--storage, --ray-address and the per-trial resources, checked before anything is created."""
+    from workbench.study.engine import check_ray_address
+    from workbench.study.store import check_storage_url
+
+    nonneg("--gpus-per-trial", getattr(args, "gpus_per_trial", None))
+    nonneg("--cpus-per-trial", getattr(args, "cpus_per_trial", None), positive=True)
+    if getattr(args, "storage", None):
+        check_storage_url(args.storage)
+    if getattr(args, "ray_address", None):
+        check_ray_address(args.ray_address)
+
+
+def engine_options(args) -> dict:
+    """The EngineOptions fields the shared flags set."""
+    return {"storage": args.storage, "ray_address": args.ray_address, "cpus_per_trial": args.cpus_per_trial,
+            "gpus_per_trial": args.gpus_per_trial, "keep_checkpoints": args.keep_checkpoints,
+            "progress": not getattr(args, "quiet", False)}
+
+
+def nonneg(flag: str, value: float | None, positive: bool = False) -> None:
+    if value is not None and (value < 0 or (positive and value == 0)):
+        raise WorkbenchError(f"{flag} {value:g}: expected a number {'> 0' if positive else '>= 0'}")
+
+
+def seeds_arg(text: str) -> list[int]:
+    """`3` -> seeds 0, 1, 2; `0,4,7` -> those seeds."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise WorkbenchError(f"--seeds {text!r}: expected a count (e.g. 3) or a comma-separated list (e.g. 0,4,7)")
+    if len(parts) == 1:
+        n = int(parts[0])
+        if n < 1:
+            raise WorkbenchError(f"--seeds {text!r}: expected a count >= 1")
+        return list(range(n))
+    seeds = [int(p) for p in parts]
+    if len(set(seeds)) != len(seeds):
+        raise WorkbenchError(f"--seeds {text!r}: each seed may appear once")
+    return seeds
+
+
+def study_name(name: str) -> str:
+    """A study's name, or the name inside a study file given by path."""
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        from workbench.study.files import load_study
+
+        return load_study(name).name
+    return name

@@ -1,0 +1,144 @@
+"""`workbench scale` (widths to a params/MACs budget) and `workbench search` (multi-objective search)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from workbench.cli import options
+from workbench.errors import WorkbenchError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("scale", help="widen or narrow a model to a params and/or MACs budget")
+    p.add_argument("--target-params", metavar="N", help="e.g. 2.5M (suffixes K, M, G)")
+    p.add_argument("--target-flops", metavar="N", help="MACs budget as the papers count FLOPs, e.g. 930M")
+    p.add_argument("--base", help="preset to scale (default: every preset of --family)")
+    p.add_argument("--family", default="v3", help="v1 | v2 | v3 when no --base (default: %(default)s)")
+    p.add_argument("--counter", default="paper", help="paper | fvcore: whose MACs the target means")
+    p.add_argument("--tolerance", type=float, default=0.01, help="relative miss that counts as on target")
+    p.add_argument("--top", type=int, default=5, help="candidates to print (default: %(default)s)")
+    p.add_argument("--budget", type=int, default=20000, help="candidates to score (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="where to write the best spec as YAML (default: ./NAME.yaml)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--train", action="store_true", help="train the top candidates as a study, rank by top-1")
+    p.add_argument("--dataset", default="digits", help="with --train (default: %(default)s)")
+    p.add_argument("--schedule", default="smoke", help="with --train (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=1, help="with --train: seeds per candidate (default: 1)")
+    p.add_argument("--sched", action="append", metavar="KEY=VALUE", help="with --train: a schedule field")
+    options.add_store(p)
+    p.add_argument("--ray-address", help="with --train: a Ray cluster to join")
+    p.set_defaults(func=cmd_scale)
+
+    p = sub.add_parser("search", help="multi-objective architecture search (Optuna sampler, Ray Tune trials)")
+    p.add_argument("--space", required=True, help="a search space file or a name from search_spaces/")
+    p.add_argument("--objectives", default="top1:max,macs:min",
+                   help="METRIC:max|min,... with METRIC top1 | top5 | params | macs (paper) | macs_fvcore | "
+                        "macs_ptflops | latency_ms | throughput_img_s (default: %(default)s)")
+    p.add_argument("--trials", type=int, default=30, help="trials to train in all (resumes count) (default: 30)")
+    p.add_argument("--sampler", default="nsga2", help="nsga2 | tpe | random (default: %(default)s)")
+    p.add_argument("--pruner", default="asha", help="asha | none: stop poor trials early (default: %(default)s)")
+    p.add_argument("--max-params", metavar="N", help="hard limit, e.g. 2M; checked before training")
+    p.add_argument("--max-macs", metavar="N", help="hard limit on paper MACs, e.g. 500M")
+    p.add_argument("--max-latency-ms", type=float, help="hard limit on batch-1 CPU latency at the count resolution")
+    p.add_argument("--study", help="study name in the store (default: search-SPACE)")
+    options.add_store(p)
+    options.add_ray(p)
+    p.add_argument("--dataset", help="override the space file's dataset")
+    p.add_argument("--schedule", help="override the space file's schedule")
+    p.add_argument("--sched", action="append", metavar="KEY=VALUE", help="override a schedule field")
+    p.add_argument("--seed", type=int, default=0)
+    options.add_output(p)
+    p.set_defaults(func=cmd_search)
+
+
+def cmd_scale(args) -> int:
+    from workbench.arch.spec import parse_assignments
+    from workbench.fileio import atomic_write
+    from workbench.search.scale import (
+        bases_for,
+        format_candidates,
+        format_ranking,
+        parse_amount,
+        scale,
+        train_candidates,
+    )
+
+    if args.top < 1:
+        raise WorkbenchError(f"--top {args.top}: must be a positive integer")
+    target_params = parse_amount(args.target_params, "--target-params") if args.target_params else None
+    target_macs = parse_amount(args.target_flops, "--target-flops") if args.target_flops else None
+    bases = bases_for(args.base, args.family if not args.base else None)
+    if args.train:  # everything training needs is checked before any file is written
+        from workbench.training.data import normalize_dataset
+        from workbench.training.schedules import get_schedule
+
+        args.sched = parse_assignments(args.sched)
+        get_schedule(args.schedule, args.sched)
+        args.dataset = normalize_dataset(args.dataset)
+        if args.seeds < 1:
+            raise WorkbenchError(f"--seeds {args.seeds}: must be >= 1")
+        options.check_engine_args(args)
+    result = scale(bases, target_params, target_macs, counter=args.counter, tolerance=args.tolerance,
+                   top=args.top, budget=args.budget, seed=args.seed)
+    chosen = result.candidates[0]
+    out = Path(args.out or f"{chosen.spec.name}.yaml")
+    if out.parent and not out.parent.exists():
+        raise WorkbenchError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
+    atomic_write(out, chosen.spec.to_yaml())  # a reader never sees half a spec
+    trained = None
+    if args.train:
+        trained = train_candidates(result, args.dataset, args.schedule, args.sched, args.seeds, args.storage,
+                                   args.ray_address, progress=not args.json)
+    if args.json:
+        payload = {"target_params": target_params, "target_macs": target_macs, "counter": args.counter,
+                   "evaluated": result.evaluated, "candidates_per_s": result.per_second, "written": str(out),
+                   "rule": result.rule, "notes": result.notes, "candidates": [c.to_dict() for c in result.candidates]}
+        if trained:
+            table, ranked, path = trained
+            payload.update(study=table.study, study_file=str(path), ranking=ranked)
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        print(format_candidates(result))
+        print(f"wrote {out} (use it with `workbench count {out}`)")
+        if trained:
+            table, ranked, path = trained
+            print(format_ranking(ranked, table.study, path, f"{table.config['dataset']} / {table.config['schedule']}"))
+    return 1 if trained and trained[0].failed else 0
+
+
+def cmd_search(args) -> int:
+    from workbench.arch.spec import parse_assignments
+    from workbench.search.scale import parse_amount
+    from workbench.search.search import (
+        Constraints,
+        SearchOptions,
+        format_front,
+        run_search,
+    )
+    from workbench.search.space import load_space
+    from workbench.study.objectives import parse_objectives
+    from workbench.training.schedules import get_schedule
+
+    space = load_space(args.space)
+    try:
+        objectives = parse_objectives(args.objectives)
+    except WorkbenchError as e:
+        raise WorkbenchError(f"--objectives {args.objectives!r}: {e}") from None
+    if args.max_latency_ms is not None and args.max_latency_ms <= 0:
+        raise WorkbenchError(f"--max-latency-ms {args.max_latency_ms}: must be positive")
+    constraints = Constraints(
+        max_params=parse_amount(args.max_params, "--max-params") if args.max_params else None,
+        max_macs=parse_amount(args.max_macs, "--max-macs") if args.max_macs else None,
+        max_latency_ms=args.max_latency_ms, latency_resolution=space.count_resolution)
+    overrides = parse_assignments(args.sched)
+    get_schedule(args.schedule or space.schedule, overrides if args.schedule else
+                 {**space.schedule_overrides, **overrides})
+    options.check_engine_args(args)
+    opts = SearchOptions(**options.engine_options(args), objectives=objectives, trials=args.trials,
+                         sampler=args.sampler, pruner=args.pruner, constraints=constraints, study_name=args.study,
+                         dataset=args.dataset, schedule=args.schedule, schedule_overrides=overrides, seed=args.seed)
+    out = run_search(space, opts)
+    print(json.dumps(vars(out), indent=2, default=str) if args.json else format_front(out, objectives))
+    return 0

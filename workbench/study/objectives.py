@@ -1,0 +1,73 @@
+"""Objectives: which measured figure a study or a search optimises, in which direction, read from a record.
+
+One vocabulary for study files (`objectives: [top1:max]`) and `workbench search --objectives top1:max,macs:min`,
+one mapping to Optuna's directions, one reader of a trial's record. No torch, no Ray.
+"""
+
+from __future__ import annotations
+
+import math
+
+from workbench.errors import WorkbenchError
+
+METRICS = ("top1", "top5", "params", "macs_paper", "macs_fvcore", "macs_ptflops", "latency_ms", "throughput_img_s")
+ALIASES = {"macs": "macs_paper", "flops": "macs_paper", "fvcore_macs": "macs_fvcore"}
+DIRECTIONS = ("max", "min")
+
+Objective = tuple[str, str]  # (metric, "max" | "min")
+
+
+def parse_objective(text: str) -> Objective:
+    """'top1:max' -> ("top1", "max"); 'macs:min' -> ("macs_paper", "min")."""
+    metric, _, direction = str(text).strip().partition(":")
+    metric = ALIASES.get(metric.strip(), metric.strip())
+    if metric not in METRICS or direction.strip() not in DIRECTIONS:
+        raise WorkbenchError(f"{text!r}: expected METRIC:max|min with METRIC one of {', '.join(METRICS)} "
+                             "(macs = paper MACs)")
+    return metric, direction.strip()
+
+
+def parse_objectives(items: str | list) -> list[Objective]:
+    """A comma-separated string or a list of 'METRIC:max|min'; at least one, each metric once."""
+    parts = [p for p in items.split(",") if p.strip()] if isinstance(items, str) else list(items)
+    if not parts:
+        raise WorkbenchError("give at least one objective, e.g. top1:max")
+    out = [parse_objective(p) for p in parts]
+    if len({m for m, _ in out}) != len(out):
+        raise WorkbenchError("each metric may appear once")
+    return out
+
+
+def optuna_directions(objectives: list[Objective]) -> list[str]:
+    return ["maximize" if d == "max" else "minimize" for _, d in objectives]
+
+
+def labels(objectives: list[Objective]) -> list[str]:
+    return [f"{m}:{d}" for m, d in objectives]
+
+
+def objective_value(metric: str, record: dict) -> float:
+    """The figure `metric` names in a trial's record; a missing one is an error that says what to add."""
+    train, counts, lat = record.get("train") or {}, record.get("counts") or {}, record.get("latency") or {}
+    table = {"top1": train.get("top1"), "top5": train.get("top5"), "params": counts.get("params"),
+             "latency_ms": lat.get("latency_ms"), "throughput_img_s": lat.get("throughput_img_s")}
+    if metric.startswith("macs_"):
+        table[metric] = (counts.get("macs") or {}).get(metric[5:])
+    value = table.get(metric)
+    if value is None:
+        raise WorkbenchError(f"objective {metric}: the trial did not measure it (add the counter or latency)")
+    return float(value)
+
+
+def objective_values(record: dict, objectives: list[Objective]) -> list[float] | None:
+    """The objective values of a completed record; a missing or non-finite one turns the record failed."""
+    if record.get("status") != "completed":
+        return None
+    try:
+        values = [objective_value(m, record) for m, _ in objectives]
+        if not all(math.isfinite(x) for x in values):
+            raise WorkbenchError(f"non-finite objective values {values}")
+        return values
+    except WorkbenchError as e:
+        record.update(status="failed", failure="objective", error=str(e))
+        return None
