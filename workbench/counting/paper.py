@@ -1,7 +1,7 @@
 """The papers' MAC rules (the ml-cvnets profiler), applied by forward hooks on a real model.
 
-Rules (ARCHITECTURES.md): conv k*k*Cin*Cout*Hout*Wout/groups (+Cout*Hout*Wout with a bias); linear
-T*(in*out + out); v1 attention matmuls 2*(B*P)*N*d^2 (the profiler's quirk, not the true 2*(B*P)*N^2*d);
+Rules (the README's "Counting" section): conv k*k*Cin*Cout*Hout*Wout/groups (+Cout*Hout*Wout with a bias);
+linear T*(in*out + out); v1 attention matmuls 2*(B*P)*N*d^2 (the profiler's quirk, not the true 2*(B*P)*N^2*d);
 everything else zero. The same pass records the structural facts other counters weigh differently
 (biases, normalised elements, the true attention cost), so `reconcile` can explain every difference.
 """
