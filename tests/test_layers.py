@@ -10,9 +10,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 # Lowest first: a module may import its own layer or any layer below it, never one above.
-LAYERS = [("workbench", "workbench.errors", "workbench.fileio", "workbench.table"), ("workbench.arch",),
-          ("workbench.counting",), ("workbench.training",), ("workbench.study",), ("workbench.search",),
-          ("workbench.dashboard",), ("workbench.cli",)]
+LAYERS = [("workbench", "workbench.errors", "workbench.fileio", "workbench.table", "workbench.machine"),
+          ("workbench.arch",), ("workbench.deploy",), ("workbench.counting",), ("workbench.training",),
+          ("workbench.study",), ("workbench.search",), ("workbench.dashboard",), ("workbench.cli",)]
 
 
 def module_name(path: Path) -> str:

@@ -22,13 +22,13 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from workbench import __version__
-    from workbench.cli import dashboard, models, search, study, train
+    from workbench.cli import dashboard, export, models, search, study, train
 
     parser = Parser(prog="workbench", description="Architecture ablations and NAS studies for MobileViT v1/v2/v3.")
     parser.add_argument("--version", action="version", version=f"workbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for module in (models, train, study, search, dashboard):
+    for module in (models, export, train, study, search, dashboard):
         module.register(sub)
     return parser
 

@@ -29,6 +29,7 @@ def register(sub) -> None:
                         "F.scaled_dot_product_attention (default: %(default)s)")
     p.add_argument("--latency", action="store_true", help="also time batch-1 latency and batch-N throughput")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (for --latency)")
+    options.add_runtime(p)
     p.add_argument("--batch", type=int, default=32, help="batch size for throughput (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iters", type=int, default=20, help="timed iterations (default: %(default)s)")
@@ -95,10 +96,12 @@ def cmd_count(args) -> int:
         for flag in ("batch", "warmup", "iters"):
             if getattr(args, flag) < (0 if flag == "warmup" else 1):
                 raise WorkbenchError(f"--{flag} {getattr(args, flag)}: must be a positive integer")
+        threads = options.runtime_threads(args)
     report = count(MobileViT(spec, attention_impl=args.attention), resolution, counters, name=spec.name)
     if args.latency:
         report.latency = measure_latency(MobileViT(spec, attention_impl=args.attention), resolution,
-                                         device=args.device, batch=args.batch, warmup=args.warmup, iters=args.iters)
+                                         device=args.device, batch=args.batch, warmup=args.warmup, iters=args.iters,
+                                         runtime=args.runtime, threads=threads)
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report, spec))
     return 0
 

@@ -88,3 +88,28 @@ def study_name(name: str) -> str:
 
         return load_study(name).name
     return name
+
+
+def add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", default="torch", help="torch (eager) | onnxruntime | torch-compile: where latency "
+                   "is measured (default: %(default)s; onnxruntime needs the deploy extra)")
+    p.add_argument("--threads", help="thread counts to time, comma-separated (default: 1 and all cores)")
+
+
+def runtime_threads(args) -> tuple[int, ...]:
+    """--runtime checked (and its extra present), --threads parsed; bad input is one line."""
+    from workbench.deploy import check_runtime, require
+    from workbench.machine import usable_cores
+
+    check_runtime(args.runtime)
+    if args.runtime == "onnxruntime":
+        require("onnx", "onnxruntime", what="--runtime onnxruntime")
+    if not args.threads:
+        return tuple(sorted({1, usable_cores()}))
+    try:
+        threads = tuple(int(t) for t in args.threads.split(","))
+    except ValueError:
+        threads = ()
+    if not threads or min(threads) < 1:
+        raise WorkbenchError(f"--threads {args.threads!r}: accepted values are positive integers, comma-separated")
+    return threads

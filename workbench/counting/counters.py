@@ -94,12 +94,25 @@ def format_report(report: CountReport, spec) -> str:
             ops = ", ".join(f"{k} x{v}" for k, v in sorted(res.unsupported.items()))
             out.append(f"{name}: not counted (zero cost to it): {ops}")
     if report.latency:
-        lat = report.latency
-        out += ["", render(["measure", "batch", "median", "p10", "p90", "images/s"], [
-            ["latency (ms)", 1, f"{lat['latency']['median_ms']:.2f}", f"{lat['latency']['p10_ms']:.2f}",
-             f"{lat['latency']['p90_ms']:.2f}", f"{1000 / lat['latency']['median_ms']:.1f}"],
-            ["throughput (ms/batch)", lat["throughput"]["batch"], f"{lat['throughput']['median_ms']:.2f}",
-             f"{lat['throughput']['p10_ms']:.2f}", f"{lat['throughput']['p90_ms']:.2f}",
-             f"{lat['throughput_img_s']:.1f}"]], title=f"Latency and throughput on {lat['device']} "
-                                                       f"({lat['latency']['iterations']} timed iterations)")]
+        out += ["", format_latency(report.latency)]
     return "\n".join(out)
+
+
+def format_latency(lat: dict) -> str:
+    """One row per thread count and measure: median, IQR, p90 and images/s, under the run's provenance."""
+    from workbench.table import render
+
+    rows = []
+    runs = lat.get("by_threads") or [{"threads": "-", "latency": lat["latency"], "throughput": lat.get("throughput")}]
+    for run in runs:
+        for key, label in (("latency", "latency (ms)"), ("throughput", "throughput (ms/batch)")):
+            t = run.get(key)
+            if t:
+                rows.append([run["threads"], label, t["batch"], f"{t['median_ms']:.2f}", f"{t.get('iqr_ms', 0):.2f}",
+                             f"{t['p90_ms']:.2f}", f"{t['batch'] * 1000 / t['median_ms']:.1f}"])
+    p = lat.get("provenance") or {}
+    title = (f"Latency and throughput: {p.get('runtime', 'torch')} {p.get('version', '')} "
+             f"({p.get('provider', '')}) on {p.get('cpu', lat.get('device'))}, {p.get('cores', '?')} cores, "
+             f"{lat.get('resolution')}x{lat.get('resolution')}; {lat.get('warmup', '?')} warm-up + "
+             f"{lat['latency']['iterations']} timed runs each")
+    return render(["threads", "measure", "batch", "median", "IQR", "p90", "images/s"], rows, title=title)

@@ -1,17 +1,38 @@
-"""Latency and throughput as in the paper's Table 5: warm-up, N timed iterations, median and spread.
+"""Latency and throughput on a runtime, one protocol everywhere (the paper's Table 5, with its conditions).
 
-Batch-1 latency (ms per image) and batch-N throughput (images per second), on CPU or CUDA; on CUDA every
-timed iteration is bracketed by synchronisation so the clock measures the kernels, not the launches.
+For each thread count (default: 1 and every core this process may use, both reported): open a session on
+the runtime (eager PyTorch, ONNX Runtime or torch.compile; workbench/deploy/runtimes.py), warm up, then
+time N single forward passes; batch-1 latency (ms per image) and batch-N throughput (images per second),
+each as median, IQR and p90. Every result carries its provenance: runtime and version, execution
+provider, threads, CPU model, resolution, batch.
+
+Timing uses torch.utils.benchmark's thread pinning and its Measurement (median, IQR) over one
+perf_counter sample per forward pass. Timer.blocked_autorange is not used because it groups fast passes
+into blocks and reports block means, which hides the run-to-run spread p90 is meant to show; Timer.timeit
+runs two warm-up passes per call, tripling the cost of per-pass samples.
 """
 
 from __future__ import annotations
 
-import statistics
+import logging
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
+
+# torch.utils.benchmark imports cpp_extension, which warns on every CPU-only machine that it found no CUDA
+# runtime; that warning is about building extensions, which timing never does.
+_ext_log = logging.getLogger("torch.utils.cpp_extension")
+_level = _ext_log.level
+_ext_log.setLevel(logging.ERROR)
+from torch.utils.benchmark.utils.common import Measurement, TaskSpec, set_torch_threads  # noqa: E402
+
+_ext_log.setLevel(_level)
+
+from workbench.deploy.runtimes import Session, open_session  # noqa: E402
+from workbench.machine import cpu_model, usable_cores  # noqa: E402
 
 
 @dataclass
@@ -19,6 +40,7 @@ class Timing:
     batch: int
     iterations: int
     median_ms: float  # per forward pass of the whole batch
+    iqr_ms: float
     p10_ms: float
     p90_ms: float
 
@@ -27,45 +49,65 @@ class Timing:
         return self.batch / (self.median_ms / 1000.0)
 
 
-def _time_forward(model: nn.Module, x: torch.Tensor, warmup: int, iters: int) -> list[float]:
-    cuda = x.is_cuda
+def time_session(session: Session, warmup: int, iters: int) -> Timing:
+    """Warm up, then time `iters` forward passes one by one."""
+    x = session.inputs()
     times = []
-    with torch.inference_mode():
-        for i in range(warmup + iters):
-            if cuda:
-                torch.cuda.synchronize(x.device)
-            t0 = time.perf_counter()
-            model(x)
-            if cuda:
-                torch.cuda.synchronize(x.device)
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1000.0)
-    return times
+    session.enter()
+    try:
+        with set_torch_threads(session.threads):
+            for _ in range(warmup):
+                session.run(x)
+            for _ in range(iters):
+                t0 = time.perf_counter()
+                session.run(x)
+                times.append(time.perf_counter() - t0)
+    finally:
+        session.leave()
+    m = Measurement(1, times, TaskSpec(stmt=f"{session.runtime} forward", setup="", num_threads=session.threads))
+    p10, p90 = np.percentile(times, [10, 90]) if len(times) > 1 else (times[0], times[0])
+    return Timing(session.batch, len(times), m.median * 1e3, m.iqr * 1e3, float(p10) * 1e3, float(p90) * 1e3)
 
 
-def _timing(batch: int, times: list[float]) -> Timing:
-    qs = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
-    return Timing(batch, len(times), statistics.median(times), qs[0], qs[-1])
+def default_threads() -> tuple[int, ...]:
+    """1 and all cores (one entry when the process may use a single core)."""
+    return tuple(sorted({1, usable_cores()}))
 
 
 def measure_latency(model: nn.Module, resolution: int, device: str = "cpu", batch: int = 32, warmup: int = 5,
-                    iters: int = 20, channels_last: bool = False) -> dict:
-    """{"latency": Timing at batch 1, "throughput": Timing at `batch`, device and thread facts}."""
-    dev = torch.device(device)
+                    iters: int = 20, runtime: str = "torch", threads: tuple[int, ...] | int | None = None,
+                    throughput: bool = True) -> dict:
+    """Batch-1 latency and batch-`batch` throughput of `model` on `runtime`, at each thread count.
+
+    The top-level `latency_ms`, `throughput_img_s`, `latency` and `throughput` are those of the first thread
+    count; `by_threads` holds every one. `threads=None` keeps the thread count the process already has (a
+    study trial's share of the machine)."""
+    if threads is None:
+        threads = (torch.get_num_threads(),)
+    elif isinstance(threads, int):
+        threads = (threads,)
     was_training = model.training
-    model.eval().to(dev)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    runs = []
     try:
-        results = {}
-        for key, b in (("latency", 1), ("throughput", batch)):
-            x = torch.randn(b, 3, resolution, resolution, device=dev)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            results[key] = _timing(b, _time_forward(model, x, warmup, iters))
+        for n in threads:
+            row = {"threads": n}
+            for key, b in (("latency", 1), ("throughput", batch)) if throughput else (("latency", 1),):
+                session = open_session(model, runtime, resolution, batch=b, threads=n, device=device)
+                row[key] = asdict(time_session(session, warmup, iters))
+                row["provider"], row["version"] = session.provider, session.version
+            runs.append(row)
     finally:
         model.train(was_training)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    return {"device": name, "resolution": resolution,
-            "latency_ms": results["latency"].median_ms, "throughput_img_s": results["throughput"].images_per_s,
-            "latency": asdict(results["latency"]), "throughput": asdict(results["throughput"])}
+    dev = torch.device(device)
+    hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_model()
+    first = runs[0]
+    out = {"runtime": runtime, "device": f"{hardware} ({runtime}, {first['threads']} threads)",
+           "resolution": resolution, "warmup": warmup, "iters": iters,
+           "provenance": {"runtime": runtime, "version": first["version"], "provider": first["provider"],
+                          "threads": list(threads), "cpu": cpu_model(), "cores": usable_cores(),
+                          "device": hardware, "resolution": resolution, "batch": batch if throughput else 1},
+           "latency_ms": first["latency"]["median_ms"], "latency": first["latency"], "by_threads": runs}
+    if throughput:
+        out["throughput"] = first["throughput"]
+        out["throughput_img_s"] = first["throughput"]["batch"] / (first["throughput"]["median_ms"] / 1000.0)
+    return out

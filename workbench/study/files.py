@@ -28,7 +28,7 @@ from workbench.training.data import normalize_dataset
 TOP_KEYS = ("name", "description", "base", "baseline", "variants", "grid", "dataset", "schedule",
             "schedule_overrides", "seeds", "objectives", "resources", "count_resolution", "counters", "latency")
 VARIANT_KEYS = ("name", "label", "preset", "overrides", "published")
-LATENCY_KEYS = ("device", "batch", "warmup", "iters", "resolution")
+LATENCY_KEYS = ("device", "batch", "warmup", "iters", "resolution", "runtime")
 RESOURCE_KEYS = ("cpus", "gpus")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -50,6 +50,7 @@ class LatencyPlan:
     warmup: int = 2
     iters: int = 10
     resolution: int = 256
+    runtime: str = "torch"  # torch | onnxruntime | torch-compile (workbench.deploy.RUNTIMES)
 
 
 @dataclass
@@ -295,4 +296,13 @@ def _latency(c: _Checker, raw: Any) -> LatencyPlan | None:
                        batch=c.integer("latency.batch", raw.get("batch", d.batch)),
                        warmup=c.integer("latency.warmup", raw.get("warmup", d.warmup), minimum=0),
                        iters=c.integer("latency.iters", raw.get("iters", d.iters)),
-                       resolution=c.integer("latency.resolution", raw.get("resolution", d.resolution)))
+                       resolution=c.integer("latency.resolution", raw.get("resolution", d.resolution)),
+                       runtime=_runtime(c, raw.get("runtime", d.runtime)))
+
+
+def _runtime(c: _Checker, raw: Any) -> str:
+    from workbench.deploy import RUNTIMES
+
+    if raw not in RUNTIMES:
+        raise c.fail("latency.runtime", f"{raw!r}: accepted values are {' | '.join(RUNTIMES)}")
+    return raw

@@ -57,6 +57,15 @@ def config_id(config: RunConfig) -> str:
     return _digest({**config.to_dict(), "resolved": resolved_schedule(config)})[:10]
 
 
+def _latency_key(study: Study) -> dict | None:
+    """The latency plan as part of an item's key; the default runtime is left out so that items planned
+    before plans named a runtime keep their keys."""
+    if not study.latency:
+        return None
+    plan = vars(study.latency)
+    return {k: v for k, v in plan.items() if not (k == "runtime" and v == "torch")}
+
+
 def plan_items(study: Study, config: RunConfig) -> list[Item]:
     items = []
     schedule = resolved_schedule(config)
@@ -64,6 +73,6 @@ def plan_items(study: Study, config: RunConfig) -> list[Item]:
         for seed in study.seeds:
             payload = {"architecture": v.spec.architecture(), **config.to_dict(), "resolved": schedule, "seed": seed,
                        "count_resolution": study.count_resolution, "counters": list(study.counters),
-                       "latency": vars(study.latency) if study.latency else None}
+                       "latency": _latency_key(study)}
             items.append(Item(study.name, v, seed, config, f"{v.name}:{seed}:{_digest(payload)}"))
     return items

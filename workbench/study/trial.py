@@ -106,7 +106,8 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
 
             lat = item.latency
             record["latency"] = measure_latency(MobileViT(spec), lat["resolution"], device=lat["device"],
-                                                batch=lat["batch"], warmup=lat["warmup"], iters=lat["iters"])
+                                                batch=lat["batch"], warmup=lat["warmup"], iters=lat["iters"],
+                                                runtime=lat.get("runtime", "torch"))
         record["status"] = "completed"
         if run_dir and not item.keep_checkpoints:
             record["checkpoints_removed"] = _remove_checkpoints(run_dir)

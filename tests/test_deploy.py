@@ -1,0 +1,112 @@
+"""Deploy: every preset exports to ONNX and ONNX Runtime agrees with PyTorch; sessions and latency on each
+runtime; one-line errors for a failed export, a bad runtime and a missing extra."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from workbench.arch.model import MobileViT
+from workbench.arch.presets import PRESETS
+from workbench.arch.resolve import with_overrides
+from workbench.cli import main
+from workbench.errors import WorkbenchError
+
+pytest.importorskip("onnxruntime", reason="the deploy extra (pip install '.[deploy]') is not installed")
+from workbench.deploy.onnx_export import TOLERANCE, export_onnx, verify_onnx  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _seeded(spec, impl: str = "sdpa") -> MobileViT:
+    torch.manual_seed(0)
+    return MobileViT(spec, attention_impl=impl).eval()
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_exports_and_onnxruntime_agrees_at_256(name):
+    model = _seeded(PRESETS[name])
+    result = export_onnx(model, 256)
+    assert result.batchnorms_left == 0  # folded into the convs in eval mode
+    assert verify_onnx(result, model) < TOLERANCE
+
+
+@pytest.mark.parametrize("overrides", [
+    {"block.attention": "linear"},
+    {"block.attention": "mhsa", "block.fusion_conv": "none"},
+    {"block.fusion_input": "input", "block.input_add": "false", "block.local_conv": "full", "layer4.depth": 2},
+    {"block.out_act": "false", "width": 1.25},
+])
+@pytest.mark.parametrize("impl", ["sdpa", "matmul"])
+def test_toggle_combinations_and_both_attention_paths_export(overrides, impl):
+    model = _seeded(with_overrides(PRESETS["v3-xxs"], overrides), impl)
+    result = export_onnx(model, 160, dynamic_batch=True)
+    assert result.batch is None
+    assert verify_onnx(result, model, batch=3) < TOLERANCE  # a batch it was not traced at
+
+
+def test_the_check_can_fail():
+    """A model whose weights changed after export no longer agrees: the tolerance is a real test."""
+    model = _seeded(PRESETS["v3-xxs"])
+    result = export_onnx(model, 64)
+    with torch.no_grad():
+        model.classifier.bias.add_(1.0)
+    assert verify_onnx(result, model) > TOLERANCE
+
+
+def test_unsupported_operator_is_one_line_naming_it():
+    class Svd(torch.nn.Module):
+        def forward(self, x):
+            return torch.linalg.svd(x)[1]
+
+    with pytest.raises(WorkbenchError, match=r"operator aten::linalg_svd") as e:
+        export_onnx(torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), Svd()), 32)
+    assert "\n" not in str(e.value)
+
+
+def test_export_cli_writes_a_checked_file(capsys, tmp_path):
+    out = tmp_path / "m.onnx"
+    rc = main(["export", "v3-xxs", "--set", "layer4.depth=2", "--resolution", "128", "--out", str(out), "--json"])
+    facts = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out.stat().st_size == facts["bytes"] > 100_000
+    assert facts["max_abs_error"] < facts["tolerance"] and facts["batchnorm_nodes"] == 0
+    import onnx
+
+    assert onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim[2].dim_value == 128
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["export", "v3-xxs", "--format", "tflite"], "--format 'tflite': accepted values are onnx"),
+    (["count", "v3-xxs", "--counter", "paper", "--latency", "--runtime", "tvm"], "accepted values are torch"),
+    (["count", "v3-xxs", "--counter", "paper", "--latency", "--threads", "0"], "--threads '0'"),
+])
+def test_bad_deploy_input_is_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0
+
+
+def test_a_missing_extra_names_it(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    assert main(["export", "v3-xxs", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert main(["count", "v3-xxs", "--counter", "paper", "--latency", "--runtime", "onnxruntime"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("workbench[deploy]" in line for line in err)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime", "torch-compile"])
+def test_latency_on_each_runtime_has_spread_and_provenance(runtime):
+    from workbench.counting.latency import measure_latency
+
+    spec = with_overrides(PRESETS["v3-xxs"], {"width": 0.5})
+    lat = measure_latency(_seeded(spec), 64, batch=2, warmup=2, iters=5, runtime=runtime, threads=(1,))
+    t = lat["latency"]
+    assert t["iterations"] == 5 and 0 < t["median_ms"] <= t["p90_ms"] and t["iqr_ms"] >= 0
+    assert lat["throughput"]["batch"] == 2 and lat["throughput_img_s"] > 0
+    p = lat["provenance"]
+    assert p["runtime"] == runtime and p["threads"] == [1] and p["cpu"] and p["resolution"] == 64
+    assert p["provider"] == {"torch": "eager cpu", "onnxruntime": "CPUExecutionProvider",
+                             "torch-compile": "inductor cpu"}[runtime]
