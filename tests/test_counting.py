@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from workbench.arch.model import create_model
-from workbench.counting import COUNTERS, parse_counters
+from workbench.counting import COUNTERS, DEFAULT_COUNTERS, parse_counters
 from workbench.counting.counters import count
 from workbench.counting.latency import measure_latency
 from workbench.counting.report import CATEGORIES
@@ -38,7 +38,7 @@ def test_fvcore_sees_attention_only_on_the_matmul_path():
 
 
 def test_provenance_and_collected_warnings(capfd):
-    report = count(create_model("v3-xxs", attention_impl="matmul"), 256)
+    report = count(create_model("v3-xxs", attention_impl="matmul"), 256, COUNTERS)
     for name in COUNTERS:
         prov = report.results[name].provenance
         assert prov["counter"] == name and prov["attention_impl"] == "matmul" and prov["resolution"] == "256"
@@ -64,3 +64,13 @@ def test_latency_measures_batch1_and_batch_n():
     assert lat["latency"]["iterations"] == 3 and lat["throughput"]["batch"] == 4
     assert 0 < lat["latency"]["p10_ms"] <= lat["latency_ms"] <= lat["latency"]["p90_ms"]
     assert lat["throughput_img_s"] > 0 and model.training  # mode restored
+
+
+@pytest.mark.parametrize("preset, impl", [("v1-xxs", "matmul"), ("v1-xxs", "sdpa"), ("v3-0.5", "matmul")])
+def test_flopcounter_is_reconciled_with_the_paper_per_operator(preset, impl):
+    report = count(create_model(preset, attention_impl=impl), 256, ("paper", "flopcounter"))
+    lines = report.reconciliation["flopcounter"]
+    assert all(ln.residual == 0 for ln in lines), [(ln.category, ln.residual) for ln in lines]
+    attention = report.results["flopcounter"].breakdown["attention"]
+    assert (attention > 0) == (preset.startswith("v1") and impl == "matmul")
+    assert count(create_model(preset), 256).macs.keys() == set(DEFAULT_COUNTERS)

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from workbench.arch.model import count_params
-from workbench.counting import COUNTERS
+from workbench.counting import DEFAULT_COUNTERS
+from workbench.counting.flop_counter import count_flopcounter
 from workbench.counting.fvcore_counter import count_fvcore
 from workbench.counting.paper import count_paper
 from workbench.counting.ptflops_counter import count_ptflops
@@ -47,7 +48,7 @@ class CountReport:
         return out
 
 
-def count(model: nn.Module, resolution: int, counters: tuple[str, ...] = COUNTERS,
+def count(model: nn.Module, resolution: int, counters: tuple[str, ...] = DEFAULT_COUNTERS,
           name: str | None = None) -> CountReport:
     """Params and MACs of `model` at `resolution` x `resolution`, by each counter asked for."""
     total, trainable = count_params(model)
@@ -55,7 +56,8 @@ def count(model: nn.Module, resolution: int, counters: tuple[str, ...] = COUNTER
     paper, facts = count_paper(model, resolution)
     results: dict[str, CounterResult] = {}
     for c in counters:
-        results[c] = paper if c == "paper" else (count_fvcore if c == "fvcore" else count_ptflops)(model, resolution)
+        measure = {"fvcore": count_fvcore, "ptflops": count_ptflops, "flopcounter": count_flopcounter}.get(c)
+        results[c] = paper if c == "paper" else measure(model, resolution)
     recon = {c: reconcile(paper, results[c], facts) for c in counters if c != "paper"}
     label = name or getattr(getattr(model, "spec", None), "name", type(model).__name__)
     return CountReport(label, resolution, total, trainable, results, recon)

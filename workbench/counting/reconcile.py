@@ -1,4 +1,4 @@
-"""Explain, category by category, why fvcore and ptflops differ from the paper's count.
+"""Explain, category by category, why fvcore, ptflops and flopcounter differ from the paper's count.
 
 Each rule below says what a counter does differently from ml-cvnets; applied to the paper breakdown and
 the structural facts of the same forward pass it predicts that counter's breakdown. A zero residual in
@@ -55,6 +55,16 @@ def predict(counter: str, paper: CounterResult, facts: Facts, attention_impl: st
                       + facts.upsample_elements,
                       "SiLU/ReLU 1 per element; global pool counted twice (module hook and F.adaptive_avg_pool2d "
                       "patch); resize 1 per output element"),
+        }
+    if counter == "flopcounter":
+        cpu_sdpa = sdpa and paper.provenance.get("device", "cpu") == "cpu"  # counts run on CPU unless told
+        attn = (0, "no flop formula for the CPU sdpa kernel") if cpu_sdpa else (facts.attention_true, "true QK^T and AV matmuls (bmm / the sdpa kernel's formula)")
+        return {
+            "conv": (p["conv"] - facts.conv_bias, "conv biases not counted"),
+            "linear": (p["linear"] - facts.linear_bias, "linear biases not counted (addmm's add)"),
+            "attention": attn,
+            "norm": (0, "norms not counted"),
+            "other": (0, "activations, pooling and resizes not counted"),
         }
     raise ValueError(f"no reconciliation rules for counter {counter!r}")
 

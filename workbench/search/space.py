@@ -20,7 +20,7 @@ import yaml
 
 from workbench.arch.resolve import check_resolution, resolve_spec
 from workbench.arch.spec import ModelSpec, override_keys
-from workbench.counting import COUNTERS
+from workbench.counting import COUNTERS, DEFAULT_COUNTERS
 from workbench.errors import WorkbenchError, first_line
 from workbench.fileio import find_named_file, unique_folders
 from workbench.study.files import RESOURCE_KEYS, _Checker, _scalar_text
@@ -123,7 +123,7 @@ def parse_space(c: _Checker, data: Any, path: Path, text: str) -> SearchSpace:
         cpus=c.number("resources.cpus", resources.get("cpus", 1), minimum=0.01),
         gpus=c.number("resources.gpus", resources.get("gpus", 0)),
         count_resolution=c.integer("count_resolution", data.get("count_resolution", 256)),
-        counters=tuple(data.get("counters", list(COUNTERS))), text=text)
+        counters=tuple(data.get("counters", list(DEFAULT_COUNTERS))), text=text)
     if not space.counters or any(x not in COUNTERS for x in space.counters):
         raise c.fail("counters", f"{list(space.counters)!r}: expected a non-empty list of {' | '.join(COUNTERS)}")
     # Each value alone on the base must build: a typo'd value fails here, not in trial 17.

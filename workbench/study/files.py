@@ -18,7 +18,7 @@ import yaml
 
 from workbench.arch.resolve import check_resolution, resolve_spec
 from workbench.arch.spec import ModelSpec
-from workbench.counting import COUNTERS
+from workbench.counting import COUNTERS, DEFAULT_COUNTERS
 from workbench.errors import WorkbenchError, first_line
 from workbench.fileio import find_named_file, names_in, unique_folders
 from workbench.study.objectives import parse_objective
@@ -199,7 +199,7 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
             check_resolution(v.spec, count_resolution)
         except WorkbenchError as e:
             raise c.fail("count_resolution", f"variant {v.name}: {e}") from None
-    counters_raw = data.get("counters", list(COUNTERS))
+    counters_raw = data.get("counters", list(DEFAULT_COUNTERS))
     if not isinstance(counters_raw, list) or not counters_raw or any(x not in COUNTERS for x in counters_raw):
         raise c.fail("counters", f"{counters_raw!r}: expected a non-empty list of {' | '.join(COUNTERS)}")
     return Study(name=name, path=path, description=str(data.get("description", "") or "").strip(),
