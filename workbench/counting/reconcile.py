@@ -58,7 +58,8 @@ def predict(counter: str, paper: CounterResult, facts: Facts, attention_impl: st
         }
     if counter == "flopcounter":
         cpu_sdpa = sdpa and paper.provenance.get("device", "cpu") == "cpu"  # counts run on CPU unless told
-        attn = (0, "no flop formula for the CPU sdpa kernel") if cpu_sdpa else (facts.attention_true, "true QK^T and AV matmuls (bmm / the sdpa kernel's formula)")
+        attn = (0, "no flop formula for the CPU sdpa kernel") if cpu_sdpa else \
+            (facts.attention_true, "true QK^T and AV matmuls (bmm / the sdpa kernel's formula)")
         return {
             "conv": (p["conv"] - facts.conv_bias, "conv biases not counted"),
             "linear": (p["linear"] - facts.linear_bias, "linear biases not counted (addmm's add)"),
