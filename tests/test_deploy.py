@@ -110,3 +110,29 @@ def test_latency_on_each_runtime_has_spread_and_provenance(runtime):
     assert p["runtime"] == runtime and p["threads"] == [1] and p["cpu"] and p["resolution"] == 64
     assert p["provider"] == {"torch": "eager cpu", "onnxruntime": "CPUExecutionProvider",
                              "torch-compile": "inductor cpu"}[runtime]
+
+
+def test_scale_to_a_latency_budget_measures_and_states_its_model_error(capsys, tmp_path):
+    """A small honest run: v3-xxs at 64 px on eager PyTorch, a target inside the reachable range."""
+    from workbench.arch.presets import get_preset
+    from workbench.search.scale_latency import scale_to_latency
+
+    base = get_preset("v3-xxs")
+    with pytest.raises(WorkbenchError, match=r"reaches [0-9.]+-[0-9.]+ ms on torch"):
+        scale_to_latency(base, 1e6, "torch", resolution=64, calibration=4, warmup=1, iters=3)
+    # a target from the middle of the range: measure the base once and aim at it
+    from workbench.counting.latency import measure_latency
+
+    mid = measure_latency(_seeded(base), 64, runtime="torch", threads=(1,), warmup=2, iters=5,
+                          throughput=False)["latency_ms"]
+    r = scale_to_latency(base, mid, "torch", resolution=64, tolerance=0.5, calibration=5, finalists=2, rounds=1,
+                         warmup=1, iters=5)
+    d = r.to_dict()
+    assert d["measurements"] == len(r.measured) >= 5 + 2 and len(r.held_back_errors) >= 1
+    assert all(m["latency_ms"] > 0 for m in r.measured) and r.winner_ms > 0
+    assert r.winner.resolve().stages[-1].channels > 0 and r.candidates > 50
+    out = tmp_path / "w.yaml"
+    assert main(["scale", "--target-latency-ms", "0.001", "--runtime", "torch", "--base", "v3-xxs",
+                 "--resolution", "64", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "reaches" in err and not out.exists()

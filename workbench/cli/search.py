@@ -10,13 +10,20 @@ from workbench.errors import WorkbenchError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("scale", help="widen or narrow a model to a params and/or MACs budget")
+    p = sub.add_parser("scale", help="widen or narrow a model to a params, MACs or measured latency budget")
     p.add_argument("--target-params", metavar="N", help="e.g. 2.5M (suffixes K, M, G)")
     p.add_argument("--target-flops", metavar="N", help="MACs budget as the papers count FLOPs, e.g. 930M")
     p.add_argument("--base", help="preset to scale (default: every preset of --family)")
     p.add_argument("--family", default="v3", help="v1 | v2 | v3 when no --base (default: %(default)s)")
     p.add_argument("--counter", default="paper", help="paper | fvcore: whose MACs the target means")
-    p.add_argument("--tolerance", type=float, default=0.01, help="relative miss that counts as on target")
+    p.add_argument("--target-latency-ms", type=float, metavar="MS",
+                   help="batch-1 latency budget on --runtime, measured on this machine (needs --base)")
+    p.add_argument("--runtime", default="onnxruntime",
+                   help="with --target-latency-ms: torch | onnxruntime | torch-compile (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="with --target-latency-ms: threads (default: 1)")
+    p.add_argument("--resolution", type=int, default=256, help="with --target-latency-ms (default: 256)")
+    p.add_argument("--tolerance", type=float, help="relative miss that counts as on target "
+                   "(default: 0.01 for params/MACs, 0.1 for latency)")
     p.add_argument("--top", type=int, default=5, help="candidates to print (default: %(default)s)")
     p.add_argument("--budget", type=int, default=20000, help="candidates to score (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
@@ -67,6 +74,9 @@ def cmd_scale(args) -> int:
 
     if args.top < 1:
         raise WorkbenchError(f"--top {args.top}: must be a positive integer")
+    if args.target_latency_ms is not None:
+        return _scale_latency(args)
+    args.tolerance = 0.01 if args.tolerance is None else args.tolerance
     target_params = parse_amount(args.target_params, "--target-params") if args.target_params else None
     target_macs = parse_amount(args.target_flops, "--target-flops") if args.target_flops else None
     bases = bases_for(args.base, args.family if not args.base else None)
@@ -106,6 +116,42 @@ def cmd_scale(args) -> int:
             table, ranked, path = trained
             print(format_ranking(ranked, table.study, path, f"{table.config['dataset']} / {table.config['schedule']}"))
     return 1 if trained and trained[0].failed else 0
+
+
+def _scale_latency(args) -> int:
+    import sys
+
+    from workbench.arch.presets import get_preset
+    from workbench.arch.resolve import check_resolution
+    from workbench.deploy import check_runtime, require
+    from workbench.fileio import atomic_write
+    from workbench.search.scale_latency import format_latency_scale, scale_to_latency
+
+    if args.target_params or args.target_flops or args.train:
+        raise WorkbenchError("--target-latency-ms goes alone: not with --target-params, --target-flops or --train")
+    if not args.base:
+        raise WorkbenchError("--target-latency-ms needs --base PRESET (e.g. v3-xxs)")
+    if args.threads < 1:
+        raise WorkbenchError(f"--threads {args.threads}: must be a positive integer")
+    check_runtime(args.runtime)
+    if args.runtime == "onnxruntime":
+        require("onnx", "onnxruntime", what="--runtime onnxruntime")
+    base = get_preset(args.base)
+    check_resolution(base, args.resolution)
+    out = Path(args.out) if args.out else None
+    if out and out.parent and not out.parent.exists():
+        raise WorkbenchError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
+    result = scale_to_latency(base, args.target_latency_ms, args.runtime, args.threads, args.resolution,
+                              0.1 if args.tolerance is None else args.tolerance,
+                              progress=None if args.json else lambda line: print(line, file=sys.stderr))
+    out = out or Path(f"{result.winner.name}.yaml")
+    atomic_write(out, result.winner.to_yaml())
+    if args.json:
+        print(json.dumps({**result.to_dict(), "written": str(out)}, indent=2, default=str))
+    else:
+        print(format_latency_scale(result))
+        print(f"wrote {out} (use it with `workbench count {out} --latency --runtime {args.runtime}`)")
+    return 0
 
 
 def cmd_search(args) -> int:
