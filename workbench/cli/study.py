@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from workbench.cli import options
+from workbench.errors import WorkbenchError
 
 
 def register(sub) -> None:
@@ -24,6 +25,8 @@ def register(sub) -> None:
     p.add_argument("--out", help="folder for the table as CSV and Markdown (default: workspace/results)")
     p.add_argument("--wide", action="store_true", help="every column, however wide the table gets")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--latency-ratios-only", action="store_true",
+                   help="only measure the study's latency_ratios block (Table 5's L=2/L=4), no training")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("results", help="reprint a study's table from the store, without training")
@@ -57,15 +60,39 @@ def cmd_ablate(args) -> int:
     get_schedule(schedule, overrides)  # a bad schedule name or field fails now, before the store is touched
     config = RunConfig(dataset=normalize_dataset(args.dataset or study.dataset), schedule=schedule,
                        schedule_overrides=overrides)
+    if args.latency_ratios_only:
+        return _latency_ratios(study, args)
     summary, store = run_study(study, config, RunOptions(**options.engine_options(args),
                                                          retry_failed=args.retry_failed))
     table = build_table(store, study.name, config.dataset, config.schedule)
     print(render_console(table, wide=args.wide))
     paths = write_outputs(table, Path(args.out) if args.out else workspace_dir() / "results")
+    if study.latency_ratios:
+        _latency_ratios(study, args)
     print(f"\n{summary.completed} trials run now, {summary.completed_before} already complete, {summary.failed} "
           f"failed, in {summary.wall_s:.0f} s; store {store.url}; table written to "
           f"{', '.join(str(p) for p in paths)}", file=sys.stderr)
     return 1 if table.failed else 0
+
+
+def _latency_ratios(study, args) -> int:
+    """Measure and print the study's latency ratios; written beside its table as NAME_latency_ratios.json."""
+    from workbench.fileio import atomic_write
+    from workbench.study.latency_ratios import format_ratios, measure_ratios
+    from workbench.study.store import workspace_dir
+
+    if not study.latency_ratios:
+        raise WorkbenchError(f"study {study.name}: it has no latency_ratios block (see table5.yaml)")
+    if "onnxruntime" in study.latency_ratios.runtimes:
+        from workbench.deploy import require
+
+        require("onnx", "onnxruntime", what=f"study {study.name}'s latency_ratios (runtime onnxruntime)")
+    rows = measure_ratios(study, None if getattr(args, "quiet", False) else lambda line: print(line, file=sys.stderr))
+    print("\n" + format_ratios(rows))
+    folder = Path(args.out) if args.out else workspace_dir() / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / f"{study.name}_latency_ratios.json", json.dumps(rows, indent=2), mode="w")
+    return 0
 
 
 def cmd_results(args) -> int:

@@ -26,10 +26,12 @@ from workbench.study.published import lookup_published
 from workbench.training.data import normalize_dataset
 
 TOP_KEYS = ("name", "description", "base", "baseline", "variants", "grid", "dataset", "schedule",
-            "schedule_overrides", "seeds", "objectives", "resources", "count_resolution", "counters", "latency")
+            "schedule_overrides", "seeds", "objectives", "resources", "count_resolution", "counters", "latency",
+            "latency_ratios")
 VARIANT_KEYS = ("name", "label", "preset", "overrides", "published")
 LATENCY_KEYS = ("device", "batch", "warmup", "iters", "resolution", "runtime")
 RESOURCE_KEYS = ("cpus", "gpus")
+RATIO_KEYS = ("pairs", "runtimes", "threads", "resolution", "warmup", "iters", "rounds")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -53,6 +55,19 @@ class LatencyPlan:
     runtime: str = "torch"  # torch | onnxruntime | torch-compile (workbench.deploy.RUNTIMES)
 
 
+@dataclass(frozen=True)
+class LatencyRatioPlan:
+    """Latency of one variant relative to another, on each runtime, measured by the driver (Table 5's L=2/L=4)."""
+
+    pairs: tuple[tuple[str, str], ...]  # (variant, relative to variant)
+    runtimes: tuple[str, ...] = ("onnxruntime", "torch")
+    threads: int = 1
+    resolution: int = 256
+    warmup: int = 5
+    iters: int = 30
+    rounds: int = 3  # the pair is measured alternately this many times, so drift hits both alike
+
+
 @dataclass
 class Study:
     name: str
@@ -71,6 +86,7 @@ class Study:
     counters: tuple[str, ...]
     latency: LatencyPlan | None
     text: str = field(repr=False, default="")  # the file as read, kept in the store with the results
+    latency_ratios: LatencyRatioPlan | None = None
 
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)
@@ -207,7 +223,8 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
                  schedule=c.string("schedule", data["schedule"]),
                  schedule_overrides=c.assignments("schedule_overrides", data.get("schedule_overrides")),
                  seeds=seeds, objectives=objectives, cpus=cpus, gpus=gpus, count_resolution=count_resolution,
-                 counters=tuple(counters_raw), latency=_latency(c, data.get("latency", False)), text=text)
+                 counters=tuple(counters_raw), latency=_latency(c, data.get("latency", False)), text=text,
+                 latency_ratios=_ratios(c, data.get("latency_ratios"), {v.name for v in variants}))
 
 
 def _dataset(c: _Checker, raw: Any) -> str:
@@ -300,9 +317,34 @@ def _latency(c: _Checker, raw: Any) -> LatencyPlan | None:
                        runtime=_runtime(c, raw.get("runtime", d.runtime)))
 
 
-def _runtime(c: _Checker, raw: Any) -> str:
+def _ratios(c: _Checker, raw: Any, names: set[str]) -> LatencyRatioPlan | None:
+    if raw is None or raw is False:
+        return None
+    raw = c.keys("latency_ratios", raw, RATIO_KEYS)
+    pairs = raw.get("pairs")
+    if not isinstance(pairs, list) or not pairs or any(not isinstance(p, list) or len(p) != 2 for p in pairs):
+        raise c.fail("latency_ratios.pairs", "expected a list of [variant, baseline variant] pairs")
+    for p in pairs:
+        for name in p:
+            if name not in names:
+                raise c.fail("latency_ratios.pairs", f"unknown variant {name!r}: accepted are "
+                             f"{', '.join(sorted(names))}")
+    runtimes = raw.get("runtimes", list(LatencyRatioPlan.runtimes))
+    if not isinstance(runtimes, list) or not runtimes:
+        raise c.fail("latency_ratios.runtimes", "expected a non-empty list")
+    d = LatencyRatioPlan(())
+    return LatencyRatioPlan(tuple((str(a), str(b)) for a, b in pairs),
+                            tuple(_runtime(c, r, "latency_ratios.runtimes") for r in runtimes),
+                            c.integer("latency_ratios.threads", raw.get("threads", d.threads)),
+                            c.integer("latency_ratios.resolution", raw.get("resolution", d.resolution)),
+                            c.integer("latency_ratios.warmup", raw.get("warmup", d.warmup), minimum=0),
+                            c.integer("latency_ratios.iters", raw.get("iters", d.iters)),
+                            c.integer("latency_ratios.rounds", raw.get("rounds", d.rounds)))
+
+
+def _runtime(c: _Checker, raw: Any, key: str = "latency.runtime") -> str:
     from workbench.deploy import RUNTIMES
 
     if raw not in RUNTIMES:
-        raise c.fail("latency.runtime", f"{raw!r}: accepted values are {' | '.join(RUNTIMES)}")
+        raise c.fail(key, f"{raw!r}: accepted values are {' | '.join(RUNTIMES)}")
     return raw
