@@ -136,3 +136,37 @@ def test_scale_to_a_latency_budget_measures_and_states_its_model_error(capsys, t
                  "--resolution", "64", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "reaches" in err and not out.exists()
+
+
+TINY = """\
+name: tiny-ratios
+base: v3-xxs
+variants:
+  - {name: deep, overrides: {width: 0.25}}
+  - {name: shallow, overrides: {width: 0.25, layer4.depth: 2}}
+dataset: digits
+schedule: smoke
+seeds: 1
+latency: {runtime: onnxruntime}
+latency_ratios: {pairs: [[shallow, deep]], runtimes: [torch, onnxruntime], resolution: 64, warmup: 1, iters: 3,
+                 rounds: 2}
+"""
+
+
+def test_study_latency_blocks_take_a_runtime_and_ratios_are_measured(tmp_path, capsys, monkeypatch):
+    from workbench.study.files import load_study
+
+    assert load_study("table5").latency_ratios.pairs[0] == ("v3-xxs-l2", "v3-xxs")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    study = load_study(str(path))
+    assert study.latency.runtime == "onnxruntime" and study.latency_ratios.rounds == 2
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(tmp_path / "ws"))
+    assert main(["ablate", "--study", str(path), "--latency-ratios-only", "--quiet", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "tiny-ratios_latency_ratios.json").read_text())
+    assert [r["runtime"] for r in rows] == ["torch", "onnxruntime"]
+    assert all(r["ratio_low"] <= r["ratio_high"] and r["ratio"] > 0 and r["paper_ratio"] is None for r in rows)
+    assert "shallow / deep" in capsys.readouterr().out
+    path.write_text(TINY.replace("latency: {runtime: onnxruntime}", "latency: {runtime: tflite}"))
+    with pytest.raises(WorkbenchError, match=r"latency.runtime: 'tflite': accepted values are torch"):
+        load_study(str(path))

@@ -49,6 +49,8 @@ def register(sub) -> None:
     p.add_argument("--max-params", metavar="N", help="hard limit, e.g. 2M; checked before training")
     p.add_argument("--max-macs", metavar="N", help="hard limit on paper MACs, e.g. 500M")
     p.add_argument("--max-latency-ms", type=float, help="hard limit on batch-1 CPU latency at the count resolution")
+    p.add_argument("--latency-runtime", default="torch", help="runtime --max-latency-ms is measured on: torch | "
+                   "onnxruntime | torch-compile (default: %(default)s)")
     p.add_argument("--study", help="study name in the store (default: search-SPACE)")
     options.add_store(p)
     options.add_ray(p)
@@ -154,6 +156,15 @@ def _scale_latency(args) -> int:
     return 0
 
 
+def _latency_runtime(name: str) -> str:
+    from workbench.deploy import check_runtime, require
+
+    check_runtime(name)
+    if name == "onnxruntime":
+        require("onnx", "onnxruntime", what="--latency-runtime onnxruntime")
+    return name
+
+
 def cmd_search(args) -> int:
     from workbench.arch.spec import parse_assignments
     from workbench.search.scale import parse_amount
@@ -177,7 +188,8 @@ def cmd_search(args) -> int:
     constraints = Constraints(
         max_params=parse_amount(args.max_params, "--max-params") if args.max_params else None,
         max_macs=parse_amount(args.max_macs, "--max-macs") if args.max_macs else None,
-        max_latency_ms=args.max_latency_ms, latency_resolution=space.count_resolution)
+        max_latency_ms=args.max_latency_ms, latency_resolution=space.count_resolution,
+        latency_runtime=_latency_runtime(args.latency_runtime))
     overrides = parse_assignments(args.sched)
     get_schedule(args.schedule or space.schedule, overrides if args.schedule else
                  {**space.schedule_overrides, **overrides})

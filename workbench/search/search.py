@@ -45,6 +45,7 @@ class Constraints:
     max_macs: int | None = None  # paper MACs
     max_latency_ms: float | None = None
     latency_resolution: int = 256
+    latency_runtime: str = "torch"  # torch | onnxruntime | torch-compile (workbench.deploy.RUNTIMES)
 
     def violation(self, spec) -> str | None:
         """Why `spec` is out of bounds, or None; params and MACs need no model, latency builds one."""
@@ -65,7 +66,8 @@ class Constraints:
         from workbench.arch.model import MobileViT
         from workbench.counting.latency import measure_latency
 
-        return measure_latency(MobileViT(spec), self.latency_resolution, batch=1, warmup=2, iters=5)["latency_ms"]
+        return measure_latency(MobileViT(spec), self.latency_resolution, batch=1, warmup=2, iters=5,
+                               runtime=self.latency_runtime, throughput=False)["latency_ms"]
 
 
 def check_feasible(space: SearchSpace, constraints: Constraints, samples: int = 500, seed: int = 0) -> None:
