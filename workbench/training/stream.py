@@ -233,8 +233,13 @@ def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, str
 class _PlanSampler(torch.utils.data.Sampler):
     """cvnets' variable batch sampler over an epoch plan: each batch holds (index, size, per-image seed)."""
 
-    def __init__(self, plan: EpochPlan, seed: int, epoch: int):
-        self.plan, self.base = plan, epoch_seed(seed, epoch, 2)
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.plan, self.base = EpochPlan(np.zeros(0, dtype=np.int64), []), 0
+
+    def set_epoch(self, plan: EpochPlan, epoch: int) -> None:
+        """The next iteration walks this plan (the loader's persistent workers stay up between epochs)."""
+        self.plan, self.base = plan, epoch_seed(self.seed, epoch, 2)
 
     def __len__(self) -> int:
         return len(self.plan.steps)
@@ -273,14 +278,17 @@ class FolderBatches:
     def __init__(self, ds: ImageFolderSet, device: torch.device, schedule: Schedule, seed: int):
         self.ds, self.device, self.schedule, self.seed = ds, device, schedule, seed
         self.workers = min(schedule.workers, usable_cpus())
-        self.epoch = 0
+        self._sampler = _PlanSampler(seed)
+        # Training workers persist across epochs (forking a dozen workers per epoch is seconds of stall);
+        # evaluation's are started per evaluation, so they hold no memory between.
+        self._train_loader = self._loader(ds.train, self._sampler, persistent=True)
 
-    def _loader(self, split: FolderSplit, sampler):
+    def _loader(self, split: FolderSplit, sampler, persistent: bool = False):
         w = self.workers
         return torch.utils.data.DataLoader(
             _Items(split, self.schedule), batch_sampler=sampler, collate_fn=_collate, num_workers=w,
             pin_memory=self.device.type == "cuda", prefetch_factor=2 if w else None,
-            timeout=WORKER_TIMEOUT_S if w else 0, persistent_workers=False)
+            timeout=WORKER_TIMEOUT_S if w else 0, persistent_workers=persistent and w > 0)
 
     def _batches(self, loader):
         for x, y in loader:
@@ -290,7 +298,8 @@ class FolderBatches:
 
     def train(self, plan: EpochPlan, epoch: int = 0):
         sizes = iter([size for size, _, _ in plan.steps])
-        for x, y in self._batches(self._loader(self.ds.train, _PlanSampler(plan, self.seed, epoch))):
+        self._sampler.set_epoch(plan, epoch)
+        for x, y in self._batches(self._train_loader):
             yield x, y, next(sizes)
 
     def test(self, batch: int):
