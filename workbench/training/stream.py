@@ -18,6 +18,7 @@ too); files without an image suffix are skipped and counted, as ImageFolder skip
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,6 +132,12 @@ class UnreadableImage(Exception):
     """A file that cannot be decoded; carried out of the worker as data, raised as one line in the main process."""
 
 
+# torchvision 0.29 marks torchvision.io's decoders deprecated in favour of TorchCodec (not installed here); they
+# still decode, libjpeg-turbo underneath. Said once here rather than once per worker.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
+
+
 def read_image(path: str) -> torch.Tensor:
     """The file as RGB uint8 CHW, whatever its mode (grey, CMYK, palette, alpha are converted as PIL would)."""
     from torchvision.io import ImageReadMode, decode_image
@@ -168,7 +175,8 @@ def train_transforms(schedule: Schedule, size: int):
     if schedule.flip:
         steps.append(v2.RandomHorizontalFlip())
     if schedule.rand_augment:
-        steps.append(v2.RandAugment(interpolation=_interp(schedule.interpolation)))
+        # RandAugment's rotations and shears take nearest or bilinear on tensors; bicubic is for the crop/resize.
+        steps.append(v2.RandAugment(interpolation=_interp("bilinear")))
     if schedule.random_erase > 0:
         steps.append(v2.RandomErasing(p=schedule.random_erase, value=0))
     return v2.Compose(steps)

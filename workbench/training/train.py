@@ -392,6 +392,11 @@ def format_run(result: RunResult, model_name: str) -> str:
     return "\n".join(out)
 
 
+def _drop_if_empty(out: Path | None, created: bool) -> None:
+    if out is not None and created and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+
+
 def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET, schedule: str | Schedule = "smoke", *,
                 overrides: dict[str, str] | None = None, seed: int = 0, device: str = "auto",
                 out_dir: str | Path | None = None, resume: bool = False, data_dir: str | None = None,
@@ -432,6 +437,7 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
     loop = _Loop(spec, sched, ds, dev, int(seed), progress)
     if ck:
         loop.load(ck["state"])
+    created = out is not None and not out.exists()
     if out:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -451,8 +457,15 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
         except Diverged as e:
             status, message = "diverged", str(e)
             break
+        except WorkbenchError:  # bad data met mid-epoch (an unreadable image): a fresh run folder goes again
+            _drop_if_empty(out, created)
+            raise
         t_eval = time.perf_counter()
-        top1, top5 = evaluate(loop.eval_model, loop.source, sched, dev)
+        try:
+            top1, top5 = evaluate(loop.eval_model, loop.source, sched, dev)
+        except WorkbenchError:
+            _drop_if_empty(out, created)
+            raise
         loop.epoch += 1
         row = {"epoch": loop.epoch, "top1": top1, "top5": top5, **metrics,
                "eval_s": time.perf_counter() - t_eval, "wall_s": wall(), "peak_mem_mb": peak_memory_mb(dev)}
