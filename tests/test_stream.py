@@ -135,7 +135,7 @@ def test_batches_come_in_the_plans_sizes_and_do_not_depend_on_workers(folder):
         src = FolderBatches(ds, torch.device("cpu"), get_schedule(s, {"workers": workers}), seed=0)
         runs.append(list(src.train(plan, 0)))
     for (x0, y0, s0), (x1, y1, s1), (size, start, stop) in zip(*runs, plan.steps):
-        assert x0.dtype == torch.uint8 and x0.shape == (stop - start, 3, size, size) and s0 == size
+        assert x0.dtype == torch.float32 and x0.shape == (stop - start, 3, size, size) and s0 == size
         assert torch.equal(x0, x1) and torch.equal(y0, y1)  # per-image seeds: same crops with any worker count
     assert len(runs[0]) == len(plan.steps)
 
@@ -233,7 +233,8 @@ _RSS = textwrap.dedent("""
     s = get_schedule("paper-ablation", {"batch": "16", "resolution": "64", "multiscale": "48,64", "workers": "1"})
     src = FolderBatches(ds, torch.device("cpu"), s, 0)
     n = sum(len(y) for _, y, _ in src.train(plan_epoch(len(ds.train), s, 0, 0), 0))
-    kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+              resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     print(n, kib)
 """)
 

@@ -187,7 +187,10 @@ def evaluate(model: torch.nn.Module, source, schedule: Schedule, device: torch.d
     correct5 = torch.zeros((), dtype=torch.long, device=device)
     n = 0
     for x, y in source.test(schedule.eval_batch):
-        x = normalise_uint8(x) if source.augmented else eval_transform(x, schedule.resolution, schedule.eval_resize)
+        if not source.augmented:
+            x = eval_transform(x, schedule.resolution, schedule.eval_resize)
+        elif not source.normalised:
+            x = normalise_uint8(x)
         with autocast_for(device, schedule.precision):
             logits = model(x)
         k = min(5, logits.shape[1])
@@ -311,7 +314,7 @@ class _Loop:
             t_data = time.perf_counter()
             x, y, size = next(batches)
             if self.source.augmented:
-                x = normalise_uint8(x)
+                x = x if self.source.normalised else normalise_uint8(x)
             else:
                 x = train_transform(x, size, s.crop_scale, s.flip, gen, s.interpolation)
             if self.mix is not None:
