@@ -68,10 +68,21 @@ def plan_epoch(n: int, schedule: Schedule, seed: int, epoch: int) -> EpochPlan:
 
 
 # --- on-device transforms --------------------------------------------------------------------------
+_NORM: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _norm_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) on `device`, made once: building them per step is a host-to-device copy, and PyTorch's
+    blocking copy waits for every queued kernel, so the host could never run ahead of the GPU."""
+    if device not in _NORM:
+        _NORM[device] = (torch.tensor([1 / (255 * s) for s in STD], device=device).view(1, 3, 1, 1),
+                         torch.tensor([-m / s for m, s in zip(MEAN, STD)], device=device).view(1, 3, 1, 1))
+    return _NORM[device]
+
+
 def _normalise(x: torch.Tensor) -> torch.Tensor:
     """uint8-range float NCHW -> (x / 255 - mean) / std, in one fused multiply-add."""
-    scale = torch.tensor([1 / (255 * s) for s in STD], device=x.device).view(1, 3, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(MEAN, STD)], device=x.device).view(1, 3, 1, 1)
+    scale, shift = _norm_constants(x.device)
     return torch.addcmul(shift, x, scale)
 
 
@@ -128,8 +139,7 @@ def normalise_uint8(x: torch.Tensor) -> torch.Tensor:
     # channels_last while still uint8 (a quarter of the bytes to move), then float and in-place scale and shift:
     # three passes over the float batch fewer than normalising first and converting after.
     xf = x.contiguous(memory_format=torch.channels_last).float()
-    scale = torch.tensor([1 / (255 * s) for s in STD], device=x.device).view(1, 3, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(MEAN, STD)], device=x.device).view(1, 3, 1, 1)
+    scale, shift = _norm_constants(x.device)
     return xf.mul_(scale).add_(shift)
 
 
