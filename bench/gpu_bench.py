@@ -180,7 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     result: dict = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "torch": torch.__version__,
                     "quick": q, "batch": batch, "resolution": res, "workers": workers, "trainer": [],
-                    "decode": {}, "harness": []}
+                    "decode": {}, "harness": [], "cpus": usable_cpus(),
+                    "shm_free_mb": round(os.statvfs("/dev/shm").f_bavail * os.statvfs("/dev/shm").f_frsize / 2**20)
+                    if os.path.isdir("/dev/shm") else None}
+    log(f"device {result['device']}, {result['cpus']} CPUs, /dev/shm free {result['shm_free_mb']} MB")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

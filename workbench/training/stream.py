@@ -18,6 +18,7 @@ too); files without an image suffix are skipped and counted, as ImageFolder skip
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,6 +313,28 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _shm_free() -> int | None:
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _workers_shm_allows(schedule: Schedule, device: torch.device) -> int:
+    """Workers hand batches over in /dev/shm, (prefetch 2 + 1 being built) per worker; a container's default
+    64 MB would end the run with a bus error, so the worker count is capped to fit in half of what is free."""
+    free = _shm_free()
+    if free is None:
+        return schedule.workers
+    per_batch = schedule.batch * schedule.resolution ** 2 * 3 * (4 if device.type == "cpu" else 1)
+    fits = int(free // 2 // (3 * per_batch))
+    if fits < schedule.workers:
+        print(f"data path: {fits} worker(s), not {schedule.workers}: /dev/shm has {free / 2**20:.0f} MB free and "
+              f"each worker keeps up to 3 batches of {per_batch / 2**20:.0f} MB there", file=sys.stderr)
+    return max(0, fits)
+
+
 class FolderBatches:
     """The streamed source: `train(plan)` yields (NCHW at the step's size, labels, size) on the device, already
     cropped: uint8 for CUDA, normalised float on CPU (`normalised`); `test(batch)` yields evaluation batches.
@@ -322,7 +345,7 @@ class FolderBatches:
 
     def __init__(self, ds: ImageFolderSet, device: torch.device, schedule: Schedule, seed: int):
         self.ds, self.device, self.schedule, self.seed = ds, device, schedule, seed
-        self.workers = min(schedule.workers, usable_cpus())
+        self.workers = min(schedule.workers, usable_cpus(), _workers_shm_allows(schedule, device))
         self.normalised = device.type == "cpu"  # batches arrive normalised (float) rather than uint8
         self._sampler = _PlanSampler(seed)
         # Training workers persist across epochs (forking a dozen workers per epoch is seconds of stall);
