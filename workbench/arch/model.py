@@ -23,7 +23,9 @@ from workbench.errors import WorkbenchError
 class MobileViT(nn.Module):
     """stem -> layer1..layer5 (MV2 stacks, then MV2 + MobileViT block) -> [1x1 expansion] -> pool -> linear."""
 
-    def __init__(self, spec: ModelSpec, attention_impl: str = "sdpa"):
+    def __init__(self, spec: ModelSpec, attention_impl: str = "sdpa", dropout: float = 0.0):
+        """`dropout` acts in the transformer layers (cvnets' mit.dropout: a training choice, not architecture);
+        the classifier's dropout is the spec's head.dropout."""
         super().__init__()
         self.spec = spec
         r = spec.resolve()
@@ -33,7 +35,7 @@ class MobileViT(nn.Module):
             mv2 = [InvertedResidual(st.in_channels if i == 0 else st.channels, st.channels,
                                     st.stride if i == 0 else 1, hidden, expand)
                    for i, hidden in enumerate(st.mv2_hidden)]
-            layers = mv2 if st.kind == "mv2" else mv2 + [MobileViTBlock(st, r.block)]
+            layers = mv2 if st.kind == "mv2" else mv2 + [MobileViTBlock(st, r.block, dropout)]
             self.add_module(st.name, nn.Sequential(*layers))
         self.head_conv = ConvNormAct(r.stages[-1].channels, r.head_channels, 1) if r.head_channels else nn.Identity()
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -63,6 +65,33 @@ class MobileViT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.forward_features(x)).flatten(1)
         return self.classifier(self.dropout(x))
+
+
+INIT_SCHEMES = ("torch", "cvnets")
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module, scheme: str) -> nn.Module:
+    """Re-initialise in place. "cvnets": the seed configs' conv_init kaiming_normal (fan_out, as cvnets'
+    initialize_conv_layer) and linear_init trunc_normal std 0.02, zero biases, norms at weight 1 / bias 0.
+    "torch": leave PyTorch's defaults."""
+    if scheme not in INIT_SCHEMES:
+        raise WorkbenchError(f"init {scheme!r}: accepted values are {' | '.join(INIT_SCHEMES)}")
+    if scheme == "torch":
+        return model
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+        elif isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+        elif isinstance(m, (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)):
+            if m.weight is not None:
+                nn.init.ones_(m.weight)
+        else:
+            continue
+        if getattr(m, "bias", None) is not None:
+            nn.init.zeros_(m.bias)
+    return model
 
 
 def create_model(model: str | Path | ModelSpec, overrides: Mapping[str, Any] | list[str] | None = None,

@@ -21,6 +21,9 @@ def register(sub) -> None:
     for flag, what in (("epochs", "epochs=N"), ("resolution", "resolution=R (training base and evaluation size)"),
                        ("batch", "batch=B"), ("lr", "lr=X (peak learning rate)")):
         p.add_argument(f"--{flag}", help=f"shortcut for --sched {what}")
+    p.add_argument("--data-path", choices=("auto", "memory", "stream"), help="shortcut for --sched data_path=...: "
+                   "memory decodes the set once into a uint8 array; stream decodes files per step in workers "
+                   "(image folders); auto picks and prints one line saying which and why")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     p.add_argument("--out", help="run folder: checkpoint.pt, metrics.jsonl, result.json")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -38,8 +41,8 @@ def schedule_overrides(args) -> dict[str, str]:
         out = parse_assignments(args.sched)
     except WorkbenchError:
         raise WorkbenchError(f"--sched {args.sched}: expected KEY=VALUE, e.g. epochs=2 or lr=1e-3") from None
-    for key in ("epochs", "resolution", "batch", "lr"):
-        value = getattr(args, key)
+    for key in ("epochs", "resolution", "batch", "lr", "data_path"):
+        value = getattr(args, key, None)
         if value is not None:
             out[key] = value
     return out

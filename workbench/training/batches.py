@@ -68,10 +68,21 @@ def plan_epoch(n: int, schedule: Schedule, seed: int, epoch: int) -> EpochPlan:
 
 
 # --- on-device transforms --------------------------------------------------------------------------
+_NORM: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _norm_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) on `device`, made once: building them per step is a host-to-device copy, and PyTorch's
+    blocking copy waits for every queued kernel, so the host could never run ahead of the GPU."""
+    if device not in _NORM:
+        _NORM[device] = (torch.tensor([1 / (255 * s) for s in STD], device=device).view(1, 3, 1, 1),
+                         torch.tensor([-m / s for m, s in zip(MEAN, STD)], device=device).view(1, 3, 1, 1))
+    return _NORM[device]
+
+
 def _normalise(x: torch.Tensor) -> torch.Tensor:
     """uint8-range float NCHW -> (x / 255 - mean) / std, in one fused multiply-add."""
-    scale = torch.tensor([1 / (255 * s) for s in STD], device=x.device).view(1, 3, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(MEAN, STD)], device=x.device).view(1, 3, 1, 1)
+    scale, shift = _norm_constants(x.device)
     return torch.addcmul(shift, x, scale)
 
 
@@ -109,23 +120,41 @@ def crop_params(b: int, h: int, w: int, crop_scale: float, flip: bool, gen: torc
     return theta
 
 
-def train_transform(x: torch.Tensor, size: int, crop_scale: float, flip: bool, gen: torch.Generator) -> torch.Tensor:
+def train_transform(x: torch.Tensor, size: int, crop_scale: float, flip: bool, gen: torch.Generator,
+                    interpolation: str = "bilinear") -> torch.Tensor:
     """uint8 NHWC batch -> augmented, normalised float NCHW (channels_last) at `size` x `size`."""
     b, h, w, _ = x.shape
     xf = _to_float_nchw(x)
     if crop_scale < 1 or flip or (h, w) != (size, size):
         theta = crop_params(b, h, w, crop_scale, flip, gen, x.device)
         grid = F.affine_grid(theta, [b, 3, size, size], align_corners=False)
-        xf = F.grid_sample(xf, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        xf = F.grid_sample(xf, grid, mode=interpolation, padding_mode="reflection", align_corners=False)
+        if interpolation == "bicubic":
+            xf = xf.clamp(0, 255)  # bicubic overshoots past the uint8 range, as PIL's clips
     return _normalise(xf).contiguous(memory_format=torch.channels_last)
 
 
-def eval_transform(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Centre square, resized to `size`, normalised: single-crop evaluation."""
+def normalise_uint8(x: torch.Tensor) -> torch.Tensor:
+    """uint8 NCHW batch already at its size (the streamed path's) -> normalised float, channels_last."""
+    # channels_last while still uint8 (a quarter of the bytes to move), then float and in-place scale and shift:
+    # three passes over the float batch fewer than normalising first and converting after.
+    xf = x.contiguous(memory_format=torch.channels_last).float()
+    scale, shift = _norm_constants(x.device)
+    return xf.mul_(scale).add_(shift)
+
+
+def eval_transform(x: torch.Tensor, size: int, eval_resize: int = 0) -> torch.Tensor:
+    """Centre square, resized to `size`, normalised: single-crop evaluation.
+
+    With `eval_resize` (the recipes' "shorter side to 288, centre crop 256"), the central size/eval_resize of
+    the square is kept before resizing, which is that transform on the square the memory path holds.
+    """
     _, h, w, _ = x.shape
     xf = _to_float_nchw(x)
-    if h != w:
-        s = min(h, w)
+    s = min(h, w)
+    if eval_resize:
+        s = max(1, round(s * size / eval_resize))
+    if (s, s) != (h, w):
         top, left = (h - s) // 2, (w - s) // 2
         xf = xf[:, :, top:top + s, left:left + s]
     if xf.shape[-1] != size:
@@ -138,6 +167,8 @@ class ResidentBatches:
     """The whole uint8 set lives on the device; a batch is an index_select, nothing crosses the bus."""
 
     resident = True
+    augmented = False  # batches arrive as stored: the trainer crops, flips and normalises them
+    normalised = False
 
     def __init__(self, ds: Dataset, device: torch.device):
         self.device = device
@@ -146,7 +177,7 @@ class ResidentBatches:
         self.test_x = torch.from_numpy(np.ascontiguousarray(ds.test_x)).to(device)
         self.test_y = torch.from_numpy(ds.test_y).to(device)
 
-    def train(self, plan: EpochPlan) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+    def train(self, plan: EpochPlan, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
         perm = torch.from_numpy(plan.perm).to(self.device)  # one copy per epoch, not per step
         for size, start, stop in plan.steps:
             idx = perm[start:stop]
@@ -179,6 +210,8 @@ class StreamedBatches:
     """uint8 batches from DataLoader workers into pinned memory, copied asynchronously to the device."""
 
     resident = False
+    augmented = False
+    normalised = False
 
     def __init__(self, ds: Dataset, device: torch.device, workers: int):
         self.ds, self.device, self.workers = ds, device, workers
@@ -188,7 +221,7 @@ class StreamedBatches:
                                            pin_memory=self.device.type == "cuda",
                                            persistent_workers=False, prefetch_factor=4 if self.workers else None)
 
-    def train(self, plan: EpochPlan):
+    def train(self, plan: EpochPlan, epoch: int = 0):
         for x, y, size in self._loader(_PlanBatches(self.ds.train_x, self.ds.train_y, plan)):
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), int(size)
 

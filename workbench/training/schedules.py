@@ -20,6 +20,9 @@ from workbench.errors import WorkbenchError
 SCHEDULE_CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("auto", "fp32", "bf16"),
     "resident": ("auto", "always", "never"),
+    "data_path": ("auto", "memory", "stream"),
+    "init": ("torch", "cvnets"),
+    "interpolation": ("bilinear", "bicubic"),
 }
 
 
@@ -35,18 +38,28 @@ class Schedule:
     warmup_iters: int = 0  # linear warm-up length in optimizer steps
     warmup_epochs: float = 0.0  # if > 0, the warm-up lasts this many epochs instead (any dataset size)
     warmup_init_lr: float = 2e-4  # learning rate at step 0 of the warm-up
-    weight_decay: float = 0.01  # AdamW's decoupled decay, on conv/linear weights only
+    weight_decay: float = 0.01  # AdamW's decoupled decay
+    no_decay_bn_filter_bias: bool = True  # cvnets' name: true = no decay on norm weights and biases
     label_smoothing: float = 0.1
     clip_grad: float = 0.0  # max global gradient norm; 0 = no clipping
     ema_momentum: float = 0.0005  # ema = (1 - m) * ema + m * model after each step; 0 = evaluate the raw model
     ema_warmup: bool = True  # momentum max(m, (1 + step)^-2/3) early on, so short runs' EMA is not the init
     crop_scale: float = 0.08  # random resized crop keeps between this fraction and all of the image area
     flip: bool = True  # random horizontal flip
+    interpolation: str = "bilinear"  # of the random resized crop and the evaluation resize
+    rand_augment: bool = False  # torchvision's RandAugment per image (streamed image folders only)
+    random_erase: float = 0.0  # probability of torchvision's RandomErasing per image (streamed image folders only)
+    mixup_alpha: float = 0.0  # torchvision MixUp on each batch; with cutmix, one of the two per batch
+    cutmix_alpha: float = 0.0
+    dropout: float = 0.0  # in the transformer layers (cvnets' mit.dropout); the classifier's is the spec's
+    init: str = "torch"  # torch = PyTorch's default init; cvnets = kaiming_normal convs, trunc_normal(0.02) linears
+    eval_resize: int = 0  # shorter side to this, then a `resolution` centre crop; 0 = centre square to `resolution`
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     channels_last: bool = True
     compile: bool = False  # torch.compile the training model
-    resident: str = "auto"  # keep the uint8 set on the device: auto = when it fits in half the free memory
-    workers: int = 4  # DataLoader workers when the set is not resident
+    data_path: str = "auto"  # memory = a decoded uint8 set; stream = decode files per step; auto picks (one line)
+    resident: str = "auto"  # memory path: keep the uint8 set on the device: auto = when it fits in half the free memory
+    workers: int = 4  # DataLoader workers of the streamed path, and of the memory path when not resident
     eval_batch: int = 256
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,8 +76,12 @@ class Schedule:
         return self.warmup_iters
 
     def batch_at(self, size: int) -> int:
-        """Images per step at `size`: the pixel budget of `batch` images at `resolution` (cvnets' rule)."""
-        return max(2, round(self.batch * (self.resolution / size) ** 2))
+        """Images per step at `size`: the pixel budget of `batch` images at `resolution`.
+
+        cvnets' variable_batch_sampler rule (data/sampler/utils.py, image_batch_pairs): int(round(x, 2)), so
+        192 at 288 px is 151, not 152; never below 2 here, since batch norm needs two images.
+        """
+        return max(2, int(round(self.batch * self.resolution ** 2 / size ** 2, 2)))
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:
@@ -77,31 +94,154 @@ def parse_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-# The paper's v1-based recipe (section 4.1.1, from MobileViTv1): AdamW, 2e-4 -> 2e-3 over 3k steps, cosine to
-# 2e-4, weight decay 0.01, multi-scale sampler, random resized crop + flip, label smoothing 0.1, EMA 0.0005.
-_V1_RECIPE = dict(batch=192, resolution=256, multiscale="160,192,256,288,320", lr=2e-3, min_lr=2e-4,
-                  warmup_iters=3000, warmup_init_lr=2e-4, weight_decay=0.01, label_smoothing=0.1,
-                  ema_momentum=0.0005, ema_warmup=False, crop_scale=0.08)
+# --- the paper's recipes, field by field, with their sources ---------------------------------------
+# The seed's configurations (read from their public repositories; line numbers at the commits named), by the
+# short names the table uses:
+SOURCES: dict[str, str] = {
+    "seed-v1": "micronDLA/MobileViTv3@5e3f490 MobileViTv3-v1/config/classification/mobilevitv3_small_oneserver.yaml",
+    "seed-v2": "micronDLA/MobileViTv3@5e3f490 MobileViTv3-v2/config/classification/imagenet/mobilevit_v3_oneserver.py",
+    "cvnets-v1": "apple/ml-cvnets@0c0f798 config/classification/imagenet/mobilevit.yaml",
+    "cvnets-sampler": "apple/ml-cvnets@0c0f798 data/sampler/utils.py (image_batch_pairs)",
+    "paper": "MobileViTv3 paper (arXiv 2209.15159), section 4.1",
+    "workbench": "not part of the recipe: how this machine runs it, or what short runs need (said in the note)",
+}
+V3_V1, V3_V2, CVNETS_V1, PAPER, WORKBENCH = "seed-v1", "seed-v2", "cvnets-v1", "paper", "workbench"
+
+
+@dataclass(frozen=True)
+class RecipeRow:
+    """One schedule field of a paper recipe: its value and where it comes from."""
+
+    schedules: tuple[str, ...]
+    field: str
+    value: Any
+    source: str
+    lines: str  # line numbers in `source` ("" for a paper section or a workbench choice)
+    note: str = ""
+
+
+_V1 = ("paper-ablation", "paper-v1")
+_ALL = ("paper-ablation", "paper-v1", "paper-v2")
+_V2 = ("paper-v2",)
+
+RECIPE: tuple[RecipeRow, ...] = (
+    RecipeRow(("paper-ablation",), "epochs", 100, PAPER, "", "Table 6 ablations: 100 epochs"),
+    RecipeRow(("paper-v1",), "epochs", 300, V3_V1, "49", "max_epochs: 300"),
+    RecipeRow(_V2, "epochs", 300, V3_V2, "65", "max_epochs: 300"),
+    RecipeRow(("paper-ablation",), "batch", 192, PAPER, "", "Table 6: batch 192 (the config's 32/GPU, line 11, "
+              "is per GPU)"),
+    RecipeRow(("paper-v1",), "batch", 384, PAPER, "", "v3-S/XS/XXS: batch 384 (config line 11: 32 per GPU)"),
+    RecipeRow(_V2, "batch", 1020, PAPER, "", "v2-based v3: batch 1020 (config line 14: 80 per GPU)"),
+    RecipeRow(_V1, "resolution", 256, V3_V1, "26-27", "vbs crop_size_width/height: 256 (base size, eval size)"),
+    RecipeRow(_V2, "resolution", 256, V3_V2, "48-49", "bs crop_size_width/height: 256"),
+    RecipeRow(_V1, "multiscale", "160,192,256,288,320", V3_V1, "24-33",
+              "variable_batch_sampler, 5 scales 160-320, multiples of 32: with the base 256 they round to these 5, "
+              "and batch_at scales the batch as cvnets-sampler does"),
+    RecipeRow(_V2, "multiscale", "", V3_V2, "46", "batch_sampler: one size"),
+    RecipeRow(_V1, "lr", 2e-3, V3_V1, "53", "cosine max_lr"),
+    RecipeRow(_V2, "lr", 2e-3, V3_V2, "69", "cosine max_lr"),
+    RecipeRow(_V1, "min_lr", 2e-4, V3_V1, "54", "cosine min_lr"),
+    RecipeRow(_V2, "min_lr", 2e-4, V3_V2, "70", "cosine min_lr"),
+    RecipeRow(_V1, "warmup_iters", 3000, V3_V1, "50", "warmup_iterations (cvnets' own v1 config says 20000)"),
+    RecipeRow(_V2, "warmup_iters", 20000, V3_V2, "66", "warmup_iterations"),
+    RecipeRow(_ALL, "warmup_epochs", 0.0, WORKBENCH, "", "0 = warmup_iters counts"),
+    RecipeRow(_V1, "warmup_init_lr", 2e-4, V3_V1, "51", "warmup_init_lr"),
+    RecipeRow(_V2, "warmup_init_lr", 1e-6, V3_V2, "67", "warmup_init_lr"),
+    RecipeRow(_V1, "weight_decay", 0.01, V3_V1, "41", "adamw weight_decay"),
+    RecipeRow(_V2, "weight_decay", 0.05, V3_V2, "57", "adamw weight_decay"),
+    RecipeRow(_V1, "no_decay_bn_filter_bias", False, V3_V1, "42", "norms and biases are decayed too"),
+    RecipeRow(_V2, "no_decay_bn_filter_bias", True, V3_V2, "58", "norms and biases are not decayed"),
+    RecipeRow(_V1, "label_smoothing", 0.1, V3_V1, "37-38", "label_smoothing_factor"),
+    RecipeRow(_V2, "label_smoothing", 0.1, V3_V2, "54", "label_smoothing"),
+    RecipeRow(_V1, "clip_grad", 0.0, V3_V1, "1-5", "no grad_clip in common:"),
+    RecipeRow(_V2, "clip_grad", 10.0, V3_V2, "8", "grad_clip"),
+    RecipeRow(_V1, "ema_momentum", 0.0005, V3_V1, "79-81", "ema momentum"),
+    RecipeRow(_V2, "ema_momentum", 0.0005, V3_V2, "90-92", "ema momentum"),
+    RecipeRow(_ALL, "ema_warmup", False, WORKBENCH, "", "cvnets' EMA has no warm-up; smoke and short keep one, "
+              "which short runs on small data need"),
+    RecipeRow(_ALL, "crop_scale", 0.08, V3_V1, "18-20", "random_resized_crop with cvnets' default scale (0.08, 1)"),
+    RecipeRow(_ALL, "flip", True, V3_V1, "21-22", "random_horizontal_flip"),
+    RecipeRow(_V1, "interpolation", "bilinear", V3_V1, "20", "random_resized_crop interpolation"),
+    RecipeRow(_V2, "interpolation", "bicubic", V3_V2, "24, 41", "crop and resize interpolation"),
+    RecipeRow(_V1, "rand_augment", False, V3_V1, "17-22", "not in image_augmentation"),
+    RecipeRow(_V2, "rand_augment", True, V3_V2, "27-28", "rand_augment (torchvision v2 RandAugment)"),
+    RecipeRow(_V1, "random_erase", 0.0, V3_V1, "17-22", "not in image_augmentation"),
+    RecipeRow(_V2, "random_erase", 0.25, V3_V2, "29-31", "random_erase p (torchvision v2 RandomErasing)"),
+    RecipeRow(_V1, "mixup_alpha", 0.0, V3_V1, "17-22", "not in image_augmentation"),
+    RecipeRow(_V2, "mixup_alpha", 0.2, V3_V2, "32-34", "mixup alpha (torchvision v2 MixUp)"),
+    RecipeRow(_V1, "cutmix_alpha", 0.0, V3_V1, "17-22", "not in image_augmentation"),
+    RecipeRow(_V2, "cutmix_alpha", 1.0, V3_V2, "35-37", "cutmix alpha (torchvision v2 CutMix)"),
+    RecipeRow(_V1, "dropout", 0.1, V3_V1, "63", "mit dropout (ffn_dropout and attn_dropout 0, lines 61-62); the "
+              "classifier_dropout 0.1 (line 58) is the v1/v3 presets' head.dropout"),
+    RecipeRow(_V2, "dropout", 0.0, V3_V2, "74-76", "mitv3 sets no dropout (cvnets' default 0); nor classifier "
+              "dropout: the v2 presets' head.dropout is 0"),
+    RecipeRow(_V1, "init", "cvnets", V3_V1, "76-78", "conv_init kaiming_normal, linear_init trunc_normal std 0.02"),
+    RecipeRow(_V2, "init", "cvnets", V3_V2, "86-89", "conv_init kaiming_normal, linear_init trunc_normal std 0.02"),
+    RecipeRow(_V1, "eval_resize", 288, CVNETS_V1, "24-30", "resize shorter side 288, center_crop 256 (the v3 "
+              "config states none, so cvnets' v1 config holds)"),
+    RecipeRow(_V2, "eval_resize", 288, V3_V2, "38-44", "resize shorter side 288, center_crop 256"),
+    RecipeRow(_V1, "precision", "auto", V3_V1, "5", "mixed_precision: true (bf16 autocast on CUDA here)"),
+    RecipeRow(_V2, "precision", "auto", V3_V2, "5", "mixed_precision: true (bf16 autocast on CUDA here)"),
+    RecipeRow(_V1, "channels_last", True, WORKBENCH, "", "a memory layout; the v2 config also sets it (seed-v2: 6)"),
+    RecipeRow(_V2, "channels_last", True, V3_V2, "6", "channels_last: true"),
+    RecipeRow(_ALL, "compile", False, WORKBENCH, "", "torch.compile, off by default"),
+    RecipeRow(_ALL, "data_path", "auto", WORKBENCH, "", "auto streams image folders too large to decode into "
+              "memory, and always streams when per-image augmentation (RandAugment, erasing) is on"),
+    RecipeRow(_ALL, "resident", "auto", WORKBENCH, "", "where the memory path keeps its uint8 set"),
+    RecipeRow(_V1, "workers", 6, V3_V1, "14", "dataset workers"),
+    RecipeRow(_V2, "workers", 6, V3_V2, "17", "dataset workers"),
+    RecipeRow(_ALL, "eval_batch", 256, WORKBENCH, "", "evaluation batch: changes no result"),
+)
+
+
+def _recipe(name: str) -> Schedule:
+    return Schedule(name=name, **{r.field: r.value for r in RECIPE if name in r.schedules})
+
 
 SCHEDULES: dict[str, Schedule] = {
-    # Minutes on 2 CPU cores: 32 px, few epochs, a fast EMA so the averaged weights keep up with a short run.
+    # Minutes on 2 CPU cores: 32 px, few epochs, a fast EMA with a warm-up so the averaged weights keep up with
+    # a short run on small data (the paper's EMA, 0.0005 without warm-up, would still be near the init).
     "smoke": Schedule(name="smoke", epochs=10, batch=64, resolution=32, lr=3e-3, min_lr=1e-4, warmup_epochs=1.0,
                       warmup_init_lr=1e-4, weight_decay=0.05, label_smoothing=0.1, clip_grad=5.0,
                       ema_momentum=0.02, crop_scale=0.35, eval_batch=500),
-    # A GPU proxy for ranking architectures: the v1 recipe's shape at a fraction of the length and size.
+    # A GPU proxy for ranking architectures: the v1 recipe's shape at a fraction of the length and size, with the
+    # EMA warm-up and an epoch-long lr warm-up, which a 30-epoch run on a small set needs.
     "short": Schedule(name="short", epochs=30, batch=256, resolution=128, multiscale="96,128,160", lr=2e-3,
                       min_lr=2e-4, warmup_epochs=1.0, warmup_init_lr=2e-4, weight_decay=0.01, clip_grad=10.0,
                       ema_momentum=0.002, crop_scale=0.25),
-    # Table 6: 100 epochs at batch 192 with the v1 recipe.
-    "paper-ablation": Schedule(name="paper-ablation", epochs=100, **_V1_RECIPE),
-    # Tables 2/7: the v1-based models, 300 epochs (the paper's v3-S/XS/XXS used batch 384).
-    "paper-v1": Schedule(name="paper-v1", epochs=300, **{**_V1_RECIPE, "batch": 384}),
-    # The v2 recipe (section 4.1.1): 1e-6 -> 2e-3 over 20k steps, cosine to 2e-4, weight decay 0.05, 256 px,
-    # batch 1020. The paper adds RandAugment, random erase, mixup and cutmix; this workbench does not.
-    "paper-v2": Schedule(name="paper-v2", epochs=300, batch=1020, resolution=256, multiscale="", lr=2e-3,
-                         min_lr=2e-4, warmup_iters=20000, warmup_init_lr=1e-6, weight_decay=0.05,
-                         label_smoothing=0.1, ema_momentum=0.0005, ema_warmup=False, crop_scale=0.08),
+    # Table 6 (v1-based recipe, 100 epochs), Tables 2/7 (v1-based, 300 epochs), the v2-based recipe: every field
+    # from RECIPE, each traced to its source (README "The paper's recipes").
+    "paper-ablation": _recipe("paper-ablation"),
+    "paper-v1": _recipe("paper-v1"),
+    "paper-v2": _recipe("paper-v2"),
 }
+
+
+def recipe_markdown() -> str:
+    """RECIPE as the README's table: one row per field, the three paper schedules side by side."""
+    names = ("paper-ablation", "paper-v1", "paper-v2")
+    by_field: dict[str, dict[str, RecipeRow]] = {}
+    for r in RECIPE:
+        for n in r.schedules:
+            by_field.setdefault(r.field, {})[n] = r
+    lines = ["| field | " + " | ".join(names) + " | source (file: lines) | note |",
+             "|---|---|---|---|---|---|"]
+    for fld, rows in by_field.items():
+        values = " | ".join(f"`{rows[n].value!r}`" if n in rows else "-" for n in names)
+        seen: list[str] = []
+        notes: list[str] = []
+        for n in names:
+            r = rows.get(n)
+            if r is None:
+                continue
+            src = f"{r.source}: {r.lines}" if r.lines else r.source
+            if src not in seen:
+                seen.append(src)
+            if r.note and r.note not in notes:
+                notes.append(r.note)
+        lines.append(f"| {fld} | {values} | {'; '.join(seen)} | {'; '.join(notes)} |")
+    lines += ["", "Sources: " + "; ".join(f"`{k}` = {v}" for k, v in SOURCES.items()) + "."]
+    return "\n".join(lines)
 
 
 def schedule_fields() -> list[str]:
@@ -129,6 +269,12 @@ def validate_schedule(s: Schedule) -> Schedule:
     need(0 <= s.ema_momentum <= 1, "ema_momentum", "must be in [0, 1] (0 = no EMA)")
     need(0 < s.crop_scale <= 1, "crop_scale", "must be in (0, 1] (1 = no crop)")
     need(s.workers >= 0, "workers", "must be >= 0")
+    need(0 <= s.random_erase <= 1, "random_erase", "must be a probability in [0, 1]")
+    need(s.mixup_alpha >= 0, "mixup_alpha", "must be >= 0 (0 = off)")
+    need(s.cutmix_alpha >= 0, "cutmix_alpha", "must be >= 0 (0 = off)")
+    need(0 <= s.dropout < 1, "dropout", "must be in [0, 1)")
+    need(s.eval_resize == 0 or s.eval_resize >= s.resolution, "eval_resize",
+         f"must be 0 (centre square) or >= resolution={s.resolution}")
     need(s.eval_batch >= 1, "eval_batch", "must be >= 1")
     return s
 

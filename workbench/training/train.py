@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workbench.arch.model import MobileViT, count_params
+from workbench.arch.model import MobileViT, count_params, init_weights
 from workbench.arch.resolve import check_resolution, resolve_spec
 from workbench.arch.spec import ModelSpec
 from workbench.errors import WorkbenchError
@@ -34,6 +34,7 @@ from workbench.training.batches import (
     choose_source,
     epoch_seed,
     eval_transform,
+    normalise_uint8,
     plan_epoch,
     train_transform,
 )
@@ -50,9 +51,10 @@ from workbench.training.checkpoint import (
     write_json,
     write_jsonl,
 )
-from workbench.training.data import DEFAULT_DATASET, Dataset, load_dataset
+from workbench.training.data import DEFAULT_DATASET, Dataset, load_dataset, parse_dataset_name
 from workbench.training.ema import EMA
 from workbench.training.schedules import Schedule, get_schedule, lr_at
+from workbench.training.stream import FolderBatches, ImageFolderSet, choose_data_path, index_imagefolder
 
 CHECKPOINT_FORMAT = 1
 
@@ -133,17 +135,47 @@ def autocast_for(device: torch.device, precision: str):
 
 
 # --- model and optimizer ---------------------------------------------------------------------------
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay conv and linear weights; not norm scales or biases (decaying those only hurts small models)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def param_groups(model: torch.nn.Module, weight_decay: float, no_decay_bn_filter_bias: bool = True) -> list[dict]:
+    """Decay conv and linear weights; norm scales and biases too unless `no_decay_bn_filter_bias` (cvnets'
+    option of that name: the v1/v3 configs decay everything, the v2 configs skip the 1-d parameters)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not no_decay_bn_filter_bias:
+        return [{"params": params, "weight_decay": weight_decay}]
+    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
 def check_sizes(spec: ModelSpec, schedule: Schedule) -> None:
     """Every training size and the evaluation size must be one the model can take."""
     for size in sorted(set(schedule.train_sizes()) | {schedule.resolution}):
         check_resolution(spec, size)
+
+
+def batch_mixer(schedule: Schedule, num_classes: int):
+    """torchvision v2 MixUp / CutMix on a normalised device batch (one of the two per batch when both are on);
+    None when the schedule uses neither. Labels come back as mixed class probabilities."""
+    if schedule.mixup_alpha <= 0 and schedule.cutmix_alpha <= 0:
+        return None
+    from torchvision.transforms import v2
+
+    mixers = []
+    if schedule.mixup_alpha > 0:
+        mixers.append(v2.MixUp(alpha=schedule.mixup_alpha, num_classes=num_classes))
+    if schedule.cutmix_alpha > 0:
+        mixers.append(v2.CutMix(alpha=schedule.cutmix_alpha, num_classes=num_classes))
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
+
+
+def load_for_path(name: str, data_dir: str | None, schedule: Schedule, device: torch.device,
+                  progress: bool) -> tuple[Dataset | ImageFolderSet, str]:
+    """Pick the data path, then load: decode into memory, or index the folder for streaming. Returns the data
+    and the one line the trainer prints: which path, why, and what was found (skipped files counted)."""
+    path, why = choose_data_path(name, schedule, device)
+    if path == "stream":
+        ds: Dataset | ImageFolderSet = index_imagefolder(parse_dataset_name(name).path)
+    else:
+        ds = load_dataset(name, data_dir, resolution=max(schedule.train_sizes() + (schedule.resolution,)))
+    return ds, f"data path: {path} ({why}); {ds.describe()}"
 
 
 # --- evaluation ------------------------------------------------------------------------------------
@@ -155,8 +187,12 @@ def evaluate(model: torch.nn.Module, source, schedule: Schedule, device: torch.d
     correct5 = torch.zeros((), dtype=torch.long, device=device)
     n = 0
     for x, y in source.test(schedule.eval_batch):
+        if not source.augmented:
+            x = eval_transform(x, schedule.resolution, schedule.eval_resize)
+        elif not source.normalised:
+            x = normalise_uint8(x)
         with autocast_for(device, schedule.precision):
-            logits = model(eval_transform(x, schedule.resolution))
+            logits = model(x)
         k = min(5, logits.shape[1])
         top = logits.float().topk(k, dim=1).indices
         hit = top == y[:, None]
@@ -181,7 +217,7 @@ def check_out_dir(out_dir: Path | None, resume: bool) -> Path | None:
     return out_dir
 
 
-def _config(spec: ModelSpec, schedule: Schedule, ds: Dataset, seed: int) -> dict:
+def _config(spec: ModelSpec, schedule: Schedule, ds: Dataset | ImageFolderSet, seed: int) -> dict:
     return {"spec": spec.to_dict(), "schedule": schedule.to_dict(), "dataset": ds.name,
             "train_images": int(len(ds.train_y)), "test_images": int(len(ds.test_y)),
             "classes": ds.classes, "seed": seed}
@@ -206,21 +242,23 @@ class Diverged(Exception):
 class _Loop:
     """The state one run carries from step to step; split out so each phase reads as one small method."""
 
-    def __init__(self, spec: ModelSpec, schedule: Schedule, ds: Dataset, device: torch.device, seed: int,
-                 progress: bool):
+    def __init__(self, spec: ModelSpec, schedule: Schedule, ds: Dataset | ImageFolderSet, device: torch.device,
+                 seed: int, progress: bool):
         self.spec, self.schedule, self.ds, self.device, self.seed = spec, schedule, ds, device, seed
         self.progress = progress
         seed_everything(seed)
-        self.model = MobileViT(spec).to(device)
+        self.model = init_weights(MobileViT(spec, dropout=schedule.dropout), schedule.init).to(device)
         if schedule.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.step_model = torch.compile(self.model) if schedule.compile else self.model
         # fused AdamW is one kernel per step on CUDA; on CPU the foreach path is the fast one.
         fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
-        self.opt = torch.optim.AdamW(param_groups(self.model, schedule.weight_decay), lr=schedule.warmup_init_lr,
-                                     **fused)
+        self.opt = torch.optim.AdamW(param_groups(self.model, schedule.weight_decay, schedule.no_decay_bn_filter_bias),
+                                     lr=schedule.warmup_init_lr, **fused)
         self.ema = EMA(self.model, schedule.ema_momentum, schedule.ema_warmup) if schedule.ema_momentum > 0 else None
-        self.source = choose_source(ds, device, schedule)
+        self.source = (FolderBatches(ds, device, schedule, seed) if isinstance(ds, ImageFolderSet)
+                       else choose_source(ds, device, schedule))
+        self.mix = batch_mixer(schedule, ds.num_classes)
         self.warmup = schedule.warmup_steps(len(plan_epoch(len(ds.train_y), schedule, seed, 0).steps))
         self.step = 0
         self.epoch = 0
@@ -271,11 +309,16 @@ class _Loop:
         t0 = time.perf_counter()
         data_s = 0.0
         steps = len(plan.steps)
-        batches = self.source.train(plan)
+        batches = self.source.train(plan, self.epoch)
         for i in range(steps):
             t_data = time.perf_counter()
             x, y, size = next(batches)
-            x = train_transform(x, size, s.crop_scale, s.flip, gen)
+            if self.source.augmented:
+                x = x if self.source.normalised else normalise_uint8(x)
+            else:
+                x = train_transform(x, size, s.crop_scale, s.flip, gen, s.interpolation)
+            if self.mix is not None:
+                x, y = self.mix(x, y)
             data_s += time.perf_counter() - t_data
             lr = self.set_lr((self.epoch + i / steps) / s.epochs)
             with autocast_for(dev, s.precision):
@@ -296,7 +339,7 @@ class _Loop:
             if self.ema:
                 self.ema.update(self.step)
             self.step += 1
-            bar.update(len(y))
+            bar.update(len(x))
         sync(dev)
         seconds = time.perf_counter() - t0
         bar.close()
@@ -352,6 +395,11 @@ def format_run(result: RunResult, model_name: str) -> str:
     return "\n".join(out)
 
 
+def _drop_if_empty(out: Path | None, created: bool) -> None:
+    if out is not None and created and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+
+
 def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET, schedule: str | Schedule = "smoke", *,
                 overrides: dict[str, str] | None = None, seed: int = 0, device: str = "auto",
                 out_dir: str | Path | None = None, resume: bool = False, data_dir: str | None = None,
@@ -371,8 +419,10 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise WorkbenchError(f"seed {seed!r}: expected an integer >= 0")
     out = check_out_dir(Path(out_dir).expanduser() if out_dir is not None else None, resume)
-    ds = dataset if isinstance(dataset, Dataset) else load_dataset(
-        dataset, data_dir, resolution=max(sched.train_sizes() + (sched.resolution,)))
+    if isinstance(dataset, (Dataset, ImageFolderSet)):
+        ds, path_line = dataset, ""
+    else:
+        ds, path_line = load_for_path(dataset, data_dir, sched, dev, progress)
     if len(ds.train_y) < 2:
         raise WorkbenchError(f"{ds.name}: need at least 2 training images, found {len(ds.train_y)}")
     spec = spec.with_overrides({"num_classes": ds.num_classes})
@@ -385,9 +435,12 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
         if why:
             raise WorkbenchError(f"cannot resume {out}: the run differs ({why})")
 
+    if path_line:  # printed once everything is checked, so a bad input stays a one-line error
+        print(path_line, file=sys.stderr)
     loop = _Loop(spec, sched, ds, dev, int(seed), progress)
     if ck:
         loop.load(ck["state"])
+    created = out is not None and not out.exists()
     if out:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -407,8 +460,15 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
         except Diverged as e:
             status, message = "diverged", str(e)
             break
+        except WorkbenchError:  # bad data met mid-epoch (an unreadable image): a fresh run folder goes again
+            _drop_if_empty(out, created)
+            raise
         t_eval = time.perf_counter()
-        top1, top5 = evaluate(loop.eval_model, loop.source, sched, dev)
+        try:
+            top1, top5 = evaluate(loop.eval_model, loop.source, sched, dev)
+        except WorkbenchError:
+            _drop_if_empty(out, created)
+            raise
         loop.epoch += 1
         row = {"epoch": loop.epoch, "top1": top1, "top5": top5, **metrics,
                "eval_s": time.perf_counter() - t_eval, "wall_s": wall(), "peak_mem_mb": peak_memory_mb(dev)}

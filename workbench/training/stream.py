@@ -1,0 +1,429 @@
+"""The streamed image-folder path: each step's files are read and decoded by DataLoader workers.
+
+Nothing grows with the folder but its index (paths as one fixed-width bytes array, labels as int64, so forked
+workers share them without copy-on-access), and what is in flight is bounded: workers x prefetch_factor
+batches. Each image is decoded in full (torchvision.io, libjpeg-turbo; PIL for formats torchvision does not
+read), then torchvision.transforms.v2 does the random resized crop from the whole image, the flip and, when
+the schedule asks, RandAugment and random erasing; batches leave the workers as uint8 NCHW at the step's size
+(cvnets' variable batch sampler: `batches.plan_epoch`), go through pinned memory to the device, and are
+normalised there. Evaluation resizes the shorter side to `eval_resize` and takes the `resolution` centre crop.
+
+Each image's random draws come from a generator seeded by (run seed, epoch, position in the epoch), so a
+resumed run replays the same crops whatever the number of workers.
+
+A file that cannot be decoded stops the run with one line naming it (torchvision's ImageFolder would raise
+too); files without an image suffix are skipped and counted, as ImageFolder skips them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workbench.errors import WorkbenchError, first_line
+from workbench.training.batches import MEAN, STD, EpochPlan, epoch_seed
+from workbench.training.data import IMAGE_SUFFIXES
+from workbench.training.schedules import Schedule
+
+_TORCHVISION_DECODES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
+WORKER_TIMEOUT_S = 300  # a worker silent this long is an error, never a hang
+
+
+# --- the index -------------------------------------------------------------------------------------
+@dataclass
+class FolderSplit:
+    files: np.ndarray  # fixed-width bytes: one allocation, no per-path Python objects for workers to touch
+    labels: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class ImageFolderSet:
+    """An image folder listed, not decoded: the same names as `Dataset` where training needs them."""
+
+    name: str
+    root: Path
+    train: FolderSplit
+    test: FolderSplit
+    classes: list[str]
+    skipped: dict[str, int] = field(default_factory=dict)  # split -> files without an image suffix
+
+    @property
+    def train_y(self) -> np.ndarray:
+        return self.train.labels
+
+    @property
+    def test_y(self) -> np.ndarray:
+        return self.test.labels
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def describe(self) -> str:
+        skipped = sum(self.skipped.values())
+        extra = f", {skipped} non-image file(s) skipped" if skipped else ""
+        return (f"{self.name}: {len(self.train):,} train / {len(self.test):,} val image files, "
+                f"{self.num_classes} classes{extra}")
+
+
+def _list_split(root: Path, split: str, classes: list[str] | None) -> tuple[list[str], list[str], list[str], int]:
+    folder = root / split
+    if not folder.is_dir():
+        raise WorkbenchError(f"imagefolder:{root}: missing {split}/ (expected {split}/CLASS/IMAGE files)")
+    found = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    if classes is not None:
+        unknown = sorted(set(found) - set(classes))
+        if unknown:
+            raise WorkbenchError(f"imagefolder:{root}: {split}/ has classes missing from train/: "
+                                 f"{', '.join(unknown[:5])}")
+    files: list[str] = []
+    labels: list[str] = []
+    skipped = 0
+    for c in found:
+        n = 0
+        for e in sorted(os.scandir(folder / c), key=lambda e: e.name):
+            if not e.is_file() or e.name.startswith("."):
+                continue
+            if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES:
+                files.append(e.path)
+                labels.append(c)
+                n += 1
+            else:
+                skipped += 1
+        if n == 0 and split == "train":
+            # torchvision's ImageFolder refuses a class with no image as well: its label would never be seen.
+            raise WorkbenchError(f"imagefolder:{root}: class folder {folder / c} holds no image "
+                                 f"(suffixes {', '.join(IMAGE_SUFFIXES)})")
+    if not files:
+        raise WorkbenchError(f"imagefolder:{root}: no images under {split}/CLASS/ "
+                             f"(suffixes {', '.join(IMAGE_SUFFIXES)})")
+    return files, labels, found, skipped
+
+
+def index_imagefolder(spec: str) -> ImageFolderSet:
+    """List PATH/train/CLASS/* and PATH/val/CLASS/*; read no image."""
+    root = Path(spec).expanduser()
+    if not root.is_dir():
+        raise WorkbenchError(f"imagefolder:{spec}: no such folder")
+    tr_files, tr_labels, classes, tr_skipped = _list_split(root, "train", None)
+    va_files, va_labels, _, va_skipped = _list_split(root, "val", classes)
+    if len(classes) < 2:
+        raise WorkbenchError(f"imagefolder:{spec}: need at least 2 classes, found {len(classes)}")
+    index = {c: i for i, c in enumerate(classes)}
+
+    def split(files: list[str], labels: list[str]) -> FolderSplit:
+        return FolderSplit(np.array([os.fsencode(f) for f in files]), np.array([index[c] for c in labels],
+                                                                                dtype=np.int64))
+
+    return ImageFolderSet(f"imagefolder:{spec}", root, split(tr_files, tr_labels), split(va_files, va_labels),
+                          classes, {"train": tr_skipped, "val": va_skipped})
+
+
+# --- decoding --------------------------------------------------------------------------------------
+class UnreadableImage(Exception):
+    """A file that cannot be decoded; carried out of the worker as data, raised as one line in the main process."""
+
+
+# torchvision 0.29 marks torchvision.io's decoders deprecated in favour of TorchCodec (not installed here); they
+# still decode, libjpeg-turbo underneath. Said once here rather than once per worker.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
+
+
+def read_image(path: str) -> torch.Tensor:
+    """The file as RGB uint8 CHW, whatever its mode (grey, CMYK, palette, alpha are converted as PIL would)."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        if path.lower().endswith(_TORCHVISION_DECODES):
+            with open(path, "rb") as f:
+                data = f.read()
+            if not data:
+                raise UnreadableImage("empty file")
+            return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
+    except UnreadableImage:
+        raise
+    except Exception as e:  # noqa: BLE001 - any decoder failure is the file's fault; name it, one line
+        raise UnreadableImage(f"{type(e).__name__}: {first_line(e)}") from None
+
+
+def _interp(name: str):
+    from torchvision.transforms import InterpolationMode
+
+    return InterpolationMode.BICUBIC if name == "bicubic" else InterpolationMode.BILINEAR
+
+
+def train_transforms(schedule: Schedule, size: int):
+    """torchvision v2 per-image augmentation on uint8 CHW, in the recipe's order (cvnets: crop, flip,
+    RandAugment, then random erasing on the tensor)."""
+    from torchvision.transforms import v2
+
+    steps = [v2.RandomResizedCrop(size, scale=(schedule.crop_scale, 1.0), interpolation=_interp(schedule.interpolation),
+                                  antialias=True)]
+    if schedule.flip:
+        steps.append(v2.RandomHorizontalFlip())
+    if schedule.rand_augment:
+        # RandAugment's rotations and shears take nearest or bilinear on tensors; bicubic is for the crop/resize.
+        steps.append(v2.RandAugment(interpolation=_interp("bilinear")))
+    if schedule.random_erase > 0:
+        steps.append(v2.RandomErasing(p=schedule.random_erase, value=0))
+    return v2.Compose(steps)
+
+
+def eval_transforms(schedule: Schedule):
+    """Shorter side to eval_resize, then the centre `resolution` crop; eval_resize=0: centre square, resized."""
+    from torchvision.transforms import v2
+
+    interp = _interp(schedule.interpolation)
+    if schedule.eval_resize:
+        return v2.Compose([v2.Resize(schedule.eval_resize, interpolation=interp, antialias=True),
+                           v2.CenterCrop(schedule.resolution)])
+
+    def square(img: torch.Tensor) -> torch.Tensor:
+        s = min(img.shape[-2:])
+        return v2.functional.resize(v2.functional.center_crop(img, [s, s]), [schedule.resolution] * 2,
+                                    interpolation=interp, antialias=True)
+
+    return square
+
+
+class _Items(torch.utils.data.Dataset):
+    """Item (i, size, seed): file i decoded and augmented for a `size` batch with its own random draws;
+    item (i, 0, 0): file i with the evaluation transform."""
+
+    def __init__(self, split: FolderSplit, schedule: Schedule):
+        self.split, self.schedule = split, schedule
+        self._train: dict[int, object] = {}
+        self._eval = None
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, item: tuple[int, int, int]):
+        i, size, seed = item
+        path = os.fsdecode(self.split.files[i])
+        try:
+            img = read_image(path)
+        except UnreadableImage as e:
+            return None, path, str(e)
+        if size:
+            if size not in self._train:
+                self._train[size] = train_transforms(self.schedule, size)
+            if torch.utils.data.get_worker_info() is not None:  # a worker's own generator: reseed it freely
+                torch.default_generator.manual_seed(seed)
+                img = self._train[size](img)
+            else:  # in the main process the run's generator must stay untouched
+                with torch.random.fork_rng(devices=[]):
+                    torch.default_generator.manual_seed(seed)  # torch.manual_seed would queue CUDA/XPU seeds too
+                    img = self._train[size](img)
+        else:
+            if self._eval is None:
+                self._eval = eval_transforms(self.schedule)
+            img = self._eval(img)
+        return img, int(self.split.labels[i]), ""
+
+
+_SCALE = torch.tensor([1 / (255 * s) for s in STD]).view(1, 3, 1, 1)
+_SHIFT = torch.tensor([-m / s for m, s in zip(MEAN, STD)]).view(1, 3, 1, 1)
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, stride: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised tensor, in shared memory when made in a DataLoader worker."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty_strided(shape, stride, dtype=dtype)
+    numel = 1
+    for d in shape:
+        numel *= d
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel, device="cpu")
+    return torch.empty(0, dtype=dtype).set_(storage._untyped_storage, 0, shape, stride)
+
+
+class _Collate:
+    """Stack a batch; on a CPU run also normalise it here, in the worker, where it runs in parallel (for a GPU
+    the uint8 batch crosses the bus at a quarter of the bytes and the device normalises it for free)."""
+
+    def __init__(self, normalise: bool):
+        self.normalise = normalise
+
+    def __call__(self, items: list) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, str]:
+        for img, path, why in items:
+            if img is None:
+                return None, f"unreadable image {path}: {why}"
+        imgs = [img for img, _, _ in items]
+        n, (c, h, w) = len(imgs), imgs[0].shape
+        labels = torch.tensor([y for _, y, _ in items], dtype=torch.int64)
+        if not self.normalise:
+            return torch.stack(imgs, out=_empty((n, c, h, w), torch.uint8, (c * h * w, h * w, w, 1))), labels
+        # Written straight into shared memory, channels_last, as torch's default_collate does for its batches:
+        # a worker's batch then reaches the main process without another copy.
+        out = _empty((n, c, h, w), torch.float32, (c * h * w, 1, w * c, c))
+        for i, img in enumerate(imgs):
+            out[i].copy_(img)
+        return out.mul_(_SCALE).add_(_SHIFT), labels
+
+
+class _PlanSampler(torch.utils.data.Sampler):
+    """cvnets' variable batch sampler over an epoch plan: each batch holds (index, size, per-image seed)."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.plan, self.base = EpochPlan(np.zeros(0, dtype=np.int64), []), 0
+
+    def set_epoch(self, plan: EpochPlan, epoch: int) -> None:
+        """The next iteration walks this plan (the loader's persistent workers stay up between epochs)."""
+        self.plan, self.base = plan, epoch_seed(self.seed, epoch, 2)
+
+    def __len__(self) -> int:
+        return len(self.plan.steps)
+
+    def __iter__(self):
+        for size, start, stop in self.plan.steps:
+            yield [(int(self.plan.perm[j]), size, (self.base + j) % 2**63) for j in range(start, stop)]
+
+
+class _EvalSampler(torch.utils.data.Sampler):
+    def __init__(self, n: int, batch: int):
+        self.n, self.batch = n, batch
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch)
+
+    def __iter__(self):
+        for start in range(0, self.n, self.batch):
+            yield [(j, 0, 0) for j in range(start, min(self.n, start + self.batch))]
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _shm_free() -> int | None:
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _workers_shm_allows(schedule: Schedule, device: torch.device) -> int:
+    """Workers hand batches over in /dev/shm, (prefetch 2 + 1 being built) per worker; a container's default
+    64 MB would end the run with a bus error, so the worker count is capped to fit in half of what is free."""
+    free = _shm_free()
+    if free is None:
+        return schedule.workers
+    per_batch = schedule.batch * schedule.resolution ** 2 * 3 * (4 if device.type == "cpu" else 1)
+    fits = int(free // 2 // (3 * per_batch))
+    if fits < schedule.workers:
+        print(f"data path: {fits} worker(s), not {schedule.workers}: /dev/shm has {free / 2**20:.0f} MB free and "
+              f"each worker keeps up to 3 batches of {per_batch / 2**20:.0f} MB there", file=sys.stderr)
+    return max(0, fits)
+
+
+class FolderBatches:
+    """The streamed source: `train(plan)` yields (NCHW at the step's size, labels, size) on the device, already
+    cropped: uint8 for CUDA, normalised float on CPU (`normalised`); `test(batch)` yields evaluation batches.
+    `workers` is capped at the usable CPUs."""
+
+    resident = False
+    augmented = True  # batches arrive cropped and flipped: the trainer at most normalises them
+
+    def __init__(self, ds: ImageFolderSet, device: torch.device, schedule: Schedule, seed: int):
+        self.ds, self.device, self.schedule, self.seed = ds, device, schedule, seed
+        self.workers = min(schedule.workers, usable_cpus(), _workers_shm_allows(schedule, device))
+        self.normalised = device.type == "cpu"  # batches arrive normalised (float) rather than uint8
+        self._sampler = _PlanSampler(seed)
+        # Training workers persist across epochs (forking a dozen workers per epoch is seconds of stall);
+        # evaluation's are started per evaluation, so they hold no memory between.
+        self._train_loader = self._loader(ds.train, self._sampler, persistent=True)
+
+    def _loader(self, split: FolderSplit, sampler, persistent: bool = False):
+        w = self.workers
+        return torch.utils.data.DataLoader(
+            _Items(split, self.schedule), batch_sampler=sampler, collate_fn=_Collate(self.normalised), num_workers=w,
+            pin_memory=self.device.type == "cuda", prefetch_factor=2 if w else None,
+            timeout=WORKER_TIMEOUT_S if w else 0, persistent_workers=persistent and w > 0)
+
+    def _batches(self, loader):
+        for x, y in loader:
+            if x is None:
+                raise WorkbenchError(y)
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def train(self, plan: EpochPlan, epoch: int = 0):
+        sizes = iter([size for size, _, _ in plan.steps])
+        self._sampler.set_epoch(plan, epoch)
+        for x, y in self._batches(self._train_loader):
+            yield x, y, next(sizes)
+
+    def test(self, batch: int):
+        yield from self._batches(self._loader(self.ds.test, _EvalSampler(len(self.ds.test), batch)))
+
+
+def decoded_bytes(n_images: int, size: int) -> int:
+    """What the memory path would hold: every image as a size x size uint8 square."""
+    return n_images * size * size * 3
+
+
+MEMORY_LIMIT = 256 * 2**20  # an image folder decodes into memory when it takes at most this (and 1/4 of free RAM)
+
+
+def _available_ram() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2**62  # unknown: do not let it decide
+
+
+def choose_data_path(name: str, schedule: Schedule, device: torch.device) -> tuple[str, str]:
+    """("memory" | "stream", why): the one decision, in words the trainer prints."""
+    from workbench.training.data import parse_dataset_name
+
+    parsed = parse_dataset_name(name)
+    per_image = schedule.rand_augment or schedule.random_erase > 0
+    if parsed.kind != "imagefolder":
+        if schedule.data_path == "stream" or per_image:
+            what = ("rand_augment/random_erase (per-image augmentation)" if per_image and
+                    schedule.data_path != "stream" else "data_path=stream")
+            raise WorkbenchError(f"{what} needs an image folder (imagefolder:PATH) streamed from disk; {parsed} "
+                                 f"is an in-memory array set (set rand_augment=false random_erase=0, or use "
+                                 f"data_path=memory|auto)")
+        return "memory", f"{parsed} is an array set held in memory"
+    if schedule.data_path == "memory":
+        if per_image:
+            raise WorkbenchError("data_path=memory cannot apply rand_augment/random_erase (per-image augmentation "
+                                 "runs in the streamed path): use data_path=stream|auto, or turn them off")
+        return "memory", "forced by data_path=memory; training crops come from each image's centre square"
+    if schedule.data_path == "stream":
+        return "stream", "forced by data_path=stream"
+    if per_image:
+        return "stream", "per-image RandAugment/random erasing run in the streaming workers"
+    ds = index_imagefolder(parsed.path)
+    size = max(schedule.train_sizes() + (schedule.resolution,))
+    need = decoded_bytes(len(ds.train) + len(ds.test), size)
+    limit = min(MEMORY_LIMIT, _available_ram() // 4)
+    mb = f"{need / 2**20:,.0f} MB decoded at {size} px"
+    if need <= limit:
+        return "memory", (f"{mb}, within the {limit / 2**20:,.0f} MB in-memory limit; crops come from each image's "
+                          "centre square (data_path=stream crops from the full image)")
+    return "stream", (f"{mb}, over the {limit / 2**20:,.0f} MB in-memory limit: decoding per step keeps memory "
+                      "flat and crops from the full image (data_path=memory forces the other)")
