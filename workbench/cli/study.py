@@ -24,6 +24,7 @@ def register(sub) -> None:
     p.add_argument("--out", help="folder for the table as CSV and Markdown (default: workspace/results)")
     p.add_argument("--wide", action="store_true", help="every column, however wide the table gets")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_holm(p)
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("results", help="reprint a study's table from the store, without training")
@@ -33,7 +34,13 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per variant")
     p.add_argument("--wide", action="store_true", help="every column, however wide the table gets")
     p.add_argument("--out", help="also write the table as CSV and Markdown into this folder")
+    add_holm(p)
     p.set_defaults(func=cmd_results)
+
+
+def add_holm(p) -> None:
+    p.add_argument("--holm", action="store_true", help="judge each delta on its Holm-adjusted p-value over the "
+                   "table's variants (a family-wise 5%% level) instead of its own interval")
 
 
 def cmd_ablate(args) -> int:
@@ -41,7 +48,7 @@ def cmd_ablate(args) -> int:
     from workbench.study.ablate import RunOptions, run_study
     from workbench.study.files import load_study
     from workbench.study.items import RunConfig
-    from workbench.study.results import build_table, render_console, write_outputs
+    from workbench.study.results import build_table, power_sentence, render_console, write_outputs
     from workbench.study.store import workspace_dir
     from workbench.training.data import normalize_dataset
     from workbench.training.schedules import get_schedule
@@ -59,18 +66,21 @@ def cmd_ablate(args) -> int:
                        schedule_overrides=overrides)
     summary, store = run_study(study, config, RunOptions(**options.engine_options(args),
                                                          retry_failed=args.retry_failed))
-    table = build_table(store, study.name, config.dataset, config.schedule)
+    table = build_table(store, study.name, config.dataset, config.schedule, holm=args.holm)
     print(render_console(table, wide=args.wide))
     paths = write_outputs(table, Path(args.out) if args.out else workspace_dir() / "results")
     print(f"\n{summary.completed} trials run now, {summary.completed_before} already complete, {summary.failed} "
           f"failed, in {summary.wall_s:.0f} s; store {store.url}; table written to "
           f"{', '.join(str(p) for p in paths)}", file=sys.stderr)
+    sys.stderr.flush()
+    print("\n" + power_sentence(table, args.study))  # the run's last word: what it could and could not detect
     return 1 if table.failed else 0
 
 
 def cmd_results(args) -> int:
     from workbench.study.results import (
         build_table,
+        power_sentence,
         render_console,
         to_json,
         write_outputs,
@@ -81,13 +91,14 @@ def cmd_results(args) -> int:
     name = options.study_name(args.study)
     store = Store(args.storage, create=False)
     dataset = normalize_dataset(args.dataset) if args.dataset else None  # as ablate stores it: paths absolute
-    table = build_table(store, name, dataset, args.schedule)
+    table = build_table(store, name, dataset, args.schedule, holm=args.holm)
     if args.json:
         doc = to_json(table)
         print(json.dumps([{**row, "study": doc["study"], "dataset": doc["config"]["dataset"],
                            "schedule": doc["config"]["schedule"]} for row in doc["variants"]], indent=2))
     else:
         print(render_console(table, wide=args.wide))
+        print("\n" + power_sentence(table, args.study))
     if args.out:
         write_outputs(table, Path(args.out))
     return 0

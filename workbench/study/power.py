@@ -60,12 +60,29 @@ class Interval:
         return self.low > 0 or self.high < 0
 
 
-def satterthwaite_df(seed_var: float, k: int, test_var: float) -> float:
-    """df of sqrt(seed_var/k + test_var) when only seed_var is estimated (from k - 1 df)."""
+def satterthwaite_df(seed_var: float, k: int, test_var: float, seed_df: int | None = None) -> float:
+    """df of sqrt(seed_var/k + test_var) when only seed_var is estimated, from seed_df degrees of freedom
+    (k - 1 by default; more when the variance is pooled over a table's variants)."""
     seed_part = seed_var / k if k > 0 else 0.0
-    if seed_part <= 0 or k < 2:
+    dof = k - 1 if seed_df is None else seed_df
+    if seed_part <= 0 or dof < 1:
         return math.inf
-    return (seed_part + test_var) ** 2 / (seed_part ** 2 / (k - 1))
+    return (seed_part + test_var) ** 2 / (seed_part ** 2 / dof)
+
+
+def _nct_two_sided(crit: float, df: float, nc: float) -> float:
+    """P(|T| > crit) for T noncentral t. scipy's nct returns NaN in some corners (df = 1, large nc); there
+    the same probability is integrated over the chi-square of the variance estimate."""
+    p = float(st.nct.sf(crit, df, nc) + st.nct.cdf(-crit, df, nc))
+    if math.isfinite(p):
+        return p
+    from scipy import integrate
+
+    def given_variance(u: float) -> float:
+        scale = crit * math.sqrt(float(st.chi2.ppf(u, df)) / df)
+        return float(st.norm.sf(scale - nc) + st.norm.cdf(-scale - nc))
+
+    return float(integrate.quad(given_variance, 0.0, 1.0, limit=200)[0])
 
 
 def _t(df: float, q: float) -> float:
@@ -118,29 +135,35 @@ def accuracy_interval(values: list[float], n_test: int, confidence: float = 1 - 
     return (min(lo, mean), max(hi, mean))
 
 
-def power_of(delta: float, seed_var: float, k: int, test_var: float, alpha: float = ALPHA) -> float:
+def power_of(delta: float, seed_var: float, k: int, test_var: float, alpha: float = ALPHA,
+             seed_df: int | None = None) -> float:
     """Probability that a two-sided level-alpha test of k paired seeds finds a true `delta`."""
     se = math.sqrt((seed_var / k if k else 0.0) + test_var)
     if se == 0:
         return 1.0 if delta else 0.0
-    df = satterthwaite_df(seed_var, k, test_var)
+    df = satterthwaite_df(seed_var, k, test_var, seed_df)
     nc = abs(delta) / se
     if math.isinf(df):
         crit = float(st.norm.ppf(1 - alpha / 2))
         return float(st.norm.sf(crit - nc) + st.norm.cdf(-crit - nc))
     crit = float(st.t.ppf(1 - alpha / 2, df))
-    return float(st.nct.sf(crit, df, nc) + st.nct.cdf(-crit, df, nc))
+    return _nct_two_sided(crit, df, nc)
 
 
-def mde(seed_var: float, k: int, test_var: float, alpha: float = ALPHA, power: float = POWER) -> float:
+def mde(seed_var: float, k: int, test_var: float, alpha: float = ALPHA, power: float = POWER,
+        seed_df: int | None = None) -> float:
     """The smallest true delta (points) detected with probability `power` by k seeds at level alpha."""
     se = math.sqrt((seed_var / k if k else 0.0) + test_var)
     if se == 0:
         return 0.0
+
+    def short(d: float) -> float:
+        return power_of(d, seed_var, k, test_var, alpha, seed_df) - power
+
     hi = se
-    while power_of(hi, seed_var, k, test_var, alpha) < power:
+    while short(hi) < 0:
         hi *= 2
-    return float(optimize.brentq(lambda d: power_of(d, seed_var, k, test_var, alpha) - power, 0.0, hi, xtol=1e-6))
+    return float(optimize.brentq(short, 0.0, hi, xtol=1e-6))
 
 
 def seeds_needed(delta: float, seed_var: float, test_var: float, alpha: float = ALPHA, power: float = POWER,
