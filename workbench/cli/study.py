@@ -102,3 +102,59 @@ def cmd_results(args) -> int:
     if args.out:
         write_outputs(table, Path(args.out))
     return 0
+
+
+def register_fidelity(sub) -> None:
+    p = sub.add_parser("fidelity", help="how well a study's run ranks its variants as a reference does "
+                       "(Kendall tau, Spearman rho, top-k, sign agreement), beside ranking by params or MACs")
+    p.add_argument("--study", help="the study name (or its file) whose run is judged")
+    p.add_argument("--reference", default="published", help="published (the paper's top-1 of each variant) or "
+                   "STUDY[@SCHEDULE[/DATASET]]: another run in the store (default: published)")
+    options.add_store(p)
+    options.add_run_selector(p)
+    p.add_argument("--top-k", type=int, help="k of the top-k agreement (default: 3, or half the variants)")
+    p.add_argument("--ladder", nargs="?", const="ladder", metavar="FILE",
+                   help="run a ladder file's calibration study under each of its cheap settings and report each "
+                   "rung's cost and fidelity (default file: ladder)")
+    p.add_argument("--rungs", help="with --ladder: only these rungs (comma-separated names)")
+    p.add_argument("--out", help="with --ladder: write ladder.csv and ladder.png/.svg into this folder")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    options.add_ray(p)
+    p.set_defaults(func=cmd_fidelity)
+
+
+def cmd_fidelity(args) -> int:
+    from workbench.study.fidelity import fidelity_report, render
+
+    if args.ladder:
+        return cmd_ladder(args)
+    if not args.study:
+        from workbench.errors import WorkbenchError
+
+        raise WorkbenchError("fidelity: give --study NAME (or --ladder [FILE])")
+    from workbench.study.store import Store
+    from workbench.training.data import normalize_dataset
+
+    store = Store(args.storage, create=False)
+    dataset = normalize_dataset(args.dataset) if args.dataset else None
+    doc = fidelity_report(store, options.study_name(args.study), args.reference, dataset, args.schedule, args.top_k)
+    print(json.dumps(doc, indent=2) if args.json else render(doc))
+    return 0
+
+
+def cmd_ladder(args) -> int:
+    from workbench.study.ablate import RunOptions
+    from workbench.study.ladder import load_ladder, render_ladder, run_ladder, select_rungs, write_ladder
+
+    ladder = select_rungs(load_ladder(args.ladder), args.rungs)
+    options.check_engine_args(args)
+    rungs = run_ladder(ladder, RunOptions(**options.engine_options(args)), top_k=args.top_k)
+    doc = {"ladder": ladder.name, "study": ladder.study, "reference": ladder.reference, "rungs": rungs}
+    if args.out:
+        from workbench.dashboard.figure import ladder_figure
+
+        paths = write_ladder(doc, Path(args.out), ladder_figure)
+        print(f"ladder written to {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    print(json.dumps(doc, indent=2) if args.json else render_ladder(doc))
+    return 0

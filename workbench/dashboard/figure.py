@@ -110,3 +110,35 @@ def figure_bytes(fig, fmt: str) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=300 if fmt == "png" else None, bbox_inches="tight")
     return buf.getvalue()
+
+
+def ladder_figure(doc: dict) -> dict[str, bytes]:
+    """The proxy ladder's cost/fidelity curve: each rung's Kendall tau (with its bootstrap interval) against its
+    training cost, and the naive rankers' tau as dashed lines. {"png": ..., "svg": ...}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    rungs = [r for r in doc["rungs"] if "error" not in r["fidelity"]]
+    for r in rungs:
+        tau = r["fidelity"]["kendall_tau"]
+        cost = max(r["train_wall_s"], 1.0)
+        ax.errorbar([cost], [tau["value"]], yerr=[[tau["value"] - tau["ci"][0]], [tau["ci"][1] - tau["value"]]],
+                    fmt="o", capsize=3, color="tab:blue")
+        ax.annotate(r["rung"], (cost, tau["value"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    for key, label, style in (("by_params", "rank by params", "--"), ("by_macs", "rank by MACs", ":")):
+        values = {r["fidelity"][key]["kendall_tau"]["value"] for r in rungs if r["fidelity"].get(key)}
+        for v in values:
+            ax.axhline(v, linestyle=style, color="grey", linewidth=1, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("training cost on this machine (summed trial wall time, s)")
+    ax.set_ylabel(f"Kendall tau vs {doc['reference']}")
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_title(f"Proxy ladder {doc['ladder']} ({doc['study']})", fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="lower right")
+    out = {fmt: figure_bytes(fig, fmt) for fmt in ("png", "svg")}
+    plt.close(fig)
+    return out
