@@ -24,6 +24,7 @@ from workbench.dashboard.chart_data import (
 )
 from workbench.dashboard.readonly import ReadOnlyStore, StoreProblem, read_chart_data
 from workbench.errors import WorkbenchError, first_line
+from workbench.study.results import power_sentence
 from workbench.study.results import title as table_title
 from workbench.study.store import default_storage_url
 
@@ -145,6 +146,7 @@ def tables_section(data: ChartData) -> None:
     for (study, _), table in sorted(data.tables.items()):
         st.markdown(f"**{table_title(table)}**")
         st.dataframe(ablation_frame(table), hide_index=True)
+        st.caption(power_sentence(table, study))  # what this run could detect (the MDE column, in words)
         for f in table.failed:
             st.warning(f"failed: {f['variant']} seed {f['seed']} (trial {f['trial']}): {f['error']}")
 
