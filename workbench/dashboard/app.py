@@ -147,6 +147,10 @@ def tables_section(data: ChartData) -> None:
         st.markdown(f"**{table_title(table)}**")
         st.dataframe(ablation_frame(table), hide_index=True)
         st.caption(power_sentence(table, study))  # what this run could detect (the MDE column, in words)
+        if len(table.rows) > 1:
+            from workbench.dashboard.figure import ablation_figure
+
+            st.pyplot(ablation_figure(table), clear_figure=True)
         for f in table.failed:
             st.warning(f"failed: {f['variant']} seed {f['seed']} (trial {f['trial']}): {f['error']}")
 

@@ -142,3 +142,41 @@ def ladder_figure(doc: dict) -> dict[str, bytes]:
     out = {fmt: figure_bytes(fig, fmt) for fmt in ("png", "svg")}
     plt.close(fig)
     return out
+
+
+def ablation_figure(table):
+    """Each variant's delta against the baseline with its 95% interval (seed spread and test-set noise), the
+    paper's delta beside it on the same axis, variants labelled by what they change. Its own axis: the
+    deltas are a few points, which the top-1 axis of the bubble chart (spanning the paper's ImageNet figures
+    and a small set's near-100%) squeezes into one band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in table.rows if r["variant"] != table.baseline]
+    fig, ax = plt.subplots(figsize=(6.4, 0.55 * max(len(rows), 2) + 1.2), layout="constrained")
+    labels = []
+    for i, r in enumerate(rows):
+        y = len(rows) - 1 - i
+        label = r["label"] if r["label"] != r["variant"] else r["variant"]
+        labels.append((y, f"{r['variant']}: {label}" if label != r["variant"] else label))
+        if r["delta_mean"] is not None:
+            lo, hi = r["delta_ci"] or (r["delta_mean"], r["delta_mean"])
+            ax.errorbar([r["delta_mean"]], [y + 0.12], xerr=[[r["delta_mean"] - lo], [hi - r["delta_mean"]]],
+                        fmt="o", color="tab:blue", capsize=3, label="measured Δ (95% CI)" if i == 0 else None)
+        if r["published_delta"] is not None:
+            ax.plot([r["published_delta"]], [y - 0.12], marker="*", markersize=11, linestyle="none",
+                    color="tab:orange", label="paper's Δ" if not any(t.get_label() == "paper's Δ"
+                                                                     for t in ax.lines) else None)
+    ax.axvline(0.0, color="grey", linewidth=1)
+    ax.set_yticks([y for y, _ in labels], [text for _, text in labels], fontsize=8)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel(f"top-1 Δ vs {table.baseline} (points)")
+    c = table.config
+    ax.set_title(f"{table.study}: {c['dataset']} / {c['schedule']} (paper: its own dataset and schedule)",
+                 fontsize=9)
+    handles, names = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, names, fontsize=8, loc="best")
+    return fig
