@@ -21,7 +21,8 @@ def study_run(url: str | None, study: str, dataset: str | None, schedule: str | 
     return table, read_chart_data(url, [study]).select(runs=[table.config["id"]])
 
 
-def report_markdown(table: StudyTable, data: ChartData, x: str, figure_name: str, ablation_name: str | None = None) -> str:
+def report_markdown(table: StudyTable, data: ChartData, x: str, figure_name: str,
+                    ablation_name: str | None = None) -> str:
     best = front(data.points, x)
     unit = "M params" if x == "params" else "M MACs"
     lines = [f"# Study {table.study}", "", f"![{table.study}: top-1 against {X_AXES[x]}]({figure_name})", "",
