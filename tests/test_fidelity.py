@@ -162,3 +162,19 @@ def test_ladder_runs_each_rung_once_and_reports_cost_and_fidelity(tmp_path, caps
     (tmp_path / "bad.yaml").write_text("study: quad.yaml\nrungs:\n  - {name: x, dataset: 'npz:/no/such/dir'}\n")
     assert main(["fidelity", "--ladder", str(tmp_path / "bad.yaml"), "--storage", options.storage]) == 2
     assert "rung 'x'" in capsys.readouterr().err
+
+
+def test_dashboard_fidelity_tab_shows_the_correlations(store_url, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from workbench.dashboard import STORAGE_ENV
+
+    monkeypatch.setenv(STORAGE_ENV, store_url)
+    app = Path(__file__).resolve().parents[1] / "dashboards" / "pareto.py"
+    at = AppTest.from_file(str(app), default_timeout=90).run()
+    assert not at.exception
+    texts = [m.value for m in at.markdown]
+    assert any(t.startswith("**quad**") and "Kendall tau +0.67 [+0.67, +0.67]" in t for t in texts), texts
+    assert any("quadlong" in c.value and "at least 3" in c.value for c in at.caption)  # no published top-1

@@ -180,3 +180,26 @@ def ablation_figure(table):
     if handles:
         ax.legend(handles, names, fontsize=8, loc="best")
     return fig
+
+
+def fidelity_figure(table, reference: dict[str, float], doc: dict):
+    """The run's mean top-1 of each variant against the reference's, labelled, with tau in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 4.0), layout="constrained")
+    rows = {r["variant"]: r for r in table.rows}
+    for name in doc["variants"]:
+        r = rows[name]
+        lo, hi = r["top1_ci"] or (r["top1_mean"], r["top1_mean"])
+        ax.errorbar([reference[name]], [r["top1_mean"]], yerr=[[r["top1_mean"] - lo], [hi - r["top1_mean"]]],
+                    fmt="o", color="tab:blue", capsize=2)
+        ax.annotate(name, (reference[name], r["top1_mean"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    tau = doc["kendall_tau"]
+    ax.set_xlabel(f"reference top-1 % ({doc['reference']})")
+    ax.set_ylabel(f"this run's top-1 % ({table.config['dataset']})")
+    ax.set_title(f"{table.study}: Kendall tau {tau['value']:+.2f} [{tau['ci'][0]:+.2f}, {tau['ci'][1]:+.2f}]",
+                 fontsize=9)
+    return fig
