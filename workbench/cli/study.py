@@ -150,11 +150,13 @@ def cmd_ladder(args) -> int:
     ladder = select_rungs(load_ladder(args.ladder), args.rungs)
     options.check_engine_args(args)
     rungs = run_ladder(ladder, RunOptions(**options.engine_options(args)), top_k=args.top_k)
-    doc = {"ladder": ladder.name, "study": ladder.study, "reference": ladder.reference, "rungs": rungs}
+    doc = {"ladder": ladder.name, "study": ladder.study_name, "reference": ladder.reference, "rungs": rungs}
+    paths = []
     if args.out:
         from workbench.dashboard.figure import ladder_figure
 
         paths = write_ladder(doc, Path(args.out), ladder_figure)
+    print(json.dumps(doc, indent=2) if args.json else render_ladder(doc), flush=True)
+    if paths:
         print(f"ladder written to {', '.join(str(p) for p in paths)}", file=sys.stderr)
-    print(json.dumps(doc, indent=2) if args.json else render_ladder(doc))
-    return 0
+    return 1 if any(r["failed"] for r in rungs) else 0

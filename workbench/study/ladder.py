@@ -46,11 +46,12 @@ class Rung:
 class Ladder:
     name: str
     path: Path
-    study: str  # the study file's path
+    study: str  # the study file's path (or name)
     variants: list[str] | None
     seeds: list[int] | None
     reference: str
     rungs: list[Rung]
+    study_name: str = ""  # the name the study has in the store
 
 
 def _fail(path: Path, key: str, problem: str) -> WorkbenchError:
@@ -116,7 +117,7 @@ def load_ladder(name_or_path: str) -> Ladder:
         rungs.append(Rung(r["name"], dataset, schedule, overrides))
     if len({r.name for r in rungs}) != len(rungs):
         raise _fail(path, "rungs", "each rung needs its own name")
-    return Ladder(str(data.get("name", path.stem)), path, study_ref, variants, seeds, reference, rungs)
+    return Ladder(str(data.get("name", path.stem)), path, study_ref, variants, seeds, reference, rungs, study.name)
 
 
 def resolve_data(ladder: Ladder) -> list[Rung]:
