@@ -112,7 +112,7 @@ def test_fidelity_bad_input_is_one_line(store_url, capsys):
     assert len(err) == 3 and all(line.startswith("workbench: error:") for line in err)
 
 
-def test_results_show_mde_underpowered_and_the_power_sentence(tmp_path):
+def test_results_show_mde_underpowered_and_the_power_sentence(tmp_path, capsys):
     # The same study, trained "for real" sizes: 400 test images, so the test-set noise is known.
     url = f"sqlite:///{tmp_path / 'p.db'}"
     (tmp_path / "quad.yaml").write_text(quick_yaml("quad", VARIANTS, seeds=3, published=PUBLISHED))
@@ -129,6 +129,9 @@ def test_results_show_mde_underpowered_and_the_power_sentence(tmp_path):
     assert sentence.count(".") >= 1 and "\n" not in sentence and "no number of seeds" in sentence
     holm = build_table(Store(url, create=False), "quad", holm=True)
     assert all(r["p_holm"] is None or r["p_holm"] >= r["p_value"] for r in holm.rows)
+    assert main(["results", "--study", "quad", "--storage", url]) == 0
+    out = capsys.readouterr().out.rstrip().splitlines()
+    assert out[-1] == sentence and "underpowered" in "\n".join(out) and "MDE" in "\n".join(out)
 
 
 
