@@ -49,7 +49,7 @@ def architecture_key(spec) -> str:
     return json.dumps(spec.architecture(), sort_keys=True, default=str)
 
 
-def fake_trainer(top1: dict[tuple[str, int], float], variant_of: dict[str, str], epochs: int = 3):
+def fake_trainer(top1: dict[tuple[str, int], float], variant_of: dict[str, str], epochs: int = 3, n_test: int = 0):
     """A train_fn whose final top-1 for (variant, seed) is top1[...]; it rises linearly over the epochs.
     The trainer sees only the spec, so `variant_of` maps an architecture_key back to the variant's name."""
 
@@ -64,13 +64,13 @@ def fake_trainer(top1: dict[tuple[str, int], float], variant_of: dict[str, str],
             if on_epoch:
                 on_epoch(epoch, dict(row))
         return RunResult("completed", final, min(100.0, final + 20), final, epochs, history, img_per_s=1000.0,
-                         wall_s=0.5, peak_mem_mb=100.0, dataset=dataset, schedule=schedule)
+                         wall_s=0.5, peak_mem_mb=100.0, dataset=dataset, schedule=schedule, n_test=n_test)
 
     return train
 
 
 def seed_study(url: str, study_file: Path, top1: dict[tuple[str, int], float], running: set[str] = frozenset(),
-               fail: set[str] = frozenset()) -> None:
+               fail: set[str] = frozenset(), n_test: int = 0) -> None:
     """Run every item of the study into the store at `url`, as the runner records it.
 
     top1 is keyed by (variant name, seed); items named in `running` ("variant/seedN") are left RUNNING
@@ -87,7 +87,7 @@ def seed_study(url: str, study_file: Path, top1: dict[tuple[str, int], float], r
     engine = Engine(EngineOptions(storage=url, progress=False, run_dirs=False))
     source = StudySource(study, config)
     source.open(engine)
-    train = fake_trainer(top1, {architecture_key(v.spec): v.name for v in study.variants})
+    train = fake_trainer(top1, {architecture_key(v.spec): v.name for v in study.variants}, n_test=n_test)
     # A claimed item left running makes the source answer WAIT rather than a next item: the loop ends.
     while isinstance(started := source.next(), Started):
         tune_id = f"seed-{started.number}"

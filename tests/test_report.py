@@ -22,10 +22,13 @@ def test_report_writes_figure_table_and_points(db, tmp_path, capsys):
     out = tmp_path / "figures" / "alpha"
     assert main(["report", "--study", "alpha", "--out", str(out), "--storage", f"sqlite:///{db}"]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["alpha_pareto.png", "alpha_pareto.svg", "alpha_points.csv", "alpha_report.md"]
+    assert names == ["alpha_ablation.png", "alpha_ablation.svg", "alpha_pareto.png", "alpha_pareto.svg",
+                     "alpha_points.csv", "alpha_report.md"]
+    ablation = (out / "alpha_ablation.svg").read_text()
+    assert "paper's Δ" in ablation and "measured Δ (95% CI)" in ablation
     assert capsys.readouterr().out.split() == [str(out / n) for n in
-                                               ("alpha_pareto.png", "alpha_pareto.svg", "alpha_report.md",
-                                                "alpha_points.csv")]
+                                               ("alpha_pareto.png", "alpha_pareto.svg", "alpha_ablation.png",
+                                                "alpha_ablation.svg", "alpha_report.md", "alpha_points.csv")]
     from PIL import Image
 
     with Image.open(out / "alpha_pareto.png") as im:
@@ -34,6 +37,7 @@ def test_report_writes_figure_table_and_points(db, tmp_path, capsys):
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "Pareto front (measured)" in svg
     md = (out / "alpha_report.md").read_text()
     assert "![alpha: top-1 against MACs (M), paper counter](alpha_pareto.svg)" in md
+    assert "![alpha: deltas against a](alpha_ablation.svg)" in md
     assert "| a |" in md and "| b |" in md and "+4.50 ± " in md  # the results table with the paired delta
     assert "Pareto front (fewer MACs, higher top-1): a (7.14M MACs, 51.00%), c (" in md
     points = (out / "alpha_points.csv").read_text().splitlines()
@@ -53,7 +57,7 @@ def test_report_rewrites_its_files_in_place(db, tmp_path):
     out = tmp_path / "r"
     for _ in range(2):
         assert main(["report", "--study", "alpha", "--out", str(out), "--storage", f"sqlite:///{db}"]) == 0
-    assert len(list(out.iterdir())) == 4  # no temporary files left behind
+    assert len(list(out.iterdir())) == 6  # no temporary files left behind
 
 
 @pytest.mark.parametrize("storage, message", [

@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for module in (models, export, train, study, search, dashboard):
         module.register(sub)
+    study.register_fidelity(sub)
     return parser
 
 

@@ -27,6 +27,7 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--latency-ratios-only", action="store_true",
                    help="only measure the study's latency_ratios block (Table 5's L=2/L=4), no training")
+    add_holm(p)
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("results", help="reprint a study's table from the store, without training")
@@ -36,7 +37,13 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per variant")
     p.add_argument("--wide", action="store_true", help="every column, however wide the table gets")
     p.add_argument("--out", help="also write the table as CSV and Markdown into this folder")
+    add_holm(p)
     p.set_defaults(func=cmd_results)
+
+
+def add_holm(p) -> None:
+    p.add_argument("--holm", action="store_true", help="judge each delta on its Holm-adjusted p-value over the "
+                   "table's variants (a family-wise 5%% level) instead of its own interval")
 
 
 def cmd_ablate(args) -> int:
@@ -44,7 +51,7 @@ def cmd_ablate(args) -> int:
     from workbench.study.ablate import RunOptions, run_study
     from workbench.study.files import load_study
     from workbench.study.items import RunConfig
-    from workbench.study.results import build_table, render_console, write_outputs
+    from workbench.study.results import build_table, power_sentence, render_console, write_outputs
     from workbench.study.store import workspace_dir
     from workbench.training.data import normalize_dataset
     from workbench.training.schedules import get_schedule
@@ -64,7 +71,7 @@ def cmd_ablate(args) -> int:
         return _latency_ratios(study, args)
     summary, store = run_study(study, config, RunOptions(**options.engine_options(args),
                                                          retry_failed=args.retry_failed))
-    table = build_table(store, study.name, config.dataset, config.schedule)
+    table = build_table(store, study.name, config.dataset, config.schedule, holm=args.holm)
     print(render_console(table, wide=args.wide))
     paths = write_outputs(table, Path(args.out) if args.out else workspace_dir() / "results")
     if study.latency_ratios:
@@ -72,6 +79,8 @@ def cmd_ablate(args) -> int:
     print(f"\n{summary.completed} trials run now, {summary.completed_before} already complete, {summary.failed} "
           f"failed, in {summary.wall_s:.0f} s; store {store.url}; table written to "
           f"{', '.join(str(p) for p in paths)}", file=sys.stderr)
+    sys.stderr.flush()
+    print("\n" + power_sentence(table, args.study))  # the run's last word: what it could and could not detect
     return 1 if table.failed else 0
 
 
@@ -98,6 +107,7 @@ def _latency_ratios(study, args) -> int:
 def cmd_results(args) -> int:
     from workbench.study.results import (
         build_table,
+        power_sentence,
         render_console,
         to_json,
         write_outputs,
@@ -108,13 +118,72 @@ def cmd_results(args) -> int:
     name = options.study_name(args.study)
     store = Store(args.storage, create=False)
     dataset = normalize_dataset(args.dataset) if args.dataset else None  # as ablate stores it: paths absolute
-    table = build_table(store, name, dataset, args.schedule)
+    table = build_table(store, name, dataset, args.schedule, holm=args.holm)
     if args.json:
         doc = to_json(table)
         print(json.dumps([{**row, "study": doc["study"], "dataset": doc["config"]["dataset"],
                            "schedule": doc["config"]["schedule"]} for row in doc["variants"]], indent=2))
     else:
         print(render_console(table, wide=args.wide))
+        print("\n" + power_sentence(table, args.study))
     if args.out:
         write_outputs(table, Path(args.out))
     return 0
+
+
+def register_fidelity(sub) -> None:
+    p = sub.add_parser("fidelity", help="how well a study's run ranks its variants as a reference does "
+                       "(Kendall tau, Spearman rho, top-k, sign agreement), beside ranking by params or MACs")
+    p.add_argument("--study", help="the study name (or its file) whose run is judged")
+    p.add_argument("--reference", default="published", help="published (the paper's top-1 of each variant) or "
+                   "STUDY[@SCHEDULE[/DATASET]]: another run in the store (default: published)")
+    options.add_store(p)
+    options.add_run_selector(p)
+    p.add_argument("--top-k", type=int, help="k of the top-k agreement (default: 3, or half the variants)")
+    p.add_argument("--ladder", nargs="?", const="ladder", metavar="FILE",
+                   help="run a ladder file's calibration study under each of its cheap settings and report each "
+                   "rung's cost and fidelity (default file: ladder)")
+    p.add_argument("--rungs", help="with --ladder: only these rungs (comma-separated names)")
+    p.add_argument("--out", help="with --ladder: write ladder.csv and ladder.png/.svg into this folder")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    options.add_ray(p)
+    p.set_defaults(func=cmd_fidelity)
+
+
+def cmd_fidelity(args) -> int:
+    from workbench.study.fidelity import fidelity_report, render
+
+    if args.ladder:
+        return cmd_ladder(args)
+    if not args.study:
+        from workbench.errors import WorkbenchError
+
+        raise WorkbenchError("fidelity: give --study NAME (or --ladder [FILE])")
+    from workbench.study.store import Store
+    from workbench.training.data import normalize_dataset
+
+    store = Store(args.storage, create=False)
+    dataset = normalize_dataset(args.dataset) if args.dataset else None
+    doc = fidelity_report(store, options.study_name(args.study), args.reference, dataset, args.schedule, args.top_k)
+    print(json.dumps(doc, indent=2) if args.json else render(doc))
+    return 0
+
+
+def cmd_ladder(args) -> int:
+    from workbench.study.ablate import RunOptions
+    from workbench.study.ladder import load_ladder, render_ladder, run_ladder, select_rungs, write_ladder
+
+    ladder = select_rungs(load_ladder(args.ladder), args.rungs)
+    options.check_engine_args(args)
+    rungs = run_ladder(ladder, RunOptions(**options.engine_options(args)), top_k=args.top_k)
+    doc = {"ladder": ladder.name, "study": ladder.study_name, "reference": ladder.reference, "rungs": rungs}
+    paths = []
+    if args.out:
+        from workbench.dashboard.figure import ladder_figure
+
+        paths = write_ladder(doc, Path(args.out), ladder_figure)
+    print(json.dumps(doc, indent=2) if args.json else render_ladder(doc), flush=True)
+    if paths:
+        print(f"ladder written to {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    return 1 if any(r["failed"] for r in rungs) else 0

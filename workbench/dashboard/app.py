@@ -24,6 +24,7 @@ from workbench.dashboard.chart_data import (
 )
 from workbench.dashboard.readonly import ReadOnlyStore, StoreProblem, read_chart_data
 from workbench.errors import WorkbenchError, first_line
+from workbench.study.results import power_sentence
 from workbench.study.results import title as table_title
 from workbench.study.store import default_storage_url
 
@@ -145,8 +146,39 @@ def tables_section(data: ChartData) -> None:
     for (study, _), table in sorted(data.tables.items()):
         st.markdown(f"**{table_title(table)}**")
         st.dataframe(ablation_frame(table), hide_index=True)
+        st.caption(power_sentence(table, study))  # what this run could detect (the MDE column, in words)
+        if len(table.rows) > 1:
+            from workbench.dashboard.figure import ablation_figure
+
+            st.pyplot(ablation_figure(table), clear_figure=True)
         for f in table.failed:
             st.warning(f"failed: {f['variant']} seed {f['seed']} (trial {f['trial']}): {f['error']}")
+
+
+def fidelity_section(data: ChartData) -> None:
+    """Per study run: its mean top-1 against the paper's, with the rank correlations and their intervals."""
+    from workbench.dashboard.figure import fidelity_figure
+    from workbench.study.fidelity import fidelity, published_values
+
+    shown = 0
+    for (study, _), table in sorted(data.tables.items()):
+        reference = published_values(table)
+        try:
+            doc = fidelity(table, reference, bootstrap=300, reference_label="published")
+        except WorkbenchError as e:
+            st.caption(f"{study}: {e}")
+            continue
+        shown += 1
+        tau, rho = doc["kendall_tau"], doc["spearman_rho"]
+        st.markdown(f"**{study}** on {table.config['dataset']} / {table.config['schedule']} against the published "
+                    f"top-1: Kendall tau {tau['value']:+.2f} [{tau['ci'][0]:+.2f}, {tau['ci'][1]:+.2f}], Spearman "
+                    f"rho {rho['value']:+.2f} [{rho['ci'][0]:+.2f}, {rho['ci'][1]:+.2f}] (bootstrap over seeds); "
+                    f"{doc['verdict']}.")
+        st.pyplot(fidelity_figure(table, reference, doc), clear_figure=True)
+    if not shown:
+        st.info("Rank fidelity needs a run with at least 3 variants that have a published top-1 "
+                "(e.g. `workbench ablate --study presets`); the proxy ladder's figure is `workbench fidelity "
+                "--ladder --out DIR`.")
 
 
 def main() -> None:
@@ -184,7 +216,8 @@ def main() -> None:
     else:
         chart_section(selected, x, colour_by, toggles)
 
-    points_tab, trials_tab, curves_tab, tables_tab = st.tabs(["Points", "Trials", "Learning curves", "Ablation tables"])
+    points_tab, trials_tab, curves_tab, tables_tab, fidelity_tab = st.tabs(
+        ["Points", "Trials", "Learning curves", "Ablation tables", "Fidelity"])
     with points_tab:
         st.dataframe(selected.points.drop(columns=["run"]), hide_index=True)
     with trials_tab:
@@ -193,6 +226,8 @@ def main() -> None:
         curves_section(selected)
     with tables_tab:
         tables_section(selected)
+    with fidelity_tab:
+        fidelity_section(selected)
     watch(url, marker, every_s)
 
 

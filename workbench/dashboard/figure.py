@@ -110,3 +110,96 @@ def figure_bytes(fig, fmt: str) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=300 if fmt == "png" else None, bbox_inches="tight")
     return buf.getvalue()
+
+
+def ladder_figure(doc: dict) -> dict[str, bytes]:
+    """The proxy ladder's cost/fidelity curve: each rung's Kendall tau (with its bootstrap interval) against its
+    training cost, and the naive rankers' tau as dashed lines. {"png": ..., "svg": ...}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    rungs = [r for r in doc["rungs"] if "error" not in r["fidelity"]]
+    for r in rungs:
+        tau = r["fidelity"]["kendall_tau"]
+        cost = max(r["train_wall_s"], 1.0)
+        ax.errorbar([cost], [tau["value"]], yerr=[[tau["value"] - tau["ci"][0]], [tau["ci"][1] - tau["value"]]],
+                    fmt="o", capsize=3, color="tab:blue")
+        ax.annotate(r["rung"], (cost, tau["value"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    for key, label, style in (("by_params", "rank by params", "--"), ("by_macs", "rank by MACs", ":")):
+        values = {r["fidelity"][key]["kendall_tau"]["value"] for r in rungs if r["fidelity"].get(key)}
+        for v in values:
+            ax.axhline(v, linestyle=style, color="grey", linewidth=1, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("training cost on this machine (summed trial wall time, s)")
+    ax.set_ylabel(f"Kendall tau vs {doc['reference']}")
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_title(f"Proxy ladder {doc['ladder']} ({doc['study']})", fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="lower right")
+    out = {fmt: figure_bytes(fig, fmt) for fmt in ("png", "svg")}
+    plt.close(fig)
+    return out
+
+
+def ablation_figure(table):
+    """Each variant's delta against the baseline with its 95% interval (seed spread and test-set noise), the
+    paper's delta beside it on the same axis, variants labelled by what they change. Its own axis: the
+    deltas are a few points, which the top-1 axis of the bubble chart (spanning the paper's ImageNet figures
+    and a small set's near-100%) squeezes into one band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in table.rows if r["variant"] != table.baseline]
+    fig, ax = plt.subplots(figsize=(6.4, 0.55 * max(len(rows), 2) + 1.2), layout="constrained")
+    labels = []
+    for i, r in enumerate(rows):
+        y = len(rows) - 1 - i
+        label = r["label"] if r["label"] != r["variant"] else r["variant"]
+        labels.append((y, f"{r['variant']}: {label}" if label != r["variant"] else label))
+        if r["delta_mean"] is not None:
+            lo, hi = r["delta_ci"] or (r["delta_mean"], r["delta_mean"])
+            ax.errorbar([r["delta_mean"]], [y + 0.12], xerr=[[r["delta_mean"] - lo], [hi - r["delta_mean"]]],
+                        fmt="o", color="tab:blue", capsize=3, label="measured Δ (95% CI)" if i == 0 else None)
+        if r["published_delta"] is not None:
+            ax.plot([r["published_delta"]], [y - 0.12], marker="*", markersize=11, linestyle="none",
+                    color="tab:orange", label="paper's Δ" if not any(t.get_label() == "paper's Δ"
+                                                                     for t in ax.lines) else None)
+    ax.axvline(0.0, color="grey", linewidth=1)
+    ax.set_yticks([y for y, _ in labels], [text for _, text in labels], fontsize=8)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel(f"top-1 Δ vs {table.baseline} (points)")
+    c = table.config
+    ax.set_title(f"{table.study}: {c['dataset']} / {c['schedule']} (paper: its own dataset and schedule)",
+                 fontsize=9)
+    handles, names = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, names, fontsize=8, loc="best")
+    return fig
+
+
+def fidelity_figure(table, reference: dict[str, float], doc: dict):
+    """The run's mean top-1 of each variant against the reference's, labelled, with tau in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 4.0), layout="constrained")
+    rows = {r["variant"]: r for r in table.rows}
+    for name in doc["variants"]:
+        r = rows[name]
+        lo, hi = r["top1_ci"] or (r["top1_mean"], r["top1_mean"])
+        ax.errorbar([reference[name]], [r["top1_mean"]], yerr=[[r["top1_mean"] - lo], [hi - r["top1_mean"]]],
+                    fmt="o", color="tab:blue", capsize=2)
+        ax.annotate(name, (reference[name], r["top1_mean"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    tau = doc["kendall_tau"]
+    ax.set_xlabel(f"reference top-1 % ({doc['reference']})")
+    ax.set_ylabel(f"this run's top-1 % ({table.config['dataset']})")
+    ax.set_title(f"{table.study}: Kendall tau {tau['value']:+.2f} [{tau['ci'][0]:+.2f}, {tau['ci'][1]:+.2f}]",
+                 fontsize=9)
+    return fig

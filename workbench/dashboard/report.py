@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from workbench.dashboard.chart_data import X_AXES, ChartData, front, plotted
-from workbench.dashboard.figure import bubble_figure, figure_bytes
+from workbench.dashboard.figure import ablation_figure, bubble_figure, figure_bytes
 from workbench.dashboard.readonly import ReadOnlyStore, read_chart_data
 from workbench.errors import WorkbenchError
 from workbench.study.results import StudyTable, build_table, render_markdown
@@ -21,7 +21,8 @@ def study_run(url: str | None, study: str, dataset: str | None, schedule: str | 
     return table, read_chart_data(url, [study]).select(runs=[table.config["id"]])
 
 
-def report_markdown(table: StudyTable, data: ChartData, x: str, figure_name: str) -> str:
+def report_markdown(table: StudyTable, data: ChartData, x: str, figure_name: str,
+                    ablation_name: str | None = None) -> str:
     best = front(data.points, x)
     unit = "M params" if x == "params" else "M MACs"
     lines = [f"# Study {table.study}", "", f"![{table.study}: top-1 against {X_AXES[x]}]({figure_name})", "",
@@ -29,6 +30,10 @@ def report_markdown(table: StudyTable, data: ChartData, x: str, figure_name: str
              f"{'fvcore' if x == 'macs_fvcore' else 'paper'} MACs; whiskers: 95% interval over seeds; stars: "
              "the paper's published top-1 (its dataset and schedule); dashed: the Pareto front of the measured "
              "points.*", "", render_markdown(table).rstrip(), ""]
+    if ablation_name:
+        lines += [f"![{table.study}: deltas against {table.baseline}]({ablation_name})", "",
+                  f"*Each variant's top-1 delta against {table.baseline} with its 95% interval (seed spread and the "
+                  "test set's noise), the paper's delta (star) on the same axis.*", ""]
     if len(best):
         lines += ["Pareto front (fewer " + ("params" if x == "params" else "MACs") + ", higher top-1): "
                   + ", ".join(f"{r['variant']} ({r[x]:.2f}{unit}, {r['top1']:.2f}%)" for _, r in best.iterrows()), ""]
@@ -46,8 +51,11 @@ def build_report(url: str | None, study: str, dataset: str | None = None, schedu
     title = f"{study}: {config['dataset']} / {config['schedule']}"
     fig = bubble_figure(data.points, data.published, x, colour_by, title)
     figure_name = f"{study}_pareto.svg"
+    ablation = ablation_figure(table)
+    ablation_name = f"{study}_ablation.svg"
     return {f"{study}_pareto.png": figure_bytes(fig, "png"), figure_name: figure_bytes(fig, "svg"),
-            f"{study}_report.md": report_markdown(table, data, x, figure_name).encode(),
+            f"{study}_ablation.png": figure_bytes(ablation, "png"), ablation_name: figure_bytes(ablation, "svg"),
+            f"{study}_report.md": report_markdown(table, data, x, figure_name, ablation_name).encode(),
             f"{study}_points.csv": data.points.drop(columns=["run"]).to_csv(index=False).encode()}
 
 
