@@ -87,8 +87,11 @@ def test_bad_space_files_name_file_and_key(tmp_path, capsys, edit, message):
     (["--max-params", "1K"], "no architecture in search space 'tiny' meets --max-params"),
     (["--max-params", "2.5Q"], "--max-params '2.5Q'"),
     (["--max-latency-ms", "-1"], "--max-latency-ms -1.0: must be positive"),
-    (["--sampler", "grid"], "--sampler 'grid': accepted values are nsga2 | tpe | random"),
-    (["--pruner", "median"], "--pruner 'median': accepted values are asha | none"),
+    (["--sampler", "grid"], "--sampler 'grid': accepted values are nsga2 | tpe | random | list"),
+    (["--sampler", "list"], "--sampler list needs --arch-list FILE"),
+    (["--sampler", "list", "--arch-list", "nosuch.yaml"], "--arch-list nosuch.yaml: cannot read it"),
+    (["--pruner", "median"], "--pruner 'median': accepted values are moasha | asha | none"),
+    (["--reduction-factor", "1"], "--reduction-factor 1: need >= 1 and >= 2"),
     (["--trials", "0"], "--trials 0: must be >= 1"),
     (["--sched", "epochz=3"], "unknown schedule field 'epochz'"),
     (["--storage", "nosuch://x"], "study store"),
@@ -124,8 +127,9 @@ def test_constraints_filter_with_the_analytic_counter(tmp_path):
 def test_a_real_search_prunes_records_and_resumes(tmp_path):
     path = write(tmp_path, TINY)
     env = {**os.environ, "WORKBENCH_WORKSPACE": str(tmp_path / "ws")}
+    # Two objectives: MO-ASHA by default.
     cmd = [sys.executable, "-m", "workbench.cli", "search", "--space", str(path), "--sampler", "random",
-           "--pruner", "asha", "--quiet", "--json"]
+           "--quiet", "--json"]
     first = subprocess.run(cmd + ["--trials", "4"], env=env, capture_output=True, text=True, timeout=400)
     assert first.returncode == 0, first.stderr[-3000:]
     out = json.loads(first.stdout)
@@ -138,6 +142,10 @@ def test_a_real_search_prunes_records_and_resumes(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'ws' / 'studies.db'}", create=False)
     records = [r for r in store.records("search-tiny") if "filtered" not in r.attrs]
     assert len(records) == 5 and all(r.state in ("COMPLETE", "PRUNED") for r in records)
+    assert {r.attrs["pruner"] for r in records} == {"moasha"}
+    for r in records:  # a stopped trial keeps the objective values it had at its rung
+        if r.state == "PRUNED":
+            assert set(r.attrs["rung_values"]) == {"top1", "macs_paper"} and r.attrs["counts"]["params"] > 0
     outcome = summarize(store, "search-tiny", [("top1", "max"), ("macs_paper", "min")])
     assert {r["trial"] for r in outcome.front} == set(store.load_study("search-tiny").user_attrs["pareto_front"])
 

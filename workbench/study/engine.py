@@ -278,9 +278,13 @@ class Engine:
         values = None
         if record is None and not error and result and "epoch" in result:
             # A scheduler stopped it: keep how far it got and its accuracy there.
+            # A scheduler stopped it: keep how far it got and its objective values there (the rung's
+            # top-1 and the costs the trial reported), so the store and the dashboard show what it reached.
             epoch = int(result["epoch"])
+            rung = {m: result[m] for m, _ in source.objectives if isinstance(result.get(m), (int, float))}
             state, record = "PRUNED", {"stopped_at_epoch": epoch, "top1_at_stop": result.get("top1"),
-                                       "epochs_trained": epoch}
+                                       "epochs_trained": epoch, "rung_values": rung,
+                                       "counts": counts_from_report(result)}
         else:
             if record is None:
                 record = {"status": "failed", "failure": "worker",
@@ -344,6 +348,13 @@ class Engine:
                 source.claims.release(st.key)
             except Exception as e:  # noqa: BLE001 - best effort on the way out; a dead owner is detected anyway
                 log.warning("could not release %s: %s", st.name, first_line(e))
+
+
+def counts_from_report(result: dict) -> dict:
+    """The counts a trial sent with its epoch reports (trial.known_costs), in a record's `counts` shape."""
+    macs = {k[5:]: int(v) for k, v in result.items() if k.startswith("macs_") and isinstance(v, (int, float))}
+    params = result.get("params")
+    return {"params": int(params) if isinstance(params, (int, float)) else None, "macs": macs}
 
 
 # Tune pickles its configuration (searcher included) into the experiment folder; the searcher refers to
