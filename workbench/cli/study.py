@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from workbench.cli import options
+from workbench.errors import masked_url
 
 
 def register(sub) -> None:
@@ -63,7 +64,7 @@ def cmd_ablate(args) -> int:
     print(render_console(table, wide=args.wide))
     paths = write_outputs(table, Path(args.out) if args.out else workspace_dir() / "results")
     print(f"\n{summary.completed} trials run now, {summary.completed_before} already complete, {summary.failed} "
-          f"failed, in {summary.wall_s:.0f} s; store {store.url}; table written to "
+          f"failed, in {summary.wall_s:.0f} s; store {masked_url(store.url)}; table written to "
           f"{', '.join(str(p) for p in paths)}", file=sys.stderr)
     return 1 if table.failed else 0
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, masked_url
 from workbench.search.samplers import SAMPLERS, load_arch_list, make_sampler
 from workbench.search.space import SearchSpace
 from workbench.study.claims import owner_is_dead
@@ -354,7 +354,8 @@ def summarize(store: Store, name: str, objectives: list[tuple[str, str]]) -> Sea
                       "params": counts.get("params"), "macs": counts.get("macs", {}),
                       "top1": (r.attrs.get("train") or {}).get("top1"), "sampled": r.attrs.get("sampled", {}),
                       "epochs": r.attrs.get("epochs_trained")})
-    return SearchOutcome(name, len(done), len(pruned), len(failed), len(filtered), epochs, front, 0.0, store.url)
+    return SearchOutcome(name, len(done), len(pruned), len(failed), len(filtered), epochs, front, 0.0,
+                         masked_url(store.url))
 
 
 def format_front(out: SearchOutcome, objectives: list[Objective]) -> str:

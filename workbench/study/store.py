@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import WorkbenchError, first_line
+from workbench.errors import WorkbenchError, first_line, masked_url, scrubbed
 
 SQLITE_TIMEOUT_S = 120
 DEFAULT_DB = "studies.db"
@@ -48,12 +48,12 @@ def check_storage_url(url: str) -> None:
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
-        raise WorkbenchError(f"--storage {url!r}: not a SQLAlchemy URL, e.g. sqlite:///studies.db or "
+        raise WorkbenchError(f"--storage {masked_url(url)!r}: not a SQLAlchemy URL, e.g. sqlite:///studies.db or "
                              "postgresql://user:pass@host/db") from None
     path = sqlite_path(url)
     if parsed.get_backend_name() == "sqlite" and path is not None and not path.parent.is_dir() \
             and path.parent != workspace_dir().resolve():
-        raise WorkbenchError(f"--storage {url!r}: folder {str(path.parent)!r} does not exist")
+        raise WorkbenchError(f"--storage {masked_url(url)!r}: folder {str(path.parent)!r} does not exist")
 
 
 @dataclass
@@ -104,7 +104,7 @@ class Store:
         have = [d.name.lower()[:3] for d in study.directions]
         want = [d[:3] for d in directions]
         if have != want:
-            raise WorkbenchError(f"study {name!r} in {self.url} was created with objectives directions "
+            raise WorkbenchError(f"study {name!r} in {masked_url(self.url)} was created with objectives directions "
                                  f"{have}; this study file asks for {want}. Use another study name or storage")
         return study
 
@@ -115,7 +115,7 @@ class Store:
             return optuna.load_study(study_name=name, storage=self.storage)
         except KeyError:
             names = self.study_names()
-            raise WorkbenchError(f"study {name!r} is not in {self.url}; it holds: "
+            raise WorkbenchError(f"study {name!r} is not in {masked_url(self.url)}; it holds: "
                                  f"{', '.join(names) or 'no studies'}") from None
 
     # --- trials -------------------------------------------------------------------------------------
@@ -189,4 +189,5 @@ def _open_rdb(url: str, engine_kwargs: dict, create: bool):
         except (sa.exc.DatabaseError, sa.exc.ArgumentError, ImportError, RuntimeError, ValueError) as e:
             last = e
             break
-    raise WorkbenchError(f"cannot open the study store {url!r}: {first_line(last) if last else 'unknown error'}")
+    why = scrubbed(first_line(last), url) if last else "unknown error"
+    raise WorkbenchError(f"cannot open the study store {masked_url(url)!r}: {why}")
