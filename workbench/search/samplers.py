@@ -4,7 +4,8 @@
 trial N is the same architecture in every search with that seed, whatever ran before it, in what order, or
 how much of it was trained: a pruned and an unpruned search train the same architectures in the same order.
 `list` takes the architectures, in order, from a YAML file (a list of mappings, one value per parameter of
-the space); each is used once, and one whose trial was interrupted is used again.
+the space); each is used once, and one whose trial was interrupted or lost with its Ray worker is
+used again.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ class ListSampler(BaseSampler):
     def _choose(self, study) -> int:
         used = set()
         for t in study.get_trials(deepcopy=False):
-            if LIST_INDEX in t.user_attrs and not (t.state.name == "FAIL"
-                                                   and t.user_attrs.get("failure") == "interrupted"):
+            lost = t.state.name == "FAIL" and (t.user_attrs.get("failure") == "interrupted"
+                                               or t.user_attrs.get("requeued"))
+            if LIST_INDEX in t.user_attrs and not lost:
                 used.add(t.user_attrs[LIST_INDEX])
         free = [i for i in range(len(self.entries)) if i not in used]
         if not free:

@@ -178,15 +178,15 @@ class SearchSource(WorkSource):
     def counted(self) -> tuple[int, int]:
         """(trials that count toward --trials, of which running in another live process).
 
-        Completed, early-stopped and failed trials count; interrupted ones (their process died) and those
-        the constraints rejected do not.
+        Completed, early-stopped and failed trials count; interrupted ones (their process died), those lost
+        with their Ray worker and re-queued, and those the constraints rejected do not.
         """
         mine = self.engine.running_keys(self)
         n = elsewhere = 0
         for t in self.study.get_trials(deepcopy=False):
             a, state = t.user_attrs, t.state.name
             if state == "COMPLETE" or (state == "PRUNED" and "filtered" not in a) or (
-                    state == "FAIL" and a.get("failure") != "interrupted"):
+                    state == "FAIL" and a.get("failure") != "interrupted" and not a.get("requeued")):
                 n += 1
             elif state == "RUNNING" and trial_key(t.number) not in mine and "filtered" not in a:
                 n += 1
@@ -233,6 +233,10 @@ class SearchSource(WorkSource):
                 self.claims.finish(key, "failed")
                 n += 1
         return n
+
+    def requeue(self, started: Started) -> None:
+        """The lost attempt's share of --trials re-opens (counted() skips it); its claim is closed."""
+        self.claims.finish(started.key, "failed")
 
     # --- the next candidate ------------------------------------------------------------------------------
     def next(self) -> Started | str:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from workbench.study.store import retried
+
 METADATA = sa.MetaData()
 CLAIMS = sa.Table(
     "workbench_claims", METADATA,
@@ -80,6 +82,7 @@ class Claims:
             if "already exists" not in str(e):
                 raise
 
+    @retried
     def all(self) -> dict[str, Claim]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(CLAIMS).where(CLAIMS.c.study == self.study)).all()
@@ -89,6 +92,7 @@ class Claims:
         return claim.state == "running" and (owner_is_dead(claim.owner)
                                              or time.time() - claim.heartbeat > self.stale_after_s)
 
+    @retried
     def try_claim(self, item: str, retry_failed: bool = False) -> tuple[bool, Claim | None]:
         """(claimed, the row we took over or None). Exactly one concurrent caller gets True."""
         now = time.time()
@@ -102,6 +106,8 @@ class Claims:
         with self.engine.connect() as conn:
             r = conn.execute(sa.select(CLAIMS).where(CLAIMS.c.study == self.study, CLAIMS.c.item == item)).one()
         old = Claim(r.item, r.state, r.owner, r.trial_id, r.heartbeat)
+        if old.owner == self.owner and old.state == "running" and old.trial_id is None:
+            return True, None  # our own insert, committed before a lost connection made us retry it
         takeable = self.is_abandoned(old) or (retry_failed and old.state == "failed")
         if not takeable:
             return False, old
@@ -119,6 +125,7 @@ class Claims:
     def finish(self, item: str, state: str) -> None:
         self._update(item, state=state, heartbeat=time.time())
 
+    @retried
     def beat(self, items: list[str]) -> None:
         if items:
             with self.engine.begin() as conn:
@@ -126,6 +133,7 @@ class Claims:
                     CLAIMS.c.study == self.study, CLAIMS.c.item.in_(items), CLAIMS.c.owner == self.owner,
                     CLAIMS.c.state == "running").values(heartbeat=time.time()))
 
+    @retried
     def _update(self, item: str, **values) -> None:
         with self.engine.begin() as conn:
             conn.execute(sa.update(CLAIMS).where(CLAIMS.c.study == self.study, CLAIMS.c.item == item,

@@ -6,13 +6,19 @@ a failed attempt. Readers (`results`, the dashboard) need nothing but this stora
 
 SQLite and several writers: the file is switched to WAL (readers never block the writer) and every
 connection waits up to `SQLITE_TIMEOUT_S` for a lock instead of failing with "database is locked".
+
+A store that becomes unreachable (a PostgreSQL server restarted, a network blip) is retried: every read and
+write of a running study, claims included, tries again for up to `$WORKBENCH_STORE_RETRY_S` seconds (60 by
+default), saying so once on stderr, before it stops with one line; nothing recorded before is lost.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sqlite3
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +29,54 @@ from workbench.errors import WorkbenchError, first_line, masked_url, scrubbed
 
 SQLITE_TIMEOUT_S = 120
 DEFAULT_DB = "studies.db"
+STORE_RETRY_S = 60.0  # default of $WORKBENCH_STORE_RETRY_S
+
+
+def store_retry_s() -> float:
+    try:
+        return max(0.0, float(os.environ.get("WORKBENCH_STORE_RETRY_S", STORE_RETRY_S)))
+    except ValueError:
+        return STORE_RETRY_S
+
+
+def transient(exc: BaseException | None) -> bool:
+    """A lost or refused connection (worth trying again), not bad data or a bad query."""
+    import optuna
+    import sqlalchemy as sa
+
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError)):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, optuna.exceptions.StorageInternalError):
+        return transient(exc.__cause__ or exc.__context__)
+    return False
+
+
+def retried(method):
+    """Run a store or claims method; while the store is unreachable, try again for `store_retry_s()`."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        deadline, delay, said = time.monotonic() + store_retry_s(), 0.5, False
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - only transient errors are retried; the rest re-raised
+                if not transient(e):
+                    raise
+                url = masked_url(getattr(self, "url", None) or str(self.engine.url))
+                why = scrubbed(first_line(e.__cause__ or e), getattr(self, "url", None))
+                if time.monotonic() >= deadline:
+                    raise WorkbenchError(f"the study store {url} is unreachable (for {store_retry_s():.0f} s, "
+                                         f"$WORKBENCH_STORE_RETRY_S): {why}; what was recorded stays; run the same "
+                                         "command again when it is back") from None
+                if not said:
+                    print(f"workbench: the study store {url} is unreachable ({why}); retrying for up to "
+                          f"{store_retry_s():.0f} s", file=sys.stderr, flush=True)
+                    said = True
+                time.sleep(delay)
+                delay = min(2 * delay, 5.0)
+    return wrapper
 
 
 def workspace_dir() -> Path:
@@ -92,6 +146,7 @@ class Store:
         self.engine: sa.Engine = self.storage.engine
 
     # --- studies ------------------------------------------------------------------------------------
+    @retried
     def study_names(self) -> list[str]:
         return [s.study_name for s in self.storage.get_all_studies()]
 
@@ -119,6 +174,7 @@ class Store:
                                  f"{', '.join(names) or 'no studies'}") from None
 
     # --- trials -------------------------------------------------------------------------------------
+    @retried
     def start_trial(self, study_id: int, attrs: dict) -> tuple[int, int]:
         """A RUNNING trial carrying `attrs`, created in one statement; returns (trial_id, number)."""
         from optuna.trial import FrozenTrial, TrialState
@@ -129,14 +185,17 @@ class Store:
         trial_id = self.storage.create_new_trial(study_id, template_trial=template)
         return trial_id, self.storage.get_trial_number_from_id(trial_id)
 
+    @retried
     def report(self, trial_id: int, step: int, value: float) -> None:
         if math.isfinite(value):
             self.storage.set_trial_intermediate_value(trial_id, step, value)
 
+    @retried
     def set_attrs(self, trial_id: int, attrs: dict) -> None:
         for k, v in attrs.items():
             self.storage.set_trial_user_attr(trial_id, k, v)
 
+    @retried
     def finish(self, trial_id: int, state: str, attrs: dict, values: list[float] | None = None) -> bool:
         """Write attrs, then the final state; False when the trial was already finished by someone else."""
         from optuna.trial import TrialState
@@ -147,6 +206,7 @@ class Store:
         except RuntimeError:  # Optuna: "Trial#N has already finished and can not be updated."
             return False
 
+    @retried
     def records(self, study_name: str) -> list[TrialRecord]:
         study = self.load_study(study_name)
         out = []
