@@ -110,3 +110,16 @@ def test_per_trial_random_sampler_gives_trial_n_the_same_values_in_any_order():
 
     assert draws(0) == draws(1)
     assert len(set(draws(0))) > 1
+
+
+def test_the_dashboard_lists_a_stopped_trial_with_what_it_reached():
+    from workbench.dashboard.chart_data import _trial_row
+    from workbench.study.store import TrialRecord
+
+    attrs = {"stopped_at_epoch": 2, "top1_at_stop": 41.5, "rung_values": {"top1": 41.5, "macs_paper": 9e6},
+             "counts": {"params": 500_000, "macs": {"paper": 9_000_000}}, "variant": "t3"}
+    row = _trial_row("s", TrialRecord(3, "PRUNED", None, attrs, {1: 30.0, 2: 41.5}, None, None))
+    assert row["state"] == "STOPPED at epoch 2" and row["top1"] == 41.5 and row["epochs"] == 2
+    assert row["macs_paper"] == 9.0 and row["params"] == 0.5
+    filtered = _trial_row("s", TrialRecord(4, "PRUNED", None, {"filtered": "params > max"}, {}, None, None))
+    assert filtered["state"] == "FILTERED"

@@ -19,6 +19,7 @@ from workbench.study.store import (
     Store,
     check_storage_url,
     default_storage_url,
+    driver_url,
     sqlite_path,
 )
 
@@ -70,15 +71,11 @@ class ReadOnlyStore(Store):
         self.url = url or default_storage_url()
         try:
             check_storage_url(self.url)
-            parsed = sa.engine.make_url(self.url)
-            parsed.get_dialect().import_dbapi()  # the driver (psycopg2, ...) must be installed
+            parsed = sa.engine.make_url(driver_url(self.url))  # check_storage_url: the driver is installed
         except WorkbenchError as e:
             raise StoreProblem("bad-url", str(e)) from None
-        except (sa.exc.NoSuchModuleError, ImportError) as e:
-            raise StoreProblem("bad-url", f"--storage {masked_url(self.url)!r}: no database driver for it "
-                                          f"({first_line(e)})") from None
         backend = parsed.get_backend_name()
-        engine_url, connect_args = self.url, {}
+        engine_url, connect_args = driver_url(self.url), {}
         if backend == "sqlite":
             path = sqlite_path(self.url)
             if path is None:

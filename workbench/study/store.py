@@ -95,6 +95,31 @@ def sqlite_path(url: str) -> Path | None:
     return None if path in ("", ":memory:") else Path(path)
 
 
+def driver_url(url: str) -> str:
+    """The URL SQLAlchemy opens: a plain postgresql:// (SQLAlchemy's psycopg2 by default) uses psycopg 3, the
+    driver of the `postgres` extra, unless psycopg2 is what is installed."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        import importlib.util
+
+        driver = "psycopg2" if importlib.util.find_spec("psycopg") is None and \
+            importlib.util.find_spec("psycopg2") is not None else "psycopg"
+        return f"postgresql+{driver}://{rest}"
+    return url
+
+
+def check_driver(url: str) -> None:
+    """The URL's database driver must be importable; a missing one is one line that says how to get it."""
+    import sqlalchemy as sa
+
+    try:
+        sa.engine.make_url(driver_url(url)).get_dialect().import_dbapi()
+    except (sa.exc.NoSuchModuleError, ImportError) as e:
+        hint = (' (pip install -e ".[postgres]" installs psycopg)' if url.startswith("postgres") else "")
+        raise WorkbenchError(f"--storage {masked_url(url)!r}: no database driver for it: {first_line(e)}{hint}") \
+            from None
+
+
 def check_storage_url(url: str) -> None:
     """Reject an unusable URL before anything is written: bad scheme, missing driver, bad SQLite folder."""
     import sqlalchemy as sa
@@ -108,6 +133,7 @@ def check_storage_url(url: str) -> None:
     if parsed.get_backend_name() == "sqlite" and path is not None and not path.parent.is_dir() \
             and path.parent != workspace_dir().resolve():
         raise WorkbenchError(f"--storage {masked_url(url)!r}: folder {str(path.parent)!r} does not exist")
+    check_driver(url)
 
 
 @dataclass
@@ -142,7 +168,7 @@ class Store:
         kwargs: dict[str, Any] = {}
         if self.url.startswith("sqlite"):
             kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
-        self.storage = _open_rdb(self.url, kwargs, create)
+        self.storage = _open_rdb(driver_url(self.url), kwargs, create)
         self.engine: sa.Engine = self.storage.engine
 
     # --- studies ------------------------------------------------------------------------------------
@@ -250,4 +276,4 @@ def _open_rdb(url: str, engine_kwargs: dict, create: bool):
             last = e
             break
     why = scrubbed(first_line(last), url) if last else "unknown error"
-    raise WorkbenchError(f"cannot open the study store {masked_url(url)!r}: {why}")
+    raise WorkbenchError(f"cannot open the study store {masked_url(url)!r}: {scrubbed(why, url)}")
