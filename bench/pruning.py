@@ -2,14 +2,15 @@
 pruning.
 
     python bench/pruning.py [--dataset digits | npz:../shared/data/cifar10] [--n 24] [--epochs 6] [--seed 0]
-                            [--grace 1] [--eta 2] [--pruners moasha,asha,none]
+                            [--grace 1] [--eta 2] [--runs none,moasha,asha,moasha:1:3]
 
 The N architectures are drawn once (`--sampler random`'s draws for the seed) and written as an architecture
 list; every search trains that list in the same order (`--sampler list`), on the same data and schedule,
 objectives top-1 (max) and paper MACs (min), in its own store. Printed per search: epochs trained, wall time,
 the hypervolume of its front (one reference point for all: 0 % top-1 and 1.1x the largest MACs of the list),
 each beside the unpruned search as a ratio, and which members of the unpruned front each pruned search lost
-(stopped before the end, so absent from its front).
+(stopped before the end, so absent from its front). A run is PRUNER or PRUNER:GRACE:ETA (rungs at GRACE,
+GRACE*ETA, ... epochs; 1/ETA promoted); plain PRUNER takes --grace and --eta.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--grace", type=int, default=1, help="first rung's epoch")
     ap.add_argument("--eta", type=int, default=2, help="reduction factor")
-    ap.add_argument("--pruners", default="none,moasha,asha")
+    ap.add_argument("--runs", default="none,moasha,asha", help="PRUNER or PRUNER:GRACE:ETA, comma-separated")
     ap.add_argument("--out", help="folder for the stores and run folders (default: a temporary one)")
     args = ap.parse_args()
 
@@ -59,10 +60,13 @@ def main() -> int:
     reference = (0.0, 1.1 * max_macs)
 
     runs = {}
-    for pruner in [p.strip() for p in args.pruners.split(",")]:
-        storage = f"sqlite:///{out / f'{pruner}.db'}"
+    for run in [p.strip() for p in args.runs.split(",")]:
+        pruner, *rest = run.split(":")
+        grace, eta = (int(rest[0]), int(rest[1])) if rest else (args.grace, args.eta)
+        name = pruner if pruner == "none" else f"{pruner}:{grace}:{eta}"
+        storage = f"sqlite:///{out / (name.replace(':', '-') + '.db')}"
         opts = SearchOptions(storage=storage, progress=False, objectives=objectives, trials=args.n, sampler="list",
-                             arch_list=str(arch_file), pruner=pruner, grace=args.grace, eta=args.eta,
+                             arch_list=str(arch_file), pruner=pruner, grace=grace, eta=eta,
                              study_name=f"bench-{pruner}", dataset=args.dataset,
                              schedule_overrides={"epochs": str(args.epochs)}, seed=args.seed)
         t0 = time.monotonic()
@@ -72,26 +76,26 @@ def main() -> int:
         by_arch = {r.attrs["list_index"]: r for r in records if "list_index" in r.attrs and "filtered" not in r.attrs}
         front_archs = {by_arch_index(records, f["trial"]) for f in outcome.front}
         points = [tuple(f["values"][m] for m, _ in objectives) for f in outcome.front]
-        runs[pruner] = {"outcome": outcome, "wall": wall, "front": front_archs, "by_arch": by_arch,
+        runs[name] = {"outcome": outcome, "wall": wall, "front": front_archs, "by_arch": by_arch,
                         "hv": hypervolume(points, [d for _, d in objectives], reference)}
-        print(f"{pruner}: {outcome.completed} completed, {outcome.pruned} stopped, {outcome.failed} failed, "
+        print(f"{name}: {outcome.completed} completed, {outcome.pruned} stopped, {outcome.failed} failed, "
               f"{outcome.epochs_trained} epochs, {wall:.0f} s, front {sorted(front_archs)}", file=sys.stderr,
               flush=True)
 
     base = runs.get("none")
     rows = []
-    for pruner, r in runs.items():
+    for name, r in runs.items():
         o = r["outcome"]
         lost = sorted(base["front"] - {i for i, t in r["by_arch"].items() if t.state == "COMPLETE"}) if base else []
-        rows.append([pruner, o.completed, o.pruned, o.failed, o.epochs_trained,
+        rows.append([name, o.completed, o.pruned, o.failed, o.epochs_trained,
                      f"{o.epochs_trained / base['outcome'].epochs_trained:.2f}" if base else "-",
                      f"{r['wall']:.0f}", f"{r['wall'] / base['wall']:.2f}" if base else "-",
                      f"{r['hv']:.4g}", f"{r['hv'] / base['hv']:.3f}" if base and base["hv"] else "-",
-                     len(r["front"]), ", ".join(f"#{i}" for i in lost) if pruner != "none" else "-"])
-    print(render(["pruner", "completed", "stopped", "failed", "epochs", "x none", "wall s", "x none", "hypervolume",
-                  "x none", "front", "unpruned-front archs lost"], rows,
+                     len(r["front"]), ", ".join(f"#{i}" for i in lost) if name != "none" else "-"])
+    print(render(["run (pruner:grace:eta)", "completed", "stopped", "failed", "epochs", "x none", "wall s", "x none",
+                  "hypervolume", "x none", "front", "unpruned-front archs lost"], rows,
                  title=f"{args.n} architectures (seed {args.seed}) from {space.name}, {args.dataset}, smoke schedule "
-                       f"{args.epochs} epochs, rungs grace {args.grace} eta {args.eta}; objectives top-1 max, paper "
+                       f"{args.epochs} epochs; objectives top-1 max, paper "
                        f"MACs min; HV reference (0 %, {reference[1] / 1e6:.2f} M MACs)"))
     if base:
         print("unpruned front (arch #: top-1 %, paper MACs M): " + "; ".join(

@@ -56,13 +56,18 @@ def test_two_drivers_a_kill_9_and_a_server_restart_lose_nothing(pg, tmp_path):
                     == [str(procs[0].pid)]]
             if any(x.state == "COMPLETE" for x in recs) and mine:
                 os.killpg(procs[0].pid, signal.SIGKILL)  # driver 0, its Ray and its workers
+                procs[0].wait()
                 killed = {x.attrs["item"] for x in mine}
                 pg.stop("immediate")  # and the store goes away under driver 1 ...
                 time.sleep(3)
                 pg.start()  # ... and comes back
                 break
         assert killed, "driver 0 finished before it could be killed mid-way"
-        out1 = procs[1].wait(timeout=240)
+        try:
+            out1 = procs[1].wait(timeout=150)
+        except subprocess.TimeoutExpired:
+            logs[1].seek(0)
+            pytest.fail(f"driver 1 never finished; claims {_claims(pg.url)}; its log: {logs[1].read()[-2000:]}")
     finally:
         for p in procs:
             if p.poll() is None:
@@ -90,6 +95,13 @@ def test_two_drivers_a_kill_9_and_a_server_restart_lose_nothing(pg, tmp_path):
     data = read_chart_data(pg.url)
     assert (data.trials["state"] == "COMPLETE").sum() == 4 and len(data.points) == 2
     assert PASSWORD not in err1 + again.stderr + r.stderr + r.stdout
+
+
+def _claims(url: str) -> list:
+    from workbench.study.claims import Claims
+
+    return sorted((c.item, c.state, c.owner, c.trial_id, round(time.time() - c.heartbeat))
+                  for c in Claims(Store(url, create=False).engine, "pg").all().values())
 
 
 def test_the_store_unreachable_is_retried_then_one_line_without_the_password(pg, monkeypatch, capsys):

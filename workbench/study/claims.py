@@ -58,7 +58,16 @@ def owner_is_dead(owner: str) -> bool:
         return True
     except PermissionError:
         return False
-    return started != "?" and _process_start(pid) != started
+    # A killed process its parent has not reaped yet (a zombie) still answers kill(pid, 0), but it is dead.
+    return (started != "?" and _process_start(pid) != started) or _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -106,8 +115,6 @@ class Claims:
         with self.engine.connect() as conn:
             r = conn.execute(sa.select(CLAIMS).where(CLAIMS.c.study == self.study, CLAIMS.c.item == item)).one()
         old = Claim(r.item, r.state, r.owner, r.trial_id, r.heartbeat)
-        if old.owner == self.owner and old.state == "running" and old.trial_id is None:
-            return True, None  # our own insert, committed before a lost connection made us retry it
         takeable = self.is_abandoned(old) or (retry_failed and old.state == "failed")
         if not takeable:
             return False, old
