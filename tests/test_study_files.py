@@ -76,6 +76,8 @@ BAD = [
     ("bad objective", GOOD + "objectives: [top1:up]\n", "objectives[0]"),
     ("bad dataset", GOOD.replace("dataset: digits", "dataset: mnist"), "dataset: unknown dataset 'mnist'"),
     ("bad resolution", GOOD.replace("count_resolution: 64", "count_resolution: 16"), "count_resolution: variant a"),
+    ("latency objective, no latency", GOOD + "objectives: [top1:max, latency_ms:min]\n",
+     "latency: the objectives name latency_ms"),
 ]
 
 
