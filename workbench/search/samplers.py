@@ -135,6 +135,7 @@ def make_sampler(name: str, seed: int, trials: int, arch_list: list[dict] | None
 def sample_architectures(space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
     """The first `n` architectures `--sampler random --seed SEED` proposes (those that build), as a list
     file's entries: what a benchmark writes so that every search it compares trains the same ones."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=PerTrialRandomSampler(seed))
     out = []
     while len(out) < n:
