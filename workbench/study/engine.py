@@ -285,7 +285,6 @@ class Engine:
         values = None
         lost = record is None and error  # the worker died (node lost, killed, out of memory) before its report
         if record is None and not error and result and "epoch" in result:
-            # A scheduler stopped it: keep how far it got and its accuracy there.
             # A scheduler stopped it: keep how far it got and its objective values there (the rung's
             # top-1 and the costs the trial reported), so the store and the dashboard show what it reached.
             epoch = int(result["epoch"])
