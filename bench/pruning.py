@@ -16,6 +16,7 @@ GRACE*ETA, ... epochs; 1/ETA promoted); plain PRUNER takes --grace and --eta.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -36,6 +37,8 @@ def main() -> int:
     ap.add_argument("--eta", type=int, default=2, help="reduction factor")
     ap.add_argument("--runs", default="none,moasha,asha", help="PRUNER or PRUNER:GRACE:ETA, comma-separated")
     ap.add_argument("--out", help="folder for the stores and run folders (default: a temporary one)")
+    ap.add_argument("--report-only", action="store_true", help="train nothing: the table from the stores an "
+                    "earlier run left in --out (wall time then spans its first trial's start to its last's end)")
     args = ap.parse_args()
 
     out = Path(args.out or tempfile.mkdtemp(prefix="wb-pruning-"))
@@ -70,8 +73,19 @@ def main() -> int:
                              study_name=f"bench-{pruner}", dataset=args.dataset,
                              schedule_overrides={"epochs": str(args.epochs)}, seed=args.seed)
         t0 = time.monotonic()
-        outcome = run_search(space, opts)
-        wall = time.monotonic() - t0
+        if args.report_only:
+            from workbench.search.search import summarize
+
+            if not Path(storage[len("sqlite:///"):]).is_file():
+                print(f"{name}: no store in {out}, left out", file=sys.stderr)
+                continue
+            store = Store(storage, create=False)
+            outcome = summarize(store, f"bench-{pruner}", objectives)
+            recs = store.records(f"bench-{pruner}")
+            wall = max(r.finished or 0 for r in recs) - min(r.started or math.inf for r in recs)
+        else:
+            outcome = run_search(space, opts)
+            wall = time.monotonic() - t0
         records = Store(storage, create=False).records(f"bench-{pruner}")
         by_arch = {r.attrs["list_index"]: r for r in records if "list_index" in r.attrs and "filtered" not in r.attrs}
         front_archs = {by_arch_index(records, f["trial"]) for f in outcome.front}
