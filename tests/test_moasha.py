@@ -123,3 +123,17 @@ def test_the_dashboard_lists_a_stopped_trial_with_what_it_reached():
     assert row["macs_paper"] == 9.0 and row["params"] == 0.5
     filtered = _trial_row("s", TrialRecord(4, "PRUNED", None, {"filtered": "params > max"}, {}, None, None))
     assert filtered["state"] == "FILTERED"
+
+
+def test_a_resumed_scheduler_ranks_new_trials_against_the_stored_ones():
+    from types import SimpleNamespace
+
+    from workbench.search.moasha import MOAshaScheduler
+
+    old = [SimpleNamespace(number=i, intermediate_values={1: acc, 2: acc + 1},
+                           user_attrs={"counts": {"params": 10, "macs": {"paper": macs}}})
+           for i, (acc, macs) in enumerate([(80, 100), (90, 200), (85, 150)])]
+    sched = MOAshaScheduler(ACC_MACS, epochs=4)
+    assert sched.seed(old) == 6 and len(sched.rule.recorded[1]) == 3
+    d = sched.rule.on_epoch("new", 1, {"top1": 70, "macs_paper": 210})  # dominated by all three
+    assert not d.keep and d.reached == 4

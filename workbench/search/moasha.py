@@ -99,5 +99,28 @@ class MOAshaScheduler(FIFOScheduler):
         self.decisions[trial.trial_id] = d
         return TrialScheduler.CONTINUE if d.keep else TrialScheduler.STOP
 
+    def seed(self, trials) -> int:
+        """Record at each rung what the study's finished trials reached there (a resumed search ranks its new
+        trials against the old ones, as one uninterrupted search would); returns how many were recorded."""
+        n = 0
+        for t in trials:
+            for epoch in self.rule.rungs:
+                if epoch in t.intermediate_values:
+                    vector = vector_of({**costs_of(t.user_attrs), "top1": t.intermediate_values[epoch]},
+                                       self.rule.objectives)
+                    if vector is not None:
+                        self.rule.recorded.setdefault(epoch, {})[f"study-trial-{t.number}"] = vector
+                        n += 1
+        return n
+
     def debug_string(self) -> str:
         return f"MO-ASHA rungs {self.rule.rungs}, eta {self.rule.eta}"
+
+
+def costs_of(attrs: dict) -> dict[str, float]:
+    """The costs a stored trial's record holds, under their objective names (as trial.known_costs sends them)."""
+    counts, lat = attrs.get("counts") or {}, attrs.get("latency") or {}
+    out = {"params": counts.get("params"), "latency_ms": lat.get("latency_ms"),
+           "throughput_img_s": lat.get("throughput_img_s")}
+    out.update({f"macs_{k}": v for k, v in (counts.get("macs") or {}).items()})
+    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float))}

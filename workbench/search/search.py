@@ -295,7 +295,13 @@ class SearchSource(WorkSource):
         if pruner == "none" or not rung_epochs(epochs, self.opts.grace, self.opts.eta):
             return None
         if pruner == "moasha":
-            return MOAshaScheduler(self.objectives, epochs, self.opts.grace, self.opts.eta)
+            from optuna.trial import TrialState
+
+            scheduler = MOAshaScheduler(self.objectives, epochs, self.opts.grace, self.opts.eta)
+            scheduler.seed(t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                                                    TrialState.PRUNED))
+                           if "filtered" not in t.user_attrs)
+            return scheduler
         return ASHAScheduler(time_attr="epoch", metric="top1", mode="max", max_t=epochs - 1,
                              grace_period=self.opts.grace, reduction_factor=self.opts.eta, stop_last_trials=False)
 
