@@ -69,7 +69,7 @@ class PgServer:
         with open(self.data / "postgresql.conf", "a") as f:
             f.write(f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = "
                     f"'{self.root}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
-                    "max_connections = 60\nshared_buffers = 16MB\n")
+                    "max_connections = 100\nshared_buffers = 16MB\n")
 
     def start(self) -> None:
         self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t",

@@ -44,12 +44,14 @@ def test_two_drivers_a_kill_9_and_a_server_restart_lose_nothing(pg, tmp_path):
     procs = [subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=logs[i],
                               start_new_session=True) for i in range(2)]
     killed: set[str] = set()
+    watcher = None  # one store for the whole watch: a new one per look would pile up server connections
     try:
         deadline = time.time() + 200
         while time.time() < deadline and procs[0].poll() is None:
             time.sleep(0.5)
             try:
-                recs = Store(pg.url, create=False).records("pg")
+                watcher = watcher or Store(pg.url, create=False)
+                recs = watcher.records("pg")
             except WorkbenchError:  # the study is not created yet
                 continue
             mine = [x for x in recs if x.state == "RUNNING" and x.attrs.get("owner", "").split("|")[1:2]
@@ -58,6 +60,7 @@ def test_two_drivers_a_kill_9_and_a_server_restart_lose_nothing(pg, tmp_path):
                 os.killpg(procs[0].pid, signal.SIGKILL)  # driver 0, its Ray and its workers
                 procs[0].wait()
                 killed = {x.attrs["item"] for x in mine}
+                watcher.engine.dispose()
                 pg.stop("immediate")  # and the store goes away under driver 1 ...
                 time.sleep(3)
                 pg.start()  # ... and comes back

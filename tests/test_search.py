@@ -94,7 +94,7 @@ def test_bad_space_files_name_file_and_key(tmp_path, capsys, edit, message):
     (["--reduction-factor", "1"], "--reduction-factor 1: need >= 1 and >= 2"),
     (["--trials", "0"], "--trials 0: must be >= 1"),
     (["--sched", "epochz=3"], "unknown schedule field 'epochz'"),
-    (["--storage", "nosuch://x"], "study store"),
+    (["--storage", "nosuch://x"], "no database driver for it"),
 ])
 def test_bad_options_exit_2_before_the_store_exists(tmp_path, capsys, argv, message):
     path = write(tmp_path, TINY)
