@@ -87,11 +87,14 @@ def test_bad_space_files_name_file_and_key(tmp_path, capsys, edit, message):
     (["--max-params", "1K"], "no architecture in search space 'tiny' meets --max-params"),
     (["--max-params", "2.5Q"], "--max-params '2.5Q'"),
     (["--max-latency-ms", "-1"], "--max-latency-ms -1.0: must be positive"),
-    (["--sampler", "grid"], "--sampler 'grid': accepted values are nsga2 | tpe | random"),
-    (["--pruner", "median"], "--pruner 'median': accepted values are asha | none"),
+    (["--sampler", "grid"], "--sampler 'grid': accepted values are nsga2 | tpe | random | list"),
+    (["--sampler", "list"], "--sampler list needs --arch-list FILE"),
+    (["--sampler", "list", "--arch-list", "nosuch.yaml"], "--arch-list nosuch.yaml: cannot read it"),
+    (["--pruner", "median"], "--pruner 'median': accepted values are moasha | asha | none"),
+    (["--reduction-factor", "1"], "--reduction-factor 1: need >= 1 and >= 2"),
     (["--trials", "0"], "--trials 0: must be >= 1"),
     (["--sched", "epochz=3"], "unknown schedule field 'epochz'"),
-    (["--storage", "nosuch://x"], "study store"),
+    (["--storage", "nosuch://x"], "no database driver for it"),
 ])
 def test_bad_options_exit_2_before_the_store_exists(tmp_path, capsys, argv, message):
     path = write(tmp_path, TINY)
@@ -124,8 +127,9 @@ def test_constraints_filter_with_the_analytic_counter(tmp_path):
 def test_a_real_search_prunes_records_and_resumes(tmp_path):
     path = write(tmp_path, TINY)
     env = {**os.environ, "WORKBENCH_WORKSPACE": str(tmp_path / "ws")}
+    # Two objectives: MO-ASHA by default.
     cmd = [sys.executable, "-m", "workbench.cli", "search", "--space", str(path), "--sampler", "random",
-           "--pruner", "asha", "--quiet", "--json"]
+           "--quiet", "--json"]
     first = subprocess.run(cmd + ["--trials", "4"], env=env, capture_output=True, text=True, timeout=400)
     assert first.returncode == 0, first.stderr[-3000:]
     out = json.loads(first.stdout)
@@ -138,6 +142,10 @@ def test_a_real_search_prunes_records_and_resumes(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'ws' / 'studies.db'}", create=False)
     records = [r for r in store.records("search-tiny") if "filtered" not in r.attrs]
     assert len(records) == 5 and all(r.state in ("COMPLETE", "PRUNED") for r in records)
+    assert {r.attrs["pruner"] for r in records} == {"moasha"}
+    for r in records:  # a stopped trial keeps the objective values it had at its rung
+        if r.state == "PRUNED":
+            assert set(r.attrs["rung_values"]) == {"top1", "macs_paper"} and r.attrs["counts"]["params"] > 0
     outcome = summarize(store, "search-tiny", [("top1", "max"), ("macs_paper", "min")])
     assert {r["trial"] for r in outcome.front} == set(store.load_study("search-tiny").user_attrs["pareto_front"])
 
@@ -147,9 +155,9 @@ def _search_source(tmp_path, trials: int, **extra):
     from workbench.search.search import SearchOptions, SearchSource
 
     space = load_space(str(write(tmp_path, TINY)))
+    settings = {"objectives": [("top1", "max"), ("macs_paper", "min")], "sampler": "random", **extra}
     opts = SearchOptions(storage=f"sqlite:///{tmp_path / 'store.db'}", run_dirs=False, progress=False,
-                         objectives=[("top1", "max"), ("macs_paper", "min")], trials=trials, sampler="random",
-                         pruner="none", schedule_overrides={"epochs": "1"}, **extra)
+                         trials=trials, pruner="none", schedule_overrides={"epochs": "1"}, **settings)
     return SearchSource(space, opts), opts
 
 
@@ -273,3 +281,45 @@ def test_kill_9_mid_search_then_the_same_command_completes_the_budget(tmp_path):
     assert all(r.attrs.get("failure") == "interrupted" for r in recs if r.state == "FAIL")
     completed_before = {r.number for r in killed_with if r.state == "COMPLETE"}
     assert completed_before <= {r.number for r in recs if r.state == "COMPLETE"}
+
+
+def test_latency_and_fvcore_objectives_are_measured_before_training_not_failed_after(tmp_path):
+    """The space counts with `paper` only and has no latency block: an fvcore-MACs and a latency objective
+    still get their figures (the counter added, latency timed with the defaults before training)."""
+    from workbench.study.engine import Engine
+
+    objectives = [("top1", "max"), ("latency_ms", "min"), ("macs_fvcore", "min")]
+    source, opts = _search_source(tmp_path, trials=2, objectives=objectives)
+    tally = Engine(opts).run_inline(source, train_fn=_quick_train)
+    assert tally.completed == 2 and tally.failed == 0
+    assert "fvcore" in source.settings.counters and source.settings.latency["resolution"] == 64
+    for r in Store(opts.storage, create=False).records(source.name):
+        assert r.state == "COMPLETE" and r.values[1] == r.attrs["latency"]["latency_ms"] > 0
+        assert r.attrs["latency"]["settings"] == source.settings.latency and r.values[2] > 0
+
+
+def test_the_list_sampler_trains_its_architectures_in_order(tmp_path):
+    from workbench.search.samplers import sample_architectures
+    from workbench.study.engine import Engine
+
+    space = load_space(str(write(tmp_path, TINY)))
+    archs = sample_architectures(space, 3, seed=5)
+    path = tmp_path / "archs.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(archs))
+    source, opts = _search_source(tmp_path, trials=3, sampler="list", arch_list=str(path))
+    Engine(opts).run_inline(source, train_fn=_quick_train)
+    records = sorted(Store(opts.storage, create=False).records(source.name), key=lambda r: r.number)
+    assert [r.attrs["list_index"] for r in records] == [0, 1, 2]
+    assert [r.attrs["sampled"] for r in records] == archs
+    # --sampler random gives trial N the same architecture: the list is what it proposes for the seed.
+    (tmp_path / "r").mkdir()
+    again, opts2 = _search_source(tmp_path / "r", trials=3, seed=5)
+    Engine(opts2).run_inline(again, train_fn=_quick_train)
+    assert [r.attrs["sampled"] for r in sorted(Store(opts2.storage, create=False).records(again.name),
+                                               key=lambda r: r.number)] == archs
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- {block.fusion_conv: 5x5}\n")
+    with pytest.raises(WorkbenchError, match="entry 0: needs exactly the space's parameters"):
+        _search_source(tmp_path, trials=1, sampler="list", arch_list=str(bad))

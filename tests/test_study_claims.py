@@ -73,3 +73,21 @@ def test_a_dead_owner_is_taken_over_and_a_live_or_finished_one_is_not(tmp_path):
     assert not claims.try_claim("alive")[0] and not claims.try_claim("done")[0]
     assert not claims.try_claim("failed")[0] and claims.try_claim("failed", retry_failed=True)[0]
     assert not claims.try_claim("dead")[0] and claims.all()["dead"].owner == claims.owner
+
+
+def test_a_killed_process_not_yet_reaped_counts_as_dead():
+    import signal
+    import socket
+    import subprocess
+
+    from workbench.study.claims import _process_start
+
+    proc = subprocess.Popen(["sleep", "60"])
+    owner = f"{socket.gethostname()}|{proc.pid}|{_process_start(proc.pid)}"
+    try:
+        assert not owner_is_dead(owner)
+        os.kill(proc.pid, signal.SIGKILL)
+        time.sleep(0.3)  # a zombie now: kill(pid, 0) still succeeds until its parent waits for it
+        assert owner_is_dead(owner)
+    finally:
+        proc.wait()

@@ -76,6 +76,8 @@ BAD = [
     ("bad objective", GOOD + "objectives: [top1:up]\n", "objectives[0]"),
     ("bad dataset", GOOD.replace("dataset: digits", "dataset: mnist"), "dataset: unknown dataset 'mnist'"),
     ("bad resolution", GOOD.replace("count_resolution: 64", "count_resolution: 16"), "count_resolution: variant a"),
+    ("latency objective, no latency", GOOD + "objectives: [top1:max, latency_ms:min]\n",
+     "latency: the objectives name latency_ms"),
 ]
 
 
@@ -92,7 +94,7 @@ def test_bad_study_file_is_one_line_exit_2_and_store_untouched(workspace, capsys
 
 @pytest.mark.parametrize("args,message", [
     (["--storage", "sqlite:////no/such/folder/s.db"], "folder '/no/such/folder' does not exist"),
-    (["--storage", "nonsense://"], "cannot open the study store"),
+    (["--storage", "nonsense://"], "no database driver for it"),
     (["--storage", "not a url"], "not a SQLAlchemy URL"),
     (["--ray-address", "127.0.0.1:1"], "no Ray head answers there"),
     (["--ray-address", "nohostport"], "expected HOST:PORT"),

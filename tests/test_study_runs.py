@@ -171,18 +171,23 @@ def _active_nodes(ray_cli: str, address: str, env: dict) -> int:
     return out.split("Active:", 1)[-1].split("Pending:", 1)[0].count("node_") if "Active:" in out else 0
 
 
-def test_a_study_on_a_two_node_ray_cluster(ws):
+def test_a_study_on_a_two_node_ray_cluster_that_loses_its_worker_node_mid_trial(ws):
     tmp, env = ws
     ray_cli = str(Path(sys.executable).with_name("ray"))
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    # Token auth on explicitly, so `ray status` (which does not pick the mode up by itself) can talk too.
-    ray_env = {**env, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    # Token auth on explicitly, so `ray status` (which does not pick the mode up by itself) can talk too. The
+    # head checks its nodes' health every 0.5 s and declares one dead after 3 misses, so a lost node's trial
+    # fails in seconds rather than Ray's default tens of seconds.
+    ray_env = {**env, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_health_check_period_ms": "500",
+               "RAY_health_check_failure_threshold": "3", "RAY_health_check_timeout_ms": "500",
+               "RAY_health_check_initial_delay_ms": "0"}
     groups = []
     # `ray start` records its cluster in /tmp/ray/ray_current_cluster, where a plain ray.init() on this
     # machine would find it after the test; put back what was there.
     current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
     before = current.read_text() if current.exists() else None
+    proc = None
     try:
         groups.append(_ray_node(ray_cli, ["--head", f"--port={port}", "--include-dashboard=false"], ray_env))
         groups.append(_ray_node(ray_cli, [f"--address={address}"], ray_env))
@@ -190,14 +195,36 @@ def test_a_study_on_a_two_node_ray_cluster(ws):
         while _active_nodes(ray_cli, address, ray_env) < 2:  # the second node registers a moment later
             assert time.time() < deadline, "the second Ray node never joined"
             time.sleep(2)
-        study = _study(tmp / "s.yaml", TWO)
-        r = _run(["ablate", "--study", str(study), "--ray-address", address], ray_env, tmp)
-        assert r.returncode == 0, r.stderr[-3000:]
-        assert "2 at a time" in r.stderr
+        study = _study(tmp / "s.yaml", TWO, epochs=3)
+        proc = subprocess.Popen(WORKBENCH + ["ablate", "--study", str(study), "--ray-address", address], env=ray_env,
+                                cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Both nodes train (one CPU each); once both trials have reported an epoch, the worker node goes.
+        deadline = time.time() + 120
+        while True:
+            assert time.time() < deadline and proc.poll() is None, "no two trials were ever training at once"
+            time.sleep(0.5)
+            try:
+                recs = _store(tmp).records("tiny")
+            except Exception:  # the study is not created yet
+                continue
+            if sum(1 for x in recs if x.state == "RUNNING" and x.intermediate) >= 2:
+                break
+        worker = groups.pop()
+        os.killpg(worker, signal.SIGKILL)  # the worker node: raylet, its workers and the trial on it, at once
+        _stop(worker)
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err[-3000:]
+        assert "2 at a time" in err and "lost its Ray worker; re-queued" in err
         recs = _store(tmp).records("tiny")
-        assert len(recs) == 4 and all(x.state == "COMPLETE" for x in recs)
-        assert len({x.attrs["ray_node"] for x in recs}) == 2  # both nodes ran trials
+        complete = [x for x in recs if x.state == "COMPLETE"]
+        assert len(complete) == 4 and len({x.attrs["item"] for x in complete}) == 4  # one record per item
+        lost = [x for x in recs if x.state == "FAIL"]
+        assert len(lost) == 1 and lost[0].attrs["requeued"] and lost[0].attrs["failure"] == "worker"
+        assert "4 trials run now" in out + err
     finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
         for pgid in reversed(groups):
             _stop(pgid)
         if current.exists() and current.read_text().strip().endswith(f":{port}"):

@@ -43,7 +43,13 @@ def test_a_completed_trial_records_counts_metrics_and_where_it_ran(tmp_path):
     assert rec["train"]["top1"] == 55.0 and rec["history"] == [{"epoch": 1, "top1": 55.0}]
     assert rec["latency"]["latency_ms"] > 0 and rec["hardware"]["cpu_count"] and rec["versions"]["torch"]
     assert seen["seed"] == 3 and seen["overrides"] == {"epochs": "1"} and seen["resume"] is True
-    assert seen["spec"] == SPEC and reports == [{"epoch": 1, "top1": 55.0}]
+    assert seen["spec"] == SPEC and len(reports) == 1 and seen["bad_checkpoint"] == "restart"
+    # Every epoch's report carries the costs known before training, under their objective names: what an
+    # early-stopping rung ranks on besides top-1. Latency was measured before training.
+    r = reports[0]
+    assert r["epoch"] == 1 and r["top1"] == 55.0 and "note" not in r
+    assert r["params"] == rec["counts"]["params"] and r["macs_fvcore"] == rec["counts"]["macs"]["fvcore"]
+    assert r["latency_ms"] == rec["latency"]["latency_ms"] and rec["latency"]["settings"]["batch"] == 2
     assert (tmp_path / "run" / "attempts.jsonl").read_text().count("\n") == 1
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from workbench.cli import options
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, masked_url
 
 
 def register(sub) -> None:
@@ -57,7 +57,7 @@ def cmd_dashboard(args) -> int:  # does not return: the process becomes the Stre
                "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
                "--server.fileWatcherType", "none", "--global.developmentMode", "false",
                "--client.toolbarMode", "viewer"]
-    print(f"workbench dashboard: http://{args.host}:{args.port} showing {url} (read-only); Ctrl-C stops it",
+    print(f"workbench dashboard: http://{args.host}:{args.port} showing {masked_url(url)} (read-only); Ctrl-C stops it",
           file=sys.stderr, flush=True)
     # Become the Streamlit server (no wrapper process): Ctrl-C and kill reach it directly.
     os.execve(sys.executable, command, {**os.environ, STORAGE_ENV: url})

@@ -44,8 +44,14 @@ def register(sub) -> None:
                    help="METRIC:max|min,... with METRIC top1 | top5 | params | macs (paper) | macs_fvcore | "
                         "macs_ptflops | latency_ms | throughput_img_s (default: %(default)s)")
     p.add_argument("--trials", type=int, default=30, help="trials to train in all (resumes count) (default: 30)")
-    p.add_argument("--sampler", default="nsga2", help="nsga2 | tpe | random (default: %(default)s)")
-    p.add_argument("--pruner", default="asha", help="asha | none: stop poor trials early (default: %(default)s)")
+    p.add_argument("--sampler", default="nsga2", help="nsga2 | tpe | random (trial N is the same architecture "
+                   "for a given --seed) | list (the architectures of --arch-list, in order) (default: %(default)s)")
+    p.add_argument("--arch-list", metavar="FILE", help="with --sampler list: a YAML list of {PARAM: value}")
+    p.add_argument("--pruner", help="moasha | asha | none: stop poor trials early (default: moasha with 2+ "
+                   "objectives, asha (top-1) with one)")
+    p.add_argument("--grace-epochs", type=int, default=1, help="the first rung's epoch (default: %(default)s)")
+    p.add_argument("--reduction-factor", type=int, default=2,
+                   help="eta: rungs at grace*eta^k epochs, 1/eta of each rung promoted (default: %(default)s)")
     p.add_argument("--max-params", metavar="N", help="hard limit, e.g. 2M; checked before training")
     p.add_argument("--max-macs", metavar="N", help="hard limit on paper MACs, e.g. 500M")
     p.add_argument("--max-latency-ms", type=float, help="hard limit on batch-1 CPU latency at the count resolution")
@@ -195,7 +201,8 @@ def cmd_search(args) -> int:
                  {**space.schedule_overrides, **overrides})
     options.check_engine_args(args)
     opts = SearchOptions(**options.engine_options(args), objectives=objectives, trials=args.trials,
-                         sampler=args.sampler, pruner=args.pruner, constraints=constraints, study_name=args.study,
+                         sampler=args.sampler, pruner=args.pruner, grace=args.grace_epochs, eta=args.reduction_factor,
+                         arch_list=args.arch_list, constraints=constraints, study_name=args.study,
                          dataset=args.dataset, schedule=args.schedule, schedule_overrides=overrides, seed=args.seed)
     out = run_search(space, opts)
     print(json.dumps(vars(out), indent=2, default=str) if args.json else format_front(out, objectives))

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from workbench.cli import options
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, masked_url
 
 
 def register(sub) -> None:
@@ -77,7 +77,7 @@ def cmd_ablate(args) -> int:
     if study.latency_ratios:
         _latency_ratios(study, args)
     print(f"\n{summary.completed} trials run now, {summary.completed_before} already complete, {summary.failed} "
-          f"failed, in {summary.wall_s:.0f} s; store {store.url}; table written to "
+          f"failed, in {summary.wall_s:.0f} s; store {masked_url(store.url)}; table written to "
           f"{', '.join(str(p) for p in paths)}", file=sys.stderr)
     sys.stderr.flush()
     print("\n" + power_sentence(table, args.study))  # the run's last word: what it could and could not detect

@@ -23,7 +23,7 @@ from workbench.dashboard.chart_data import (
     plotted,
 )
 from workbench.dashboard.readonly import ReadOnlyStore, StoreProblem, read_chart_data
-from workbench.errors import WorkbenchError, first_line
+from workbench.errors import WorkbenchError, first_line, masked_url
 from workbench.study.results import power_sentence
 from workbench.study.results import title as table_title
 from workbench.study.store import default_storage_url
@@ -184,7 +184,7 @@ def fidelity_section(data: ChartData) -> None:
 def main() -> None:
     st.set_page_config(page_title="workbench: Pareto dashboard", layout="wide")
     url = storage_url()
-    st.sidebar.caption(f"Store (read-only): `{url}`")
+    st.sidebar.caption(f"Store (read-only): `{masked_url(url)}`")
     every_s = st.sidebar.number_input("Check the store every (s), 0 = never", min_value=0, max_value=3600,
                                       value=DEFAULT_REFRESH_S, step=1, key="refresh")
     st.title("Accuracy against size")
@@ -196,7 +196,7 @@ def main() -> None:
         watch(url, marker, every_s)
         return
     if data.trials.empty:
-        show_problem(StoreProblem("empty", f"the study store {url!r} holds no trials yet"), every_s)
+        show_problem(StoreProblem("empty", f"the study store {masked_url(url)!r} holds no trials yet"), every_s)
         watch(url, marker, every_s)
         return
 

@@ -167,8 +167,14 @@ def _trial_row(study: str, r: TrialRecord) -> dict:
     a = r.attrs
     train, counts = a.get("train") or {}, a.get("counts") or {}
     macs = counts.get("macs") or {}
+    state = r.state
+    if state == "PRUNED":
+        # Early-stopped trials show what they reached at their last rung; rejected candidates never trained.
+        state = "FILTERED" if "filtered" in a else f"STOPPED at epoch {a.get('stopped_at_epoch')}"
+        if "top1_at_stop" in a:
+            train = {"top1": a.get("top1_at_stop"), "epochs_run": a.get("stopped_at_epoch")}
     return {"trial_key": f"{study} #{r.number}", "study": study, "run": a.get("config_id"), "trial": r.number,
-            "state": r.state,
+            "state": state,
             "variant": a.get("variant"), "seed": a.get("seed"), "dataset": a.get("dataset"),
             "schedule": schedule_label(a), "family": (a.get("spec") or {}).get("family", "custom"),
             "top1": train.get("top1"), "top5": train.get("top5"),

@@ -14,11 +14,12 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
-from workbench.errors import WorkbenchError, first_line
+from workbench.errors import WorkbenchError, first_line, masked_url, scrubbed
 from workbench.study.store import (
     Store,
     check_storage_url,
     default_storage_url,
+    driver_url,
     sqlite_path,
 )
 
@@ -70,19 +71,16 @@ class ReadOnlyStore(Store):
         self.url = url or default_storage_url()
         try:
             check_storage_url(self.url)
-            parsed = sa.engine.make_url(self.url)
-            parsed.get_dialect().import_dbapi()  # the driver (psycopg2, ...) must be installed
+            parsed = sa.engine.make_url(driver_url(self.url))  # check_storage_url: the driver is installed
         except WorkbenchError as e:
             raise StoreProblem("bad-url", str(e)) from None
-        except (sa.exc.NoSuchModuleError, ImportError) as e:
-            raise StoreProblem("bad-url", f"--storage {self.url!r}: no database driver for it "
-                                          f"({first_line(e)})") from None
         backend = parsed.get_backend_name()
-        engine_url, connect_args = self.url, {}
+        engine_url, connect_args = driver_url(self.url), {}
         if backend == "sqlite":
             path = sqlite_path(self.url)
             if path is None:
-                raise StoreProblem("bad-url", f"--storage {self.url!r}: an in-memory SQLite store holds nothing "
+                raise StoreProblem("bad-url", f"--storage {masked_url(self.url)!r}: an in-memory SQLite store "
+                                              f"holds nothing "
                                               "another process could show; give a file, e.g. sqlite:///studies.db")
             inspect_sqlite(path)
             engine_url = _readonly_sqlite_url(path)
@@ -94,7 +92,8 @@ class ReadOnlyStore(Store):
                 engine_url, skip_table_creation=True,
                 engine_kwargs={"poolclass": sa.pool.NullPool, "connect_args": connect_args})
         except Exception as e:  # noqa: BLE001 - driver, schema-version and I/O errors all mean "cannot read it"
-            raise StoreProblem("corrupt", f"cannot read the study store {self.url!r}: {first_line(e)}") from None
+            raise StoreProblem("corrupt", f"cannot read the study store {masked_url(self.url)!r}: "
+                                          f"{scrubbed(first_line(e), self.url)}") from None
         self.engine = self.storage.engine
 
     def change_marker(self) -> tuple:
@@ -121,4 +120,5 @@ def read_chart_data(url: str | None, studies: list[str] | None = None):
     except WorkbenchError:
         raise
     except Exception as e:  # noqa: BLE001 - a malformed file fails in SQLite or Optuna, mid-read
-        raise StoreProblem("corrupt", f"cannot read the study store {store.url!r}: {first_line(e)}") from None
+        raise StoreProblem("corrupt", f"cannot read the study store {masked_url(store.url)!r}: "
+                                      f"{scrubbed(first_line(e), store.url)}") from None

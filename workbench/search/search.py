@@ -3,10 +3,13 @@
 The search is a source of work for the study engine (study/engine.py), beside `ablate`'s study items: each
 free slot asks the Optuna study (in the same durable store) for a candidate; hard constraints (params, MACs
 by the analytic counter, measured latency) reject a candidate before any training (it is kept as a PRUNED
-trial marked `filtered`). Training reports top-1 per epoch; with `--pruner asha`, Ray Tune's ASHA
-scheduler stops the trials whose top-1 at a rung (epochs 1, 2, 4, ...) falls in the bottom half of what
-other trials reached there. A stopped trial is PRUNED with the epochs it trained; completed trials carry
-the objective values and form the Pareto front.
+trial marked `filtered`). Training reports top-1 and the costs known up front (params, MACs, latency) per
+epoch; with `--pruner moasha` (the default for 2+ objectives, moasha.py) a trial is stopped at a rung
+(epochs 1, 2, 4, ...) when it ranks below the best 1/eta of its rung by non-dominated sorting over all the
+objectives and is not on the rung's first front; with `--pruner asha` (the default for one objective) Ray
+Tune's ASHA stops the trials whose top-1 at a rung falls in the bottom half. A stopped trial is PRUNED with
+the epochs it trained and its objective values at the rung (`rung_values`); completed trials carry the
+objective values and form the Pareto front.
 
 Every running search trial holds a claim with a heartbeat, as study items do: a search process that dies,
 on this host or another, leaves claims that go stale, and any process of the same search fails those
@@ -18,7 +21,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, masked_url
+from workbench.search.samplers import SAMPLERS, load_arch_list, make_sampler
 from workbench.search.space import SearchSpace
 from workbench.study.claims import owner_is_dead
 from workbench.study.engine import (
@@ -30,12 +34,12 @@ from workbench.study.engine import (
     Started,
     WorkSource,
 )
-from workbench.study.objectives import Objective, labels, optuna_directions
+from workbench.study.files import LatencyPlan
+from workbench.study.objectives import Objective, labels, needs_latency, optuna_directions, with_needed_counters
 from workbench.study.pareto import pareto_front
 from workbench.study.store import Store
 
-SAMPLERS = ("nsga2", "tpe", "random")
-PRUNERS = ("asha", "none")
+PRUNERS = ("moasha", "asha", "none")
 MAX_REJECTS = 2000  # candidates the constraints may reject in a row before the search gives up
 
 
@@ -102,7 +106,10 @@ class SearchOptions(EngineOptions):
     objectives: list[Objective] = field(default_factory=lambda: [("top1", "max"), ("macs_paper", "min")])
     trials: int = 30
     sampler: str = "nsga2"
-    pruner: str = "asha"
+    pruner: str | None = None  # None: moasha with 2+ objectives, asha with one
+    grace: int = 1  # the first rung's epoch
+    eta: int = 2  # reduction factor: rungs at grace * eta**k epochs; 1/eta of a rung is promoted
+    arch_list: str | None = None  # with sampler "list": the YAML file of architectures
     constraints: Constraints = field(default_factory=Constraints)
     study_name: str | None = None
     dataset: str | None = None
@@ -124,18 +131,6 @@ class SearchOutcome:
     store_url: str
 
 
-def make_sampler(name: str, seed: int, trials: int):
-    import optuna
-
-    if name == "nsga2":  # generations of a third of the budget, so a 30-trial search evolves
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, trials // 3)))
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(4, trials // 4))
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise WorkbenchError(f"--sampler {name!r}: accepted values are {' | '.join(SAMPLERS)}")
-
-
 def trial_key(number: int) -> str:
     return f"trial-{number}"
 
@@ -149,6 +144,7 @@ class SearchSource(WorkSource):
         self.objectives = opts.objectives
         self.rejects = 0
         self.last_reap = 0.0
+        self.arch_list = load_arch_list(opts.arch_list, space) if opts.sampler == "list" and opts.arch_list else None
 
     @property
     def schedule(self) -> str:
@@ -164,11 +160,13 @@ class SearchSource(WorkSource):
 
         sp = self.space
         self.settings = engine.settings(self.opts.dataset or sp.dataset, self.schedule, self.schedule_overrides,
-                                        sp.count_resolution, sp.counters, None, sp.cpus, sp.gpus)
+                                        sp.count_resolution, with_needed_counters(self.objectives, sp.counters),
+                                        latency_settings(sp, self.objectives), sp.cpus, sp.gpus)
         directions = optuna_directions(self.objectives)
+        sampler = make_sampler(self.opts.sampler, self.opts.seed, self.opts.trials, self.arch_list,
+                               str(self.opts.arch_list))
         self.study = optuna.create_study(storage=engine.store.storage, study_name=self.name, directions=directions,
-                                         sampler=make_sampler(self.opts.sampler, self.opts.seed, self.opts.trials),
-                                         load_if_exists=True)
+                                         sampler=sampler, load_if_exists=True)
         if [d.name.lower() for d in self.study.directions] != directions:
             raise WorkbenchError(f"study {self.name!r} exists with other objective directions; use --study to "
                                  "start anew")
@@ -182,15 +180,15 @@ class SearchSource(WorkSource):
     def counted(self) -> tuple[int, int]:
         """(trials that count toward --trials, of which running in another live process).
 
-        Completed, early-stopped and failed trials count; interrupted ones (their process died) and those
-        the constraints rejected do not.
+        Completed, early-stopped and failed trials count; interrupted ones (their process died), those lost
+        with their Ray worker and re-queued, and those the constraints rejected do not.
         """
         mine = self.engine.running_keys(self)
         n = elsewhere = 0
         for t in self.study.get_trials(deepcopy=False):
             a, state = t.user_attrs, t.state.name
             if state == "COMPLETE" or (state == "PRUNED" and "filtered" not in a) or (
-                    state == "FAIL" and a.get("failure") != "interrupted"):
+                    state == "FAIL" and a.get("failure") != "interrupted" and not a.get("requeued")):
                 n += 1
             elif state == "RUNNING" and trial_key(t.number) not in mine and "filtered" not in a:
                 n += 1
@@ -238,6 +236,10 @@ class SearchSource(WorkSource):
                 n += 1
         return n
 
+    def requeue(self, started: Started) -> None:
+        """The lost attempt's share of --trials re-opens (counted() skips it); its claim is closed."""
+        self.claims.finish(started.key, "failed")
+
     # --- the next candidate ------------------------------------------------------------------------------
     def next(self) -> Started | str:
         self.reap_stale()
@@ -280,20 +282,43 @@ class SearchSource(WorkSource):
                 "seed": self.opts.seed, "preset": self.space.base,
                 "overrides": {**self.space.fixed, **{k: str(v) for k, v in values.items()}},
                 "block": dict(vars(spec.block)), "spec": spec.to_dict(), "search_space": self.space.name,
-                "sampler": self.opts.sampler, "pruner": self.opts.pruner, "sampled": dict(values)}
+                "sampler": self.opts.sampler, "pruner": pruner_for(self.opts), "sampled": dict(values)}
 
     def scheduler(self):
         from ray.tune.schedulers import ASHAScheduler
 
+        from workbench.search.moasha import MOAshaScheduler, rung_epochs
         from workbench.training.schedules import get_schedule
 
         epochs = get_schedule(self.schedule, self.schedule_overrides).epochs
-        if self.opts.pruner != "asha" or epochs < 3:
+        pruner = pruner_for(self.opts)
+        # Rungs at epochs grace, grace*eta, ... below the last epoch: a trial that reaches its last epoch
+        # always finishes, so it is never cut after paying for the whole schedule.
+        if pruner == "none" or not rung_epochs(epochs, self.opts.grace, self.opts.eta):
             return None
-        # Rungs at epochs 1, 2, 4, ... below the last epoch: a trial that reaches its last epoch always
-        # finishes, so it is never cut after paying for the whole schedule.
-        return ASHAScheduler(time_attr="epoch", metric="top1", mode="max", max_t=epochs - 1, grace_period=1,
-                             reduction_factor=2, stop_last_trials=False)
+        if pruner == "moasha":
+            from optuna.trial import TrialState
+
+            scheduler = MOAshaScheduler(self.objectives, epochs, self.opts.grace, self.opts.eta)
+            scheduler.seed(t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                                                    TrialState.PRUNED))
+                           if "filtered" not in t.user_attrs)
+            return scheduler
+        return ASHAScheduler(time_attr="epoch", metric="top1", mode="max", max_t=epochs - 1,
+                             grace_period=self.opts.grace, reduction_factor=self.opts.eta, stop_last_trials=False)
+
+
+def pruner_for(opts: SearchOptions) -> str:
+    """The early-stopping rule: as asked, else MO-ASHA for 2+ objectives and ASHA (top-1) for one."""
+    return opts.pruner or ("moasha" if len(opts.objectives) > 1 else "asha")
+
+
+def latency_settings(space: SearchSpace, objectives: list[Objective]) -> dict | None:
+    """How a trial measures latency: the space's `latency:` block, or the defaults, when an objective needs
+    it; None otherwise (nothing is timed that nobody asked for)."""
+    if not needs_latency(objectives):
+        return None
+    return vars(space.latency or LatencyPlan(resolution=space.count_resolution))
 
 
 def run_search(space: SearchSpace, opts: SearchOptions) -> SearchOutcome:
@@ -302,11 +327,19 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> SearchOutcome:
     t0 = time.monotonic()
     if opts.trials < 1:
         raise WorkbenchError(f"--trials {opts.trials}: must be >= 1")
-    if opts.pruner not in PRUNERS:
+    if opts.pruner is not None and opts.pruner not in PRUNERS:
         raise WorkbenchError(f"--pruner {opts.pruner!r}: accepted values are {' | '.join(PRUNERS)}")
-    make_sampler(opts.sampler, opts.seed, opts.trials)  # an unknown sampler fails before the store is touched
+    if opts.grace < 1 or opts.eta < 2:
+        raise WorkbenchError(f"--grace-epochs {opts.grace} / --reduction-factor {opts.eta}: need >= 1 and >= 2")
+    if opts.sampler not in SAMPLERS:
+        raise WorkbenchError(f"--sampler {opts.sampler!r}: accepted values are {' | '.join(SAMPLERS)}")
+    if opts.sampler == "list" and not opts.arch_list:
+        raise WorkbenchError("--sampler list needs --arch-list FILE (a YAML list of architectures)")
     check_feasible(space, opts.constraints, seed=opts.seed)
-    source = SearchSource(space, opts)
+    source = SearchSource(space, opts)  # reads and checks --arch-list
+    if source.arch_list is not None and opts.trials > len(source.arch_list):
+        raise WorkbenchError(f"--trials {opts.trials}: the --arch-list {opts.arch_list} holds only "
+                             f"{len(source.arch_list)} architectures")
     get_schedule(source.schedule, source.schedule_overrides)
     engine = Engine(opts)
     engine.run(source)
@@ -333,7 +366,8 @@ def summarize(store: Store, name: str, objectives: list[tuple[str, str]]) -> Sea
                       "params": counts.get("params"), "macs": counts.get("macs", {}),
                       "top1": (r.attrs.get("train") or {}).get("top1"), "sampled": r.attrs.get("sampled", {}),
                       "epochs": r.attrs.get("epochs_trained")})
-    return SearchOutcome(name, len(done), len(pruned), len(failed), len(filtered), epochs, front, 0.0, store.url)
+    return SearchOutcome(name, len(done), len(pruned), len(failed), len(filtered), epochs, front, 0.0,
+                         masked_url(store.url))
 
 
 def format_front(out: SearchOutcome, objectives: list[Objective]) -> str:

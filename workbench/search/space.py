@@ -5,6 +5,7 @@
       block.fusion_conv: [3x3, 1x1]                    # a list: a categorical choice
       layer4.width: {low: 0.5, high: 1.5, step: 0.25}  # a range: float when any bound or step is a float
       layer4.depth: {low: 1, high: 4}                  # integers otherwise; `log: true` samples log-uniform
+    latency: {device: cpu, batch: 8, warmup: 2, iters: 10, resolution: 256}   # how latency_ms is measured
 
 `load_space` checks every key against the spec's override keys and every value by building the base with
 it, so a bad space fails before any store, sampler or Ray is touched; errors name the file and the key.
@@ -23,10 +24,10 @@ from workbench.arch.spec import ModelSpec, override_keys
 from workbench.counting import COUNTERS, DEFAULT_COUNTERS
 from workbench.errors import WorkbenchError, first_line
 from workbench.fileio import find_named_file, unique_folders
-from workbench.study.files import RESOURCE_KEYS, _Checker, _scalar_text
+from workbench.study.files import RESOURCE_KEYS, LatencyPlan, _Checker, _latency, _scalar_text
 
 TOP_KEYS = ("name", "description", "base", "fixed", "parameters", "dataset", "schedule", "schedule_overrides",
-            "resources", "count_resolution", "counters")
+            "resources", "count_resolution", "counters", "latency")
 RANGE_KEYS = ("low", "high", "step", "log")
 
 
@@ -67,6 +68,7 @@ class SearchSpace:
     gpus: float
     count_resolution: int
     counters: tuple[str, ...]
+    latency: LatencyPlan | None = None  # how a trial measures latency_ms / throughput (None: not configured)
     text: str = field(repr=False, default="")
 
     def spec_for(self, values: Mapping[str, Any]) -> ModelSpec:
@@ -123,7 +125,8 @@ def parse_space(c: _Checker, data: Any, path: Path, text: str) -> SearchSpace:
         cpus=c.number("resources.cpus", resources.get("cpus", 1), minimum=0.01),
         gpus=c.number("resources.gpus", resources.get("gpus", 0)),
         count_resolution=c.integer("count_resolution", data.get("count_resolution", 256)),
-        counters=tuple(data.get("counters", list(DEFAULT_COUNTERS))), text=text)
+        counters=tuple(data.get("counters", list(DEFAULT_COUNTERS))), latency=_latency(c, data.get("latency", False)),
+        text=text)
     if not space.counters or any(x not in COUNTERS for x in space.counters):
         raise c.fail("counters", f"{list(space.counters)!r}: expected a non-empty list of {' | '.join(COUNTERS)}")
     # Each value alone on the base must build: a typo'd value fails here, not in trial 17.

@@ -118,6 +118,10 @@ class StudySource(WorkSource):
             return Started(it.key, trial_id, number, it.name, item)
         return WAIT if self.elsewhere or claimable else DONE
 
+    def requeue(self, started: Started) -> None:
+        super().requeue(started)
+        self.attempted.discard(started.key)
+
     def _completed_keys(self) -> set[str]:
         return {r.attrs.get("item") for r in self.engine.store.records(self.name) if r.state == "COMPLETE"}
 

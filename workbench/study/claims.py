@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from workbench.study.store import retried
+
 METADATA = sa.MetaData()
 CLAIMS = sa.Table(
     "workbench_claims", METADATA,
@@ -56,7 +58,16 @@ def owner_is_dead(owner: str) -> bool:
         return True
     except PermissionError:
         return False
-    return started != "?" and _process_start(pid) != started
+    # A killed process its parent has not reaped yet (a zombie) still answers kill(pid, 0), but it is dead.
+    return (started != "?" and _process_start(pid) != started) or _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,7 @@ class Claims:
             if "already exists" not in str(e):
                 raise
 
+    @retried
     def all(self) -> dict[str, Claim]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(CLAIMS).where(CLAIMS.c.study == self.study)).all()
@@ -89,6 +101,7 @@ class Claims:
         return claim.state == "running" and (owner_is_dead(claim.owner)
                                              or time.time() - claim.heartbeat > self.stale_after_s)
 
+    @retried
     def try_claim(self, item: str, retry_failed: bool = False) -> tuple[bool, Claim | None]:
         """(claimed, the row we took over or None). Exactly one concurrent caller gets True."""
         now = time.time()
@@ -119,6 +132,7 @@ class Claims:
     def finish(self, item: str, state: str) -> None:
         self._update(item, state=state, heartbeat=time.time())
 
+    @retried
     def beat(self, items: list[str]) -> None:
         if items:
             with self.engine.begin() as conn:
@@ -126,6 +140,7 @@ class Claims:
                     CLAIMS.c.study == self.study, CLAIMS.c.item.in_(items), CLAIMS.c.owner == self.owner,
                     CLAIMS.c.state == "running").values(heartbeat=time.time()))
 
+    @retried
     def _update(self, item: str, **values) -> None:
         with self.engine.begin() as conn:
             conn.execute(sa.update(CLAIMS).where(CLAIMS.c.study == self.study, CLAIMS.c.item == item,

@@ -38,6 +38,7 @@ from workbench.study.store import Store, workspace_dir  # noqa: E402
 from workbench.study.trial import FINAL_KEY, WorkItem, execute  # noqa: E402
 
 HEARTBEAT_S = 10.0
+MAX_REQUEUES = 2  # per item and run: a trial whose Ray worker died (a node lost) is run again this often
 WAIT = "wait"  # nothing to claim now, but another process holds work that may yet be abandoned: ask again
 DONE = "done"  # nothing left anywhere
 CLAIM_STATE = {"COMPLETE": "done", "PRUNED": "done", "FAIL": "failed"}
@@ -102,6 +103,7 @@ class Tally:
     stopped: int = 0  # early-stopped by a scheduler
     failed: int = 0
     failed_items: list[str] = field(default_factory=list)
+    requeued: int = 0  # attempts lost with their Ray worker and run again
     epochs: int = 0
     wall_s: float = 0.0
 
@@ -136,6 +138,10 @@ class WorkSource(ABC):
     def recorded(self, started: Started, state: str, record: dict) -> None:
         """Called after a trial's outcome is in the store."""
 
+    def requeue(self, started: Started) -> None:
+        """Make `started`'s work claimable again by this process (its attempt died with its Ray worker)."""
+        self.claims.release(started.key)
+
 
 class Engine:
     def __init__(self, options: EngineOptions | None = None):
@@ -151,6 +157,7 @@ class Engine:
         self.lock = threading.Lock()
         self.progress: Progress | None = None
         self.tally = Tally(total=0)
+        self.requeues: dict[str, int] = {}  # claim key -> attempts re-run this run after a lost worker
 
     # --- what sources use ---------------------------------------------------------------------------
     def settings(self, dataset: str, schedule: str, schedule_overrides: dict, count_resolution: int,
@@ -276,11 +283,15 @@ class Engine:
         source, st = entry
         record = json.loads(result[FINAL_KEY]) if result and FINAL_KEY in result else None
         values = None
+        lost = record is None and error  # the worker died (node lost, killed, out of memory) before its report
         if record is None and not error and result and "epoch" in result:
-            # A scheduler stopped it: keep how far it got and its accuracy there.
+            # A scheduler stopped it: keep how far it got and its objective values there (the rung's
+            # top-1 and the costs the trial reported), so the store and the dashboard show what it reached.
             epoch = int(result["epoch"])
+            rung = {m: result[m] for m, _ in source.objectives if isinstance(result.get(m), (int, float))}
             state, record = "PRUNED", {"stopped_at_epoch": epoch, "top1_at_stop": result.get("top1"),
-                                       "epochs_trained": epoch}
+                                       "epochs_trained": epoch, "rung_values": rung,
+                                       "counts": counts_from_report(result)}
         else:
             if record is None:
                 record = {"status": "failed", "failure": "worker",
@@ -291,7 +302,20 @@ class Engine:
             state = "COMPLETE" if record.get("status") == "completed" else "FAIL"
             record["epochs_trained"] = int((record.get("train") or {}).get("epochs_run") or 0)
         record["driver_wall_s"] = time.monotonic() - st.t0
+        requeue = lost and self.requeues.get(st.key, 0) < MAX_REQUEUES
+        if requeue:
+            # The attempt stays in the store as failed; the work runs again (on whichever node is left).
+            self.requeues[st.key] = self.requeues.get(st.key, 0) + 1
+            record.update(requeued=True, error=f"{record['error']}; re-queued (attempt "
+                                               f"{self.requeues[st.key]} of {MAX_REQUEUES} this run)")
         self.store.finish(st.trial_id, state, record, values if state == "COMPLETE" else None)
+        if requeue:
+            source.requeue(st)
+            self.tally.requeued += 1
+            if self.progress:
+                self.progress.running = len(self.running)
+                self.progress.show(f"{st.name} (trial {st.number}) lost its Ray worker; re-queued")
+            return
         source.claims.finish(st.key, CLAIM_STATE[state])
         source.recorded(st, state, record)
         self._count(st, state, record)
@@ -344,6 +368,13 @@ class Engine:
                 source.claims.release(st.key)
             except Exception as e:  # noqa: BLE001 - best effort on the way out; a dead owner is detected anyway
                 log.warning("could not release %s: %s", st.name, first_line(e))
+
+
+def counts_from_report(result: dict) -> dict:
+    """The counts a trial sent with its epoch reports (trial.known_costs), in a record's `counts` shape."""
+    macs = {k[5:]: int(v) for k, v in result.items() if k.startswith("macs_") and isinstance(v, (int, float))}
+    params = result.get("params")
+    return {"params": int(params) if isinstance(params, (int, float)) else None, "macs": macs}
 
 
 # Tune pickles its configuration (searcher included) into the experiment folder; the searcher refers to

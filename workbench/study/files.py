@@ -21,7 +21,7 @@ from workbench.arch.spec import ModelSpec
 from workbench.counting import COUNTERS, DEFAULT_COUNTERS
 from workbench.errors import WorkbenchError, first_line
 from workbench.fileio import find_named_file, names_in, unique_folders
-from workbench.study.objectives import parse_objective
+from workbench.study.objectives import needs_latency, parse_objective, with_needed_counters
 from workbench.study.published import lookup_published
 from workbench.training.data import normalize_dataset
 
@@ -218,12 +218,18 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
     counters_raw = data.get("counters", list(DEFAULT_COUNTERS))
     if not isinstance(counters_raw, list) or not counters_raw or any(x not in COUNTERS for x in counters_raw):
         raise c.fail("counters", f"{counters_raw!r}: expected a non-empty list of {' | '.join(COUNTERS)}")
+    latency = _latency(c, data.get("latency", False))
+    if latency is None and needs_latency(objectives):
+        raise c.fail("latency", "the objectives name latency_ms or throughput_img_s; add a latency block, e.g. "
+                     "latency: {device: cpu, batch: 8, warmup: 2, iters: 10, resolution: 256}")
+    # A counter an objective names is computed even when `counters` leaves it out.
+    counters_raw = list(with_needed_counters(objectives, counters_raw))
     return Study(name=name, path=path, description=str(data.get("description", "") or "").strip(),
                  variants=variants, baseline=baseline, dataset=_dataset(c, data["dataset"]),
                  schedule=c.string("schedule", data["schedule"]),
                  schedule_overrides=c.assignments("schedule_overrides", data.get("schedule_overrides")),
                  seeds=seeds, objectives=objectives, cpus=cpus, gpus=gpus, count_resolution=count_resolution,
-                 counters=tuple(counters_raw), latency=_latency(c, data.get("latency", False)), text=text,
+                 counters=tuple(counters_raw), latency=latency, text=text,
                  latency_ratios=_ratios(c, data.get("latency_ratios"), {v.name for v in variants}))
 
 

@@ -71,3 +71,19 @@ def objective_values(record: dict, objectives: list[Objective]) -> list[float] |
     except WorkbenchError as e:
         record.update(status="failed", failure="objective", error=str(e))
         return None
+
+
+COUNTER_OF = {"macs_paper": "paper", "macs_fvcore": "fvcore", "macs_ptflops": "ptflops"}
+LATENCY_METRICS = ("latency_ms", "throughput_img_s")
+
+
+def with_needed_counters(objectives: list[Objective], counters) -> tuple[str, ...]:
+    """`counters` plus every counter an objective names (macs_fvcore needs fvcore), so that no trial trains
+    to the end and then fails for a figure nobody computed."""
+    out = list(counters)
+    out += [COUNTER_OF[m] for m, _ in objectives if m in COUNTER_OF and COUNTER_OF[m] not in out]
+    return tuple(out)
+
+
+def needs_latency(objectives: list[Objective]) -> bool:
+    return any(m in LATENCY_METRICS for m, _ in objectives)

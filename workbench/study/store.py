@@ -6,23 +6,77 @@ a failed attempt. Readers (`results`, the dashboard) need nothing but this stora
 
 SQLite and several writers: the file is switched to WAL (readers never block the writer) and every
 connection waits up to `SQLITE_TIMEOUT_S` for a lock instead of failing with "database is locked".
+
+A store that becomes unreachable (a PostgreSQL server restarted, a network blip) is retried: every read and
+write of a running study, claims included, tries again for up to `$WORKBENCH_STORE_RETRY_S` seconds (60 by
+default), saying so once on stderr, before it stops with one line; nothing recorded before is lost.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sqlite3
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import WorkbenchError, first_line
+from workbench.errors import WorkbenchError, first_line, masked_url, scrubbed
 
 SQLITE_TIMEOUT_S = 120
 DEFAULT_DB = "studies.db"
+STORE_RETRY_S = 60.0  # default of $WORKBENCH_STORE_RETRY_S
+
+
+def store_retry_s() -> float:
+    try:
+        return max(0.0, float(os.environ.get("WORKBENCH_STORE_RETRY_S", STORE_RETRY_S)))
+    except ValueError:
+        return STORE_RETRY_S
+
+
+def transient(exc: BaseException | None) -> bool:
+    """A lost or refused connection (worth trying again), not bad data or a bad query."""
+    import optuna
+    import sqlalchemy as sa
+
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError)):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, optuna.exceptions.StorageInternalError):
+        return transient(exc.__cause__ or exc.__context__)
+    return False
+
+
+def retried(method):
+    """Run a store or claims method; while the store is unreachable, try again for `store_retry_s()`."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        deadline, delay, said = time.monotonic() + store_retry_s(), 0.5, False
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - only transient errors are retried; the rest re-raised
+                if not transient(e):
+                    raise
+                url = masked_url(getattr(self, "url", None) or str(self.engine.url))
+                why = scrubbed(first_line(e.__cause__ or e), getattr(self, "url", None))
+                if time.monotonic() >= deadline:
+                    raise WorkbenchError(f"the study store {url} is unreachable (for {store_retry_s():.0f} s, "
+                                         f"$WORKBENCH_STORE_RETRY_S): {why}; what was recorded stays; run the same "
+                                         "command again when it is back") from None
+                if not said:
+                    print(f"workbench: the study store {url} is unreachable ({why}); retrying for up to "
+                          f"{store_retry_s():.0f} s", file=sys.stderr, flush=True)
+                    said = True
+                time.sleep(delay)
+                delay = min(2 * delay, 5.0)
+    return wrapper
 
 
 def workspace_dir() -> Path:
@@ -41,6 +95,31 @@ def sqlite_path(url: str) -> Path | None:
     return None if path in ("", ":memory:") else Path(path)
 
 
+def driver_url(url: str) -> str:
+    """The URL SQLAlchemy opens: a plain postgresql:// (SQLAlchemy's psycopg2 by default) uses psycopg 3, the
+    driver of the `postgres` extra, unless psycopg2 is what is installed."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        import importlib.util
+
+        driver = "psycopg2" if importlib.util.find_spec("psycopg") is None and \
+            importlib.util.find_spec("psycopg2") is not None else "psycopg"
+        return f"postgresql+{driver}://{rest}"
+    return url
+
+
+def check_driver(url: str) -> None:
+    """The URL's database driver must be importable; a missing one is one line that says how to get it."""
+    import sqlalchemy as sa
+
+    try:
+        sa.engine.make_url(driver_url(url)).get_dialect().import_dbapi()
+    except (sa.exc.NoSuchModuleError, ImportError) as e:
+        hint = (' (pip install -e ".[postgres]" installs psycopg)' if url.startswith("postgres") else "")
+        raise WorkbenchError(f"--storage {masked_url(url)!r}: no database driver for it: {first_line(e)}{hint}") \
+            from None
+
+
 def check_storage_url(url: str) -> None:
     """Reject an unusable URL before anything is written: bad scheme, missing driver, bad SQLite folder."""
     import sqlalchemy as sa
@@ -48,12 +127,13 @@ def check_storage_url(url: str) -> None:
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
-        raise WorkbenchError(f"--storage {url!r}: not a SQLAlchemy URL, e.g. sqlite:///studies.db or "
+        raise WorkbenchError(f"--storage {masked_url(url)!r}: not a SQLAlchemy URL, e.g. sqlite:///studies.db or "
                              "postgresql://user:pass@host/db") from None
     path = sqlite_path(url)
     if parsed.get_backend_name() == "sqlite" and path is not None and not path.parent.is_dir() \
             and path.parent != workspace_dir().resolve():
-        raise WorkbenchError(f"--storage {url!r}: folder {str(path.parent)!r} does not exist")
+        raise WorkbenchError(f"--storage {masked_url(url)!r}: folder {str(path.parent)!r} does not exist")
+    check_driver(url)
 
 
 @dataclass
@@ -88,10 +168,11 @@ class Store:
         kwargs: dict[str, Any] = {}
         if self.url.startswith("sqlite"):
             kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
-        self.storage = _open_rdb(self.url, kwargs, create)
+        self.storage = _open_rdb(driver_url(self.url), kwargs, create)
         self.engine: sa.Engine = self.storage.engine
 
     # --- studies ------------------------------------------------------------------------------------
+    @retried
     def study_names(self) -> list[str]:
         return [s.study_name for s in self.storage.get_all_studies()]
 
@@ -104,7 +185,7 @@ class Store:
         have = [d.name.lower()[:3] for d in study.directions]
         want = [d[:3] for d in directions]
         if have != want:
-            raise WorkbenchError(f"study {name!r} in {self.url} was created with objectives directions "
+            raise WorkbenchError(f"study {name!r} in {masked_url(self.url)} was created with objectives directions "
                                  f"{have}; this study file asks for {want}. Use another study name or storage")
         return study
 
@@ -115,10 +196,11 @@ class Store:
             return optuna.load_study(study_name=name, storage=self.storage)
         except KeyError:
             names = self.study_names()
-            raise WorkbenchError(f"study {name!r} is not in {self.url}; it holds: "
+            raise WorkbenchError(f"study {name!r} is not in {masked_url(self.url)}; it holds: "
                                  f"{', '.join(names) or 'no studies'}") from None
 
     # --- trials -------------------------------------------------------------------------------------
+    @retried
     def start_trial(self, study_id: int, attrs: dict) -> tuple[int, int]:
         """A RUNNING trial carrying `attrs`, created in one statement; returns (trial_id, number)."""
         from optuna.trial import FrozenTrial, TrialState
@@ -129,14 +211,17 @@ class Store:
         trial_id = self.storage.create_new_trial(study_id, template_trial=template)
         return trial_id, self.storage.get_trial_number_from_id(trial_id)
 
+    @retried
     def report(self, trial_id: int, step: int, value: float) -> None:
         if math.isfinite(value):
             self.storage.set_trial_intermediate_value(trial_id, step, value)
 
+    @retried
     def set_attrs(self, trial_id: int, attrs: dict) -> None:
         for k, v in attrs.items():
             self.storage.set_trial_user_attr(trial_id, k, v)
 
+    @retried
     def finish(self, trial_id: int, state: str, attrs: dict, values: list[float] | None = None) -> bool:
         """Write attrs, then the final state; False when the trial was already finished by someone else."""
         from optuna.trial import TrialState
@@ -147,6 +232,7 @@ class Store:
         except RuntimeError:  # Optuna: "Trial#N has already finished and can not be updated."
             return False
 
+    @retried
     def records(self, study_name: str) -> list[TrialRecord]:
         study = self.load_study(study_name)
         out = []
@@ -189,4 +275,5 @@ def _open_rdb(url: str, engine_kwargs: dict, create: bool):
         except (sa.exc.DatabaseError, sa.exc.ArgumentError, ImportError, RuntimeError, ValueError) as e:
             last = e
             break
-    raise WorkbenchError(f"cannot open the study store {url!r}: {first_line(last) if last else 'unknown error'}")
+    why = scrubbed(first_line(last), url) if last else "unknown error"
+    raise WorkbenchError(f"cannot open the study store {masked_url(url)!r}: {scrubbed(why, url)}")

@@ -79,6 +79,18 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
         counts = count(model, item.count_resolution, tuple(item.counters))
         record["counts"] = {"params": counts.params, "macs": counts.macs, "resolution": counts.resolution}
         del model
+        if item.latency:
+            # Before training: latency is a cost known up front, so an early-stopping rung can rank on it, and
+            # a trial whose latency cannot be measured fails before it pays for its training.
+            stage = "latency"
+            from workbench.counting.latency import measure_latency
+
+            lat = item.latency
+            record["latency"] = measure_latency(MobileViT(spec), lat["resolution"], device=lat["device"],
+                                                batch=lat["batch"], warmup=lat["warmup"], iters=lat["iters"],
+                                                runtime=lat.get("runtime", "torch"))
+            record["latency"]["settings"] = dict(lat)
+        costs = known_costs(record)
         stage = "train"
         if train_fn is None:
             from workbench.training.train import train_model as train_fn
@@ -87,11 +99,11 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
             _log_attempt(run_dir, item)
 
         def on_epoch(epoch: int, metrics: dict) -> None:
-            report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            report({**costs, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
 
         result = train_fn(spec, item.dataset, item.schedule, overrides=item.schedule_overrides, seed=item.seed,
                           device=item.device, out_dir=item.run_dir, resume=bool(run_dir), progress=False,
-                          on_epoch=on_epoch)
+                          on_epoch=on_epoch, bad_checkpoint="restart")
         res = result.to_dict()
         record["train"] = {k: v for k, v in res.items() if k not in ("history", "versions")}
         record["history"] = res.get("history", [])
@@ -100,14 +112,6 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
             record.update(status="failed", failure="nan",
                           error=f"training {result.status}: {getattr(result, 'message', '') or 'non-finite loss'}")
             return _done(record, t0)
-        if item.latency:
-            stage = "latency"
-            from workbench.counting.latency import measure_latency
-
-            lat = item.latency
-            record["latency"] = measure_latency(MobileViT(spec), lat["resolution"], device=lat["device"],
-                                                batch=lat["batch"], warmup=lat["warmup"], iters=lat["iters"],
-                                                runtime=lat.get("runtime", "torch"))
         record["status"] = "completed"
         if run_dir and not item.keep_checkpoints:
             record["checkpoints_removed"] = _remove_checkpoints(run_dir)
@@ -118,6 +122,16 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return _done(record, t0)
+
+
+def known_costs(record: dict) -> dict[str, float]:
+    """The objective figures known before training (params, MACs by each counter, latency), under their
+    objective names; sent with every epoch's report so that an early-stopping rung can rank on them."""
+    counts, lat = record.get("counts") or {}, record.get("latency") or {}
+    out = {"params": counts.get("params"), "latency_ms": lat.get("latency_ms"),
+           "throughput_img_s": lat.get("throughput_img_s")}
+    out.update({f"macs_{k}": v for k, v in (counts.get("macs") or {}).items()})
+    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float))}
 
 
 def _done(record: dict, t0: float) -> dict:

@@ -2,24 +2,45 @@
 
 A run killed at any moment leaves either the previous complete file or the new complete one, never a torn
 one, so `--resume` and anything reading metrics can trust what is there.
+
+Checkpoints hold tensors and plain values only (format 2: the RNG states as tensors and lists, no numpy
+objects) and are read with `torch.load(weights_only=True)`, which unpickles nothing else: a file planted in
+a run folder cannot run code in the process that resumes from it. A file that is not a readable workbench
+checkpoint raises `CheckpointRefused` naming it; `set_aside` moves it out of the way so a run can start
+afresh without losing the evidence.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import random
+import time
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from workbench.errors import WorkbenchError
 from workbench.fileio import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 RESULT = "result.json"
 RUN_FILES = (CHECKPOINT, METRICS, RESULT)
+CHECKPOINT_FORMAT = 2  # 2: tensors and plain values only, read with weights_only=True
+
+
+class CheckpointRefused(WorkbenchError):
+    """A checkpoint that is unreadable, corrupt, holds anything but tensors and plain values, or is not the
+    workbench's own format. One line, naming the file."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(f"checkpoint {path} refused: {why}")
+        self.path, self.why = Path(path), why
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -27,7 +48,36 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A workbench checkpoint, read with weights_only=True; anything else raises CheckpointRefused."""
+    try:
+        with warnings.catch_warnings():  # "pickle protocol 4 in the checkpoint": a hostile file is refused anyway
+            warnings.simplefilter("ignore", UserWarning)
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        unsafe = next((line for line in lines if "global" in line.lower()), None)
+        if unsafe:  # weights_only met a class or function it does not allow: never run it
+            raise CheckpointRefused(path, f"it holds more than tensors and plain values ({unsafe[:200]})") from None
+        raise CheckpointRefused(path, f"not a readable checkpoint ({(lines[0] if lines else 'unpickling')[:200]})") \
+            from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, UnicodeDecodeError, KeyError,
+            IndexError, TypeError, AttributeError) as e:
+        text = str(e).strip().splitlines()
+        raise CheckpointRefused(path, f"not a readable checkpoint ({type(e).__name__}: "
+                                      f"{(text[0] if text else '')[:200]})") from None
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
+        raise CheckpointRefused(path, f"not the workbench's checkpoint format {CHECKPOINT_FORMAT} (found {found!r})")
+    return ck
+
+
+def set_aside(path: Path) -> Path:
+    """Move a refused checkpoint to refused-TIME-checkpoint.pt beside it, so a fresh run does not read it
+    again and nobody loses it; returns the new path."""
+    path = Path(path)
+    target = path.with_name(f"refused-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**6:06d}-{path.name}")
+    path.rename(target)
+    return target
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -39,8 +89,14 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def rng_state() -> dict:
-    """Every random stream the loop draws from outside the per-epoch generators (dropout, mostly)."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every random stream the loop draws from outside the per-epoch generators (dropout, mostly), as tensors
+    and plain values (a weights-only load reads them back)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "python": {"version": version, "internal": list(internal), "gauss": gauss}}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -48,8 +104,11 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 

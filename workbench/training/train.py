@@ -40,13 +40,16 @@ from workbench.training.batches import (
 )
 from workbench.training.checkpoint import (
     CHECKPOINT,
+    CHECKPOINT_FORMAT,
     METRICS,
     RESULT,
     RUN_FILES,
+    CheckpointRefused,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     seed_everything,
+    set_aside,
     set_rng_state,
     write_json,
     write_jsonl,
@@ -55,8 +58,6 @@ from workbench.training.data import DEFAULT_DATASET, Dataset, load_dataset, pars
 from workbench.training.ema import EMA
 from workbench.training.schedules import Schedule, get_schedule, lr_at
 from workbench.training.stream import FolderBatches, ImageFolderSet, choose_data_path, index_imagefolder
-
-CHECKPOINT_FORMAT = 1
 
 
 @dataclass
@@ -78,6 +79,7 @@ class RunResult:
     dataset: str = ""
     out_dir: str | None = None
     n_test: int = 0  # held-out images top-1 is measured on: one image is 100 / n_test points
+    refused_checkpoint: str | None = None  # a checkpoint set aside (unreadable, unsafe, foreign): run from epoch 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -403,13 +405,17 @@ def _drop_if_empty(out: Path | None, created: bool) -> None:
 def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET, schedule: str | Schedule = "smoke", *,
                 overrides: dict[str, str] | None = None, seed: int = 0, device: str = "auto",
                 out_dir: str | Path | None = None, resume: bool = False, data_dir: str | None = None,
-                progress: bool = True, on_epoch: Callable[[int, dict], None] | None = None) -> RunResult:
+                progress: bool = True, on_epoch: Callable[[int, dict], None] | None = None,
+                bad_checkpoint: str = "refuse") -> RunResult:
     """Train `spec` on `dataset` with a named schedule (plus field `overrides`) and return the run's figures.
 
     `dataset` is a name for `load_dataset` or an already loaded `Dataset` (a study loads it once). The spec's
     `num_classes` is set from the dataset. Everything is validated before `out_dir` is created. `on_epoch`
     is called after each epoch's checkpoint with that epoch's metrics; an exception from it ends the run.
     `resume=True` continues the run in `out_dir` if it holds a checkpoint, and starts afresh otherwise.
+    A checkpoint that cannot be read safely (corrupt, not tensors-only, another format) raises
+    CheckpointRefused with `bad_checkpoint="refuse"`; with "restart" it is moved aside
+    (refused-TIME-checkpoint.pt), one warning line names it, and the run starts from epoch 0.
     """
     t_start = time.perf_counter()
     sched = get_schedule(schedule, overrides)
@@ -428,9 +434,17 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
     spec = spec.with_overrides({"num_classes": ds.num_classes})
     check_sizes(spec, sched)
     config = _config(spec, sched, ds, int(seed))
-    ck = None
+    ck, refused = None, None
     if out and resume and (out / CHECKPOINT).is_file():
-        ck = load_checkpoint(out / CHECKPOINT)
+        try:
+            ck = load_checkpoint(out / CHECKPOINT)
+        except CheckpointRefused as e:
+            if bad_checkpoint != "restart":
+                raise
+            refused = set_aside(e.path)
+            print(f"warning: {e}; moved to {refused.name}, training starts from epoch 0", file=sys.stderr,
+                  flush=True)
+    if ck is not None:
         why = _config_mismatch(ck["config"], config) if ck.get("format") == CHECKPOINT_FORMAT else "format changed"
         if why:
             raise WorkbenchError(f"cannot resume {out}: the run differs ({why})")
@@ -487,6 +501,7 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
 
     result = _result(loop, status, message, dev, wall() if loop.history or status != "completed" else
                      time.perf_counter() - t_start, out)
+    result.refused_checkpoint = str(refused) if refused else None
     if out:
         write_json(out / RESULT, {**result.to_dict(), "config": config})
     return result
