@@ -70,6 +70,7 @@ def test_a_bad_checkpoint_is_set_aside_and_the_item_restarts_or_resume_refuses_i
     first = train_model(tiny_spec(), blobs, "smoke", overrides=overrides, device="cpu", out_dir=out, progress=False)
     assert load_checkpoint(out / CHECKPOINT)["state"]["epoch"] == 1  # round trip of format 2 (RNG state too)
     (out / CHECKPOINT).write_bytes(os.urandom(2048))
+    capsys.readouterr()  # the first run's own line (its data path) is not the CLI call's output
     # `train --resume` on it: one line naming the file, exit 2, the file left where it is.
     code = main(["train", "--model", "v3-xxs", *TINY_SET, "--device", "cpu", "--quiet", "--dataset", blobs,
                  "--sched", "epochs=1", "--sched", "batch=16", "--resolution", "32", "--out", str(out), "--resume"])
@@ -81,7 +82,8 @@ def test_a_bad_checkpoint_is_set_aside_and_the_item_restarts_or_resume_refuses_i
     # A study trial (bad_checkpoint="restart"): set aside with one warning line, trained from epoch 0.
     again = train_model(tiny_spec(), blobs, "smoke", overrides=overrides, device="cpu", out_dir=out, resume=True,
                         progress=False, bad_checkpoint="restart")
-    warning = capsys.readouterr().err.strip().splitlines()
+    # The run's own data-path line comes too; the refusal is one warning line.
+    warning = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("data path:")]
     aside = [p for p in out.iterdir() if p.name.startswith("refused-") and p.name.endswith(CHECKPOINT)]
     assert len(aside) == 1 and again.refused_checkpoint == str(aside[0])
     assert len(warning) == 1 and str(out / CHECKPOINT) in warning[0] and aside[0].name in warning[0]
