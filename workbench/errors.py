@@ -1,5 +1,10 @@
-"""The one error type the CLI turns into a one-line message and exit code 2, and the one way to shorten
-another library's exception to a line."""
+"""The one error type the CLI turns into a one-line message and exit code 2, the one way to shorten another
+library's exception to a line, and the one way an operating-system error (permission, missing, not a folder,
+no space, read-only file system) is said: the path and the cause in plain words."""
+
+import errno
+import os
+import shutil
 
 
 class WorkbenchError(ValueError):
@@ -46,3 +51,58 @@ def scrubbed(text: str, url: str | None) -> str:
     if parts is None or not parts[1]:
         return text
     return text.replace(str(url), masked_url(url)).replace(parts[1], "***")
+
+
+_OS_CAUSES = {
+    errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+    errno.ENOENT: "does not exist", errno.ENOTDIR: "a part of the path is not a folder",
+    errno.EISDIR: "is a folder, not a file", errno.EROFS: "is on a read-only file system",
+    errno.EDQUOT: "disk quota exceeded", errno.ENAMETOOLONG: "the name is too long",
+    errno.ELOOP: "too many symbolic links", errno.EEXIST: "already exists",
+}
+
+
+class DiskFull(WorkbenchError):
+    """No space left where the workbench writes: a store, a run folder, an output. Stops a study cleanly."""
+
+
+def free_mb(path) -> float | None:
+    """Free space (MB) on the file system holding `path` (or its nearest existing parent)."""
+    p = os.path.abspath(str(path))
+    while p and not os.path.exists(p):
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    try:
+        return shutil.disk_usage(p).free / 2**20
+    except OSError:
+        return None
+
+
+def no_space_line(path) -> str:
+    free = free_mb(path)
+    return f"no space left on {path}" + (f" ({free:.1f} MB free)" if free is not None else "")
+
+
+def os_error_line(exc: OSError, path=None) -> str:
+    """`'PATH': cause` for an OSError; `path` is used when the error carries no file name (a failed write)."""
+    target = exc.filename if exc.filename is not None else path
+    if exc.errno == errno.ENOSPC:
+        return no_space_line(target if target is not None else ".")
+    cause = _OS_CAUSES.get(exc.errno) or (exc.strerror or first_line(exc)).lower()
+    return f"{str(target)!r}: {cause}" if target is not None else cause
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """True for a full disk, however a library phrased it (errno 28, SQLite's "database or disk is full",
+    PyTorch's stream writer)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        text = str(exc).lower()
+        if "no space left" in text or "database or disk is full" in text:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False

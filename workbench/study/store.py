@@ -10,6 +10,9 @@ connection waits up to `SQLITE_TIMEOUT_S` for a lock instead of failing with "da
 A store that becomes unreachable (a PostgreSQL server restarted, a network blip) is retried: every read and
 write of a running study, claims included, tries again for up to `$WORKBENCH_STORE_RETRY_S` seconds (60 by
 default), saying so once on stderr, before it stops with one line; nothing recorded before is lost.
+A store that cannot be retried is said in one line of its own: a full disk (`DiskFull`: "no space left on
+PATH (N MB free)"), a file that is no longer a readable database (`StoreUnreadable`: truncated or
+overwritten), a read-only file or folder.
 """
 
 from __future__ import annotations
@@ -25,7 +28,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import WorkbenchError, first_line, masked_url, scrubbed
+from workbench.errors import (
+    DiskFull,
+    WorkbenchError,
+    first_line,
+    is_no_space,
+    masked_url,
+    no_space_line,
+    os_error_line,
+    scrubbed,
+)
 
 SQLITE_TIMEOUT_S = 120
 DEFAULT_DB = "studies.db"
@@ -39,11 +51,63 @@ def store_retry_s() -> float:
         return STORE_RETRY_S
 
 
+class StoreUnreadable(WorkbenchError):
+    """The store's file is no longer a database SQLite can read (truncated, overwritten): nothing more is
+    written to it."""
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """Optuna wraps the database's error in StorageInternalError ("invalid data in the commit"): the cause."""
+    import optuna
+
+    while isinstance(exc, optuna.exceptions.StorageInternalError) and (exc.__cause__ or exc.__context__):
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
+def store_problem(exc: BaseException, url: str) -> WorkbenchError | None:
+    """The one-line error for a store failure that retrying cannot mend, or None (transient, or not the
+    store's): a full disk, an unreadable (damaged) file, a read-only file or folder."""
+    import sqlalchemy as sa
+
+    cause = _root_cause(exc)
+    dbapi = getattr(cause, "orig", None) or cause
+    text = str(dbapi).lower()
+    path = sqlite_path(url)
+    where = str(path) if path is not None else masked_url(url)
+    if is_no_space(cause) or (path is not None and "disk i/o error" in text and _nearly_full(path)):
+        return DiskFull(f"study store {where}: {no_space_line(path.parent if path else where)}; what was recorded "
+                        "stays; free some space and run the same command again (--retry-failed re-runs trials "
+                        "that failed for lack of it)")
+    if not isinstance(cause, sa.exc.DBAPIError) and not isinstance(dbapi, sqlite3.Error):
+        return None
+    if any(k in text for k in ("file is not a database", "malformed", "disk image", "not a database")):
+        return StoreUnreadable(f"the study store {where} is no longer a readable database ({first_line(dbapi)}): "
+                               "truncated or overwritten? Nothing more is written to it; restore it from a copy "
+                               "(sqlite3 FILE .recover salvages what is left)")
+    if "readonly" in text or "read-only" in text:
+        return WorkbenchError(f"study store {where} cannot be written ({first_line(dbapi)}): a read-only file or "
+                              "folder; give --storage a writable place")
+    if "unable to open database file" in text and path is not None:
+        return WorkbenchError(f"study store {where} cannot be opened: its folder is missing, unreadable or "
+                              "unwritable")
+    return None
+
+
+def _nearly_full(path: Path) -> bool:
+    from workbench.errors import free_mb
+
+    free = free_mb(path.parent)
+    return free is not None and free < 1.0
+
+
 def transient(exc: BaseException | None) -> bool:
     """A lost or refused connection (worth trying again), not bad data or a bad query."""
     import optuna
     import sqlalchemy as sa
 
+    if exc is not None and (is_no_space(exc) or store_problem(exc, "sqlite://") is not None):
+        return False
     if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError)):
         return True
     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
@@ -63,6 +127,9 @@ def retried(method):
                 return method(self, *args, **kwargs)
             except Exception as e:  # noqa: BLE001 - only transient errors are retried; the rest re-raised
                 if not transient(e):
+                    problem = store_problem(e, getattr(self, "url", None) or str(self.engine.url))
+                    if problem is not None:
+                        raise problem from None
                     raise
                 url = masked_url(getattr(self, "url", None) or str(self.engine.url))
                 why = scrubbed(first_line(e.__cause__ or e), getattr(self, "url", None))
@@ -163,7 +230,10 @@ class Store:
                 raise WorkbenchError(f"no study store at {str(path)!r}; run `workbench ablate` first or pass "
                                      "--storage")
             if create:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise WorkbenchError(f"study store folder {os_error_line(e)}") from None
                 _enable_wal(path)
         kwargs: dict[str, Any] = {}
         if self.url.startswith("sqlite"):
@@ -212,9 +282,17 @@ class Store:
         return trial_id, self.storage.get_trial_number_from_id(trial_id)
 
     @retried
-    def report(self, trial_id: int, step: int, value: float) -> None:
-        if math.isfinite(value):
-            self.storage.set_trial_intermediate_value(trial_id, step, value)
+    def report(self, trial_id: int, step: int, value: float) -> bool:
+        """Record an epoch's value; False when the trial was already finished by someone else (another
+        process took the work over while this one was paused or cut off)."""
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        try:
+            if math.isfinite(value):
+                self.storage.set_trial_intermediate_value(trial_id, step, value)
+            return True
+        except UpdateFinishedTrialError:
+            return False
 
     @retried
     def set_attrs(self, trial_id: int, attrs: dict) -> None:
@@ -245,14 +323,36 @@ class Store:
 
 
 def _enable_wal(path: Path) -> None:
-    """WAL is a property of the file: set once, every later connection (Optuna's too) uses it."""
-    con = sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S)
-    try:
-        con.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.DatabaseError as e:
-        raise WorkbenchError(f"study store {str(path)!r} is not a usable SQLite file: {e}") from None
-    finally:
-        con.close()
+    """WAL is a property of the file: set once, every later connection (Optuna's too) uses it.
+
+    Switching the journal mode needs the file to itself, and SQLite does not always wait on its busy handler
+    for that: two processes opening a new store at the same moment (one creating Optuna's tables) see
+    "database is locked" at once. A locked file is not a bad one, so wait for it up to `SQLITE_TIMEOUT_S`."""
+    deadline, delay = time.monotonic() + SQLITE_TIMEOUT_S, 0.05
+    while True:
+        con = None
+        try:
+            con = sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S)
+            mode = con.execute("PRAGMA journal_mode").fetchone()
+            if mode and str(mode[0]).lower() == "wal":
+                return
+            con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                problem = store_problem(e, f"sqlite:///{path}")
+                raise problem or WorkbenchError(f"study store {str(path)!r} is not a usable SQLite file: {e}") \
+                    from None
+            if time.monotonic() >= deadline:
+                raise WorkbenchError(f"study store {str(path)!r} stayed locked by another process for "
+                                     f"{SQLITE_TIMEOUT_S} s; is a stuck workbench holding it?") from None
+        except sqlite3.DatabaseError as e:
+            raise WorkbenchError(f"study store {str(path)!r} is not a usable SQLite file: {e}") from None
+        finally:
+            if con is not None:
+                con.close()
+        time.sleep(delay)
+        delay = min(2 * delay, 1.0)
 
 
 def _open_rdb(url: str, engine_kwargs: dict, create: bool):
@@ -275,5 +375,8 @@ def _open_rdb(url: str, engine_kwargs: dict, create: bool):
         except (sa.exc.DatabaseError, sa.exc.ArgumentError, ImportError, RuntimeError, ValueError) as e:
             last = e
             break
-    why = scrubbed(first_line(last), url) if last else "unknown error"
+    problem = store_problem(last, url) if last is not None else None
+    if problem is not None:
+        raise problem
+    why = scrubbed(first_line(_root_cause(last)), url) if last else "unknown error"
     raise WorkbenchError(f"cannot open the study store {masked_url(url)!r}: {scrubbed(why, url)}")
