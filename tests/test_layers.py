@@ -10,7 +10,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 # Lowest first: a module may import its own layer or any layer below it, never one above.
-LAYERS = [("workbench", "workbench.errors", "workbench.fileio", "workbench.table", "workbench.machine"),
+LAYERS = [("workbench", "workbench.errors", "workbench.fileio", "workbench.table", "workbench.machine",
+           "workbench.yamlfile"),
           ("workbench.arch",), ("workbench.deploy",), ("workbench.counting",), ("workbench.training",),
           ("workbench.study",), ("workbench.search",), ("workbench.dashboard",), ("workbench.cli",)]
 

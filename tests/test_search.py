@@ -89,7 +89,7 @@ def test_bad_space_files_name_file_and_key(tmp_path, capsys, edit, message):
     (["--max-latency-ms", "-1"], "--max-latency-ms -1.0: must be positive"),
     (["--sampler", "grid"], "--sampler 'grid': accepted values are nsga2 | tpe | random | list"),
     (["--sampler", "list"], "--sampler list needs --arch-list FILE"),
-    (["--sampler", "list", "--arch-list", "nosuch.yaml"], "--arch-list nosuch.yaml: cannot read it"),
+    (["--sampler", "list", "--arch-list", "nosuch.yaml"], "--arch-list file 'nosuch.yaml': does not exist"),
     (["--pruner", "median"], "--pruner 'median': accepted values are moasha | asha | none"),
     (["--reduction-factor", "1"], "--reduction-factor 1: need >= 1 and >= 2"),
     (["--trials", "0"], "--trials 0: must be >= 1"),

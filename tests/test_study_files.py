@@ -63,7 +63,7 @@ def test_table6_rows_a_and_e_are_v1_s_and_v3_s_unscaled_exactly():
 
 BAD = [
     ("unknown key", GOOD + "epochz: 3\n", "epochz: unknown key"),
-    ("wrong type", GOOD.replace("seeds: 2", "seeds: two"), "seeds: expected an integer >= 1"),
+    ("wrong type", GOOD.replace("seeds: 2", "seeds: two"), "seeds: expected an integer in [1, 1,000]"),
     ("unknown preset", GOOD.replace("base: v1-xxs", "base: v9-xxs"), "unknown preset 'v9-xxs'"),
     ("bad override path", GOOD.replace("block.fusion_conv: 1x1", "block.fusion_kernel: 1x1"),
      "variants[1].overrides: unknown override key 'block.fusion_kernel'"),

@@ -7,15 +7,15 @@ A spec that differs from what its name says gets a name that says what changed: 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from workbench.arch.presets import PRESETS, get_preset
-from workbench.arch.spec import ModelSpec, parse_assignments
-from workbench.errors import WorkbenchError, first_line
+from workbench.arch.spec import MAX_NAME, ModelSpec, parse_assignments
+from workbench.errors import WorkbenchError
+from workbench.yamlfile import load_yaml
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 MAX_RESOLUTION = 4096
@@ -33,7 +33,10 @@ def derived_name(base: ModelSpec, changed: ModelSpec, overrides: Mapping[str, An
             a, b = a[part], b[part]
         if a != b:
             parts.append(f"{key}={b}")
-    return "+".join([base.name] + parts)
+    name = "+".join([base.name] + parts)
+    if len(name) > MAX_NAME:  # many overrides: keep the start readable and the whole distinguishable
+        name = f"{name[:MAX_NAME - 10]}~{hashlib.sha256(name.encode()).hexdigest()[:9]}"
+    return name
 
 
 def with_overrides(spec: ModelSpec, overrides: Mapping[str, Any] | list[str] | None) -> ModelSpec:
@@ -55,12 +58,11 @@ def load_spec_file(path: str | Path) -> ModelSpec:
     architecture is not (an edited copy of `workbench spec v3-xxs`) is named after the file too.
     """
     p = Path(path)
-    if not p.is_file():
+    if p.is_dir():
+        raise WorkbenchError(f"spec file {str(p)!r} is a folder; give a .yaml/.yml/.json file or a preset name")
+    if not p.exists():
         raise WorkbenchError(f"spec file {str(p)!r} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise WorkbenchError(f"spec file {str(p)!r} is not valid YAML/JSON: {first_line(e)}") from None
+    data, _ = load_yaml(p, "spec")
     if not isinstance(data, Mapping):
         raise WorkbenchError(f"spec file {str(p)!r}: expected a mapping at the top level")
     try:

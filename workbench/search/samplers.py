@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from optuna.samplers import BaseSampler
 
-from workbench.errors import WorkbenchError, first_line
+from workbench.errors import WorkbenchError
 from workbench.search.space import SearchSpace
 from workbench.study.files import _scalar_text
+from workbench.yamlfile import load_yaml
 
 SAMPLERS = ("nsga2", "tpe", "random", "list")
 LIST_INDEX = "list_index"  # the user attribute naming the list entry a trial trains
@@ -81,13 +81,7 @@ class ListSampler(BaseSampler):
 
 def load_arch_list(path: str, space: SearchSpace) -> list[dict[str, Any]]:
     """A YAML list of {PARAM: value} over exactly the space's parameters, each value one the space allows."""
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise WorkbenchError(f"--arch-list {path}: cannot read it ({e.strerror})") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise WorkbenchError(f"--arch-list {path}: not valid YAML ({first_line(e)})") from None
+    data, _ = load_yaml(Path(path), "--arch-list")
     if not isinstance(data, list) or not data or not all(isinstance(e, dict) for e in data):
         raise WorkbenchError(f"--arch-list {path}: expected a non-empty YAML list of mappings PARAM: value")
     keys = [prm.key for prm in space.params]

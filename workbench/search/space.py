@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from workbench.arch.resolve import check_resolution, resolve_spec
 from workbench.arch.spec import ModelSpec, override_keys
 from workbench.counting import COUNTERS, DEFAULT_COUNTERS
-from workbench.errors import WorkbenchError, first_line
+from workbench.errors import WorkbenchError
 from workbench.fileio import find_named_file, unique_folders
 from workbench.study.files import RESOURCE_KEYS, LatencyPlan, _Checker, _latency, _scalar_text
+from workbench.yamlfile import load_yaml
 
 TOP_KEYS = ("name", "description", "base", "fixed", "parameters", "dataset", "schedule", "schedule_overrides",
             "resources", "count_resolution", "counters", "latency")
@@ -95,13 +94,8 @@ def find_space_file(name_or_path: str) -> Path:
 
 def load_space(name_or_path: str) -> SearchSpace:
     path = find_space_file(name_or_path)
-    text = path.read_text(encoding="utf-8", errors="replace")
-    c = _SpaceChecker(path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise WorkbenchError(f"search space {str(path)!r} is not valid YAML: {first_line(e)}") from None
-    return parse_space(c, data, path, text)
+    data, text = load_yaml(path, "search space")
+    return parse_space(_SpaceChecker(path), data, path, text)
 
 
 def parse_space(c: _Checker, data: Any, path: Path, text: str) -> SearchSpace:

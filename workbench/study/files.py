@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from workbench.arch.resolve import check_resolution, resolve_spec
 from workbench.arch.spec import ModelSpec
 from workbench.counting import COUNTERS, DEFAULT_COUNTERS
-from workbench.errors import WorkbenchError, first_line
+from workbench.errors import WorkbenchError
 from workbench.fileio import find_named_file, names_in, unique_folders
 from workbench.study.objectives import needs_latency, parse_objective, with_needed_counters
 from workbench.study.published import lookup_published
 from workbench.training.data import normalize_dataset
+from workbench.yamlfile import load_yaml
 
 TOP_KEYS = ("name", "description", "base", "baseline", "variants", "grid", "dataset", "schedule",
             "schedule_overrides", "seeds", "objectives", "resources", "count_resolution", "counters", "latency",
@@ -32,6 +32,8 @@ VARIANT_KEYS = ("name", "label", "preset", "overrides", "published")
 LATENCY_KEYS = ("device", "batch", "warmup", "iters", "resolution", "runtime")
 RESOURCE_KEYS = ("cpus", "gpus")
 RATIO_KEYS = ("pairs", "runtimes", "threads", "resolution", "warmup", "iters", "rounds")
+MAX_SEEDS = 1000  # seeds per variant
+MAX_VARIANTS = 10_000  # variants of a study (a grid's combinations included)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -117,14 +119,17 @@ class _Checker:
             raise self.fail(key, f"expected a non-empty string, got {_kind(value)}")
         return value.strip()
 
-    def integer(self, key: str, value: Any, minimum: int = 1) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(key, f"expected an integer >= {minimum}, got {value!r}")
+    def integer(self, key: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum or \
+                (maximum is not None and value > maximum):
+            bounds = f"in [{minimum}, {maximum:,}]" if maximum is not None else f">= {minimum}"
+            raise self.fail(key, f"expected an integer {bounds}, got {_kind(value)}")
         return value
 
     def number(self, key: str, value: Any, minimum: float = 0.0) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-            raise self.fail(key, f"expected a number >= {minimum}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum or \
+                not math.isfinite(value):
+            raise self.fail(key, f"expected a finite number >= {minimum}, got {_kind(value)}")
         return float(value)
 
     def assignments(self, key: str, value: Any) -> dict[str, str]:
@@ -169,11 +174,7 @@ def find_study_file(name_or_path: str) -> Path:
 # --- loading ----------------------------------------------------------------------------------------
 def load_study(name_or_path: str) -> Study:
     path = find_study_file(name_or_path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise WorkbenchError(f"study file {str(path)!r} is not valid YAML: {first_line(e)}") from None
+    data, text = load_yaml(path, "study")
     return parse_study(data, path, text)
 
 
@@ -199,11 +200,13 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
     if isinstance(seeds_raw, list):
         if not seeds_raw:
             raise c.fail("seeds", "expected a count >= 1 or a non-empty list of integers")
+        if len(seeds_raw) > MAX_SEEDS:
+            raise c.fail("seeds", f"{len(seeds_raw):,} seeds; at most {MAX_SEEDS:,} are accepted")
         seeds = [c.integer(f"seeds[{i}]", s, minimum=0) for i, s in enumerate(seeds_raw)]
         if len(set(seeds)) != len(seeds):
             raise c.fail("seeds", f"{seeds}: each seed may appear once")
     else:
-        seeds = list(range(c.integer("seeds", seeds_raw)))
+        seeds = list(range(c.integer("seeds", seeds_raw, maximum=MAX_SEEDS)))
 
     objectives = _objectives(c, data.get("objectives", ["top1:max"]))
     res = c.keys("resources", data.get("resources", {}) or {}, RESOURCE_KEYS)
@@ -253,6 +256,8 @@ def _build(c: _Checker, key: str, preset: str, overrides: dict[str, str]) -> Mod
 def _variants(c: _Checker, base: str, raw: Any) -> list[Variant]:
     if not isinstance(raw, list) or not raw:
         raise c.fail("variants", f"expected a non-empty list of variants, got {_kind(raw)}")
+    if len(raw) > MAX_VARIANTS:
+        raise c.fail("variants", f"{len(raw):,} variants; at most {MAX_VARIANTS:,} are accepted")
     out: list[Variant] = []
     for i, item in enumerate(raw):
         where = f"variants[{i}]"
@@ -285,6 +290,9 @@ def _grid(c: _Checker, base: str, raw: Any) -> list[Variant]:
     for k in keys:
         if not isinstance(raw[k], list) or not raw[k]:
             raise c.fail(f"grid.{k}", f"expected a non-empty list of values, got {_kind(raw[k])}")
+    combinations = math.prod(len(raw[k]) for k in keys)
+    if combinations > MAX_VARIANTS:
+        raise c.fail("grid", f"{combinations:,} combinations; at most {MAX_VARIANTS:,} variants are accepted")
     out = []
     for combo in itertools.product(*(raw[k] for k in keys)):
         overrides = {str(k): _scalar_text(v) for k, v in zip(keys, combo)}

@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from workbench.errors import WorkbenchError, first_line
+from workbench.errors import WorkbenchError
 from workbench.fileio import find_named_file
 from workbench.study.files import load_study, study_dirs
+from workbench.yamlfile import load_yaml
 
 TOP_KEYS = ("name", "description", "study", "variants", "seeds", "reference", "rungs")
 RUNG_KEYS = ("name", "dataset", "schedule", "set")
@@ -64,10 +63,7 @@ def load_ladder(name_or_path: str) -> Ladder:
     from workbench.training.schedules import get_schedule
 
     path = find_named_file("ladder", name_or_path, study_dirs())
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise WorkbenchError(f"ladder file {str(path)!r} is not valid YAML: {first_line(e)}") from None
+    data, _ = load_yaml(path, "ladder")
     if not isinstance(data, dict):
         raise _fail(path, "top level", "expected a mapping with study and rungs")
     unknown = sorted(set(map(str, data)) - set(TOP_KEYS))
