@@ -205,7 +205,24 @@ def _resolve(spec: ModelSpec) -> ResolvedSpec:
 
 
 # --- validation -------------------------------------------------------------------------------------
+# What the builder accepts: far beyond any MobileViT (the papers' largest is width 2, depth 4, 1000 classes),
+# so a value past these is a typo or a hostile file, refused before anything is resolved or allocated.
+# Whether a model inside them fits this machine is memory.py's question (`--allow-large`).
+LIMITS: dict[str, float] = {"width": 32, "attn_width": 32, "depth": 64, "channels": 16384, "attn_dim": 16384,
+                            "heads": 256, "patch": 16, "ffn_ratio": 32, "expansion": 32, "num_classes": 100_000,
+                            "head.cap": 16384, "head.expansion": 32}
+MAX_NAME = 200  # characters of a spec's name and family
+
+
+def _at_most(path: str, value: float, limit_key: str) -> None:
+    limit = LIMITS[limit_key]
+    if value > limit:
+        raise WorkbenchError(f"{path}={value}: at most {limit:,} is accepted")
+
+
 def _positive(path: str, value: float, *, allow_zero: bool = False) -> None:
+    if not math.isfinite(value):
+        raise WorkbenchError(f"{path}={value}: expected a finite number")
     if value < 0 or (value == 0 and not allow_zero):
         raise WorkbenchError(f"{path}={value}: must be {'>= 0' if allow_zero else '> 0'}")
 
@@ -219,13 +236,23 @@ def validate(spec: ModelSpec) -> None:
             raise WorkbenchError(f"block.{key}={value!r}: accepted values are {' | '.join(accepted)}")
     if b.fusion_conv == "none" and not b.projection:
         raise WorkbenchError("block.projection=false needs a fusion conv: set block.fusion_conv=3x3|1x1")
+    for label in ("name", "family"):
+        value = getattr(spec, label)
+        if not isinstance(value, str) or len(value) > MAX_NAME:
+            raise WorkbenchError(f"{label}: expected a string of at most {MAX_NAME} characters, got "
+                                 f"{type(value).__name__} of length {len(str(value)):,}")
     _positive("width", spec.width)
+    _at_most("width", spec.width, "width")
     _positive("num_classes", spec.num_classes)
+    _at_most("num_classes", spec.num_classes, "num_classes")
     _positive("stem.channels", spec.stem.channels)
+    _at_most("stem.channels", spec.stem.channels, "channels")
     if spec.stem.stride not in (1, 2):
         raise WorkbenchError(f"stem.stride={spec.stem.stride}: accepted values are 1 | 2")
     _positive("head.expansion", spec.head.expansion, allow_zero=True)
     _positive("head.cap", spec.head.cap)
+    _at_most("head.expansion", spec.head.expansion, "head.expansion")
+    _at_most("head.cap", spec.head.cap, "head.cap")
     if not 0 <= spec.head.dropout < 1:
         raise WorkbenchError(f"head.dropout={spec.head.dropout}: must be in [0, 1)")
     for name in STAGE_NAMES:
@@ -233,6 +260,8 @@ def validate(spec: ModelSpec) -> None:
         for f in fields(st):
             value = getattr(st, f.name)
             _positive(f"{name}.{f.name}", value)
+            if f.name in LIMITS:
+                _at_most(f"{name}.{f.name}", value, f.name)
         if st.stride not in (1, 2):
             raise WorkbenchError(f"{name}.stride={st.stride}: accepted values are 1 | 2")
     res = spec.resolve()

@@ -21,6 +21,7 @@ def register(sub) -> None:
                    help="attention path to export (default: %(default)s, the fused kernel)")
     p.add_argument("--out", help="output file (default: ./NAME.onnx)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    options.add_allow_large(p)
     p.set_defaults(func=cmd_export)
 
 
@@ -35,6 +36,9 @@ def cmd_export(args) -> int:
     require("onnx", "onnxruntime", what="workbench export")
     spec = resolve_spec(args.model, args.set)
     resolution = check_resolution(spec, args.resolution)
+    from workbench.counting.memory import check_fits
+
+    check_fits(spec, [(resolution, max(args.batch, 2))], training=False, allow_large=args.allow_large)
     out = Path(args.out or f"{spec.name}.onnx")
     if out.is_dir() or not out.parent.is_dir():
         raise WorkbenchError(f"--out {out}: needs a file name in an existing folder")

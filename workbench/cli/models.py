@@ -33,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, default=32, help="batch size for throughput (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iters", type=int, default=20, help="timed iterations (default: %(default)s)")
+    options.add_allow_large(p)
     options.add_output(p, quiet=False)
     p.set_defaults(func=cmd_count)
 
@@ -89,6 +90,10 @@ def cmd_count(args) -> int:
     counters = parse_counters(args.counter)
     spec = resolve_spec(args.model, args.set)
     resolution = check_resolution(spec, args.resolution)
+    from workbench.counting.memory import check_fits
+
+    check_fits(spec, [(resolution, args.batch if args.latency else 1)], training=False,
+               device=args.device if args.latency else "cpu", allow_large=args.allow_large)
     if args.latency:
         from workbench.training.train import resolve_device
 

@@ -21,6 +21,12 @@ def add_ray(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions pack trials on one GPU")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep a completed trial's checkpoints (default: only its record and metrics stay)")
+    add_allow_large(p)
+
+
+def add_allow_large(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-large", action="store_true", help="build and run a model even when its estimated "
+                   "memory (from the analytic counter) exceeds this machine's")
 
 
 def add_run_selector(p: argparse.ArgumentParser) -> None:
@@ -57,7 +63,7 @@ def engine_options(args) -> dict:
     """The EngineOptions fields the shared flags set."""
     return {"storage": args.storage, "ray_address": args.ray_address, "cpus_per_trial": args.cpus_per_trial,
             "gpus_per_trial": args.gpus_per_trial, "keep_checkpoints": args.keep_checkpoints,
-            "progress": not getattr(args, "quiet", False)}
+            "allow_large": args.allow_large, "progress": not getattr(args, "quiet", False)}
 
 
 def nonneg(flag: str, value: float | None, positive: bool = False) -> None:
@@ -70,11 +76,15 @@ def seeds_arg(text: str) -> list[int]:
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts or not all(p.isdigit() for p in parts):
         raise WorkbenchError(f"--seeds {text!r}: expected a count (e.g. 3) or a comma-separated list (e.g. 0,4,7)")
+    from workbench.study.files import MAX_SEEDS
+
     if len(parts) == 1:
         n = int(parts[0])
-        if n < 1:
-            raise WorkbenchError(f"--seeds {text!r}: expected a count >= 1")
+        if not 1 <= n <= MAX_SEEDS:
+            raise WorkbenchError(f"--seeds {text!r}: expected a count in [1, {MAX_SEEDS:,}]")
         return list(range(n))
+    if len(parts) > MAX_SEEDS:
+        raise WorkbenchError(f"--seeds: {len(parts):,} seeds; at most {MAX_SEEDS:,} are accepted")
     seeds = [int(p) for p in parts]
     if len(set(seeds)) != len(seeds):
         raise WorkbenchError(f"--seeds {text!r}: each seed may appear once")

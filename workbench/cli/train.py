@@ -29,6 +29,7 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", help="where cifar10/cifar100 live (downloaded there if absent)")
+    options.add_allow_large(p)
     options.add_output(p)
     p.set_defaults(func=cmd_train)
 
@@ -57,6 +58,6 @@ def cmd_train(args) -> int:
     spec = resolve_spec(args.model, args.set)
     result = train_model(spec, args.dataset, args.schedule, overrides=schedule_overrides(args), seed=args.seed,
                          device=args.device, out_dir=args.out, resume=args.resume, data_dir=args.data_dir,
-                         progress=not args.quiet)
+                         progress=not args.quiet, allow_large=args.allow_large)
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_run(result, spec.name))
     return 0 if result.status == "completed" else 1

@@ -23,6 +23,10 @@ class AnalyticCount:
     params: int = 0
     paper: int = 0
     fvcore: int = 0
+    # Elements per image that one training step keeps for the backward pass (each layer's output, the
+    # attention scores): what memory.py turns into bytes to refuse a model that cannot fit before it is built.
+    activations: int = 0
+    largest: int = 0  # elements of the largest single tensor (an output, the attention scores): no-grad peaks
     breakdown: dict[str, dict[str, int]] = field(default_factory=lambda: {"paper": {}, "fvcore": {}})
 
     @property
@@ -44,15 +48,20 @@ class AnalyticCount:
         weights = kernel * kernel * cin * cout // groups
         self.add("conv", paper=weights * positions + (cout * positions if bias else 0),
                  fvcore=weights * positions, params=weights + (cout if bias else 0))
+        self.activations += cout * positions * (3 if bn else 1)  # conv, norm and activation outputs
+        self.largest = max(self.largest, cout * positions, cin * size * size)
         if bn:
             self.add("norm", fvcore=2 * cout * positions, params=2 * cout)
         return out
 
     def linear(self, tokens: int, fin: int, fout: int) -> None:  # nn.Linear with bias over `tokens` rows
         self.add("linear", paper=tokens * (fin * fout + fout), fvcore=tokens * fin * fout, params=fin * fout + fout)
+        self.activations += 2 * tokens * fout  # its output and the activation or dropout after it
+        self.largest = max(self.largest, tokens * fout)
 
     def norm(self, elements: int, channels: int) -> None:  # LayerNorm / GroupNorm(1, d): 5 per element in fvcore
         self.add("norm", fvcore=5 * elements, params=2 * channels)
+        self.activations += elements
 
     def mv2(self, cin: int, cout: int, stride: int, hidden: int, expand: bool, size: int) -> int:
         if expand:
@@ -75,6 +84,8 @@ class AnalyticCount:
                 self.linear(tokens, d, 3 * d)
                 true_matmuls = 2 * tokens * n * d if attention_impl == "matmul" else 0
                 self.add("attention", paper=2 * tokens * d * d, fvcore=true_matmuls)
+                self.activations += 2 * st.heads * tokens * n  # the scores and their softmax, per head
+                self.largest = max(self.largest, st.heads * tokens * n)
                 self.linear(tokens, d, d)
                 self.norm(tokens * d, d)
                 self.linear(tokens, d, f)

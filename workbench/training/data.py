@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from workbench.errors import WorkbenchError, first_line
+from workbench.arch.spec import LIMITS
+from workbench.errors import WorkbenchError, first_line, os_error_line
 from workbench.fileio import atomic_write
 
 DEFAULT_DATASET = "digits"
 DATASET_FORMS = "digits | npz:PATH | cifar10 | cifar100 | imagefolder:PATH"
+MAX_CLASSES = int(LIMITS["num_classes"])  # the largest head the builder accepts
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 
 
@@ -51,16 +55,22 @@ class Dataset:
 
 
 # --- validation ------------------------------------------------------------------------------------
-def check_images(x: np.ndarray, where: str) -> np.ndarray:
-    if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
-        dtype = getattr(x, "dtype", type(x).__name__)
+def check_image_array(dtype, shape: tuple, where: str) -> None:
+    """The checks on an image array's dtype and shape alone, so a file's header can be checked unread."""
+    if dtype != np.uint8:
         raise WorkbenchError(f"{where}: images must be uint8, got {dtype}")
-    if x.ndim != 4 or x.shape[3] != 3:
-        raise WorkbenchError(f"{where}: images must have shape (N, H, W, 3), got {tuple(x.shape)}")
-    if x.shape[0] == 0:
+    if len(shape) != 4 or shape[3] != 3:
+        raise WorkbenchError(f"{where}: images must have shape (N, H, W, 3), got {tuple(shape)}")
+    if shape[0] == 0:
         raise WorkbenchError(f"{where}: no images")
-    if min(x.shape[1:3]) < 1:
-        raise WorkbenchError(f"{where}: empty images of shape {tuple(x.shape)}")
+    if min(shape[1:3]) < 1:
+        raise WorkbenchError(f"{where}: empty images of shape {tuple(shape)}")
+
+
+def check_images(x: np.ndarray, where: str) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise WorkbenchError(f"{where}: images must be uint8, got {type(x).__name__}")
+    check_image_array(x.dtype, x.shape, where)
     return x
 
 
@@ -74,6 +84,9 @@ def check_labels(y: np.ndarray, n: int, where: str, num_classes: int | None = No
         raise WorkbenchError(f"{where}: label {int(y.min())} is out of range (labels are class indices >= 0)")
     if num_classes is not None and len(y) and y.max() >= num_classes:
         raise WorkbenchError(f"{where}: label {int(y.max())} is out of range for {num_classes} classes")
+    if len(y) and y.max() >= MAX_CLASSES:
+        raise WorkbenchError(f"{where}: label {int(y.max())} implies more than {MAX_CLASSES:,} classes, the most a "
+                             "model takes; labels are class indices 0..K-1")
     return y.astype(np.int64)
 
 
@@ -118,15 +131,42 @@ def load_digits(size: int = 32) -> Dataset:
 
 
 # --- npz -------------------------------------------------------------------------------------------
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
+NPZ_ERRORS = (ValueError, EOFError, zipfile.BadZipFile, KeyError, zlib.error, NotImplementedError)
+
+
+def read_npz(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file (only `keys`, when given: a member is read only when asked for)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
+            return {k: z[k] for k in z.files if keys is None or k in keys}
+    except OSError as e:
+        raise WorkbenchError(f"npz file {os_error_line(e, path)}") from None
+    except NPZ_ERRORS as e:
         raise WorkbenchError(f"{path}: not a readable .npz file ({type(e).__name__}: {first_line(e)})") from None
 
 
-def _need(arrays: dict, keys: tuple[str, ...], path: Path) -> list[np.ndarray]:
+def npz_headers(path: Path) -> dict[str, tuple[tuple, np.dtype]]:
+    """{array name: (shape, dtype)} of an .npz file from each member's header, without reading the data."""
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                        np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(f)
+                out[info.filename[:-4]] = (tuple(shape), dtype)
+    except OSError as e:
+        raise WorkbenchError(f"npz file {os_error_line(e, path)}") from None
+    except NPZ_ERRORS as e:
+        raise WorkbenchError(f"{path}: not a readable .npz file ({type(e).__name__}: {first_line(e)})") from None
+    return out
+
+
+def need_arrays(arrays: dict, keys: tuple[str, ...], path: Path) -> list[np.ndarray]:
     missing = [k for k in keys if k not in arrays]
     if missing:
         raise WorkbenchError(f"{path}: missing array(s) {', '.join(missing)}; found {', '.join(arrays) or 'none'} "
@@ -134,10 +174,14 @@ def _need(arrays: dict, keys: tuple[str, ...], path: Path) -> list[np.ndarray]:
     return [arrays[k] for k in keys]
 
 
-def _read_classes(path: Path) -> list[str] | None:
+def read_classes(path: Path) -> list[str] | None:
     if not path.is_file():
         return None
-    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    from workbench.yamlfile import read_text
+
+    names = [ln.strip() for ln in read_text(path, "classes", max_bytes=16 << 20).splitlines() if ln.strip()]
+    if len(names) > MAX_CLASSES:
+        raise WorkbenchError(f"{path}: {len(names):,} class names; at most {MAX_CLASSES:,} are accepted")
     return names or None
 
 
@@ -148,21 +192,21 @@ def load_npz(spec: str) -> Dataset:
         for f in files:
             if not f.is_file():
                 raise WorkbenchError(f"npz:{spec}: {f} does not exist (a folder needs train.npz and test.npz)")
-        train = _need(_read_npz(files[0]), ("x", "y"), files[0])
-        test = _need(_read_npz(files[1]), ("x", "y"), files[1])
-        classes = _read_classes(path / "classes.txt")
+        train = need_arrays(read_npz(files[0]), ("x", "y"), files[0])
+        test = need_arrays(read_npz(files[1]), ("x", "y"), files[1])
+        classes = read_classes(path / "classes.txt")
     elif path.is_file():
-        arrays = _read_npz(path)
+        arrays = read_npz(path)
         if "x_train" in arrays or "x_test" in arrays:
-            xtr, ytr, xte, yte = _need(arrays, ("x_train", "y_train", "x_test", "y_test"), path)
+            xtr, ytr, xte, yte = need_arrays(arrays, ("x_train", "y_train", "x_test", "y_test"), path)
             train, test = (xtr, ytr), (xte, yte)
         else:
-            x, y = _need(arrays, ("x", "y"), path)
+            x, y = need_arrays(arrays, ("x", "y"), path)
             x = check_images(x, str(path))
             y = check_labels(y, len(x), str(path))
             tr, te = holdout_split(y)
             train, test = (x[tr], y[tr]), (x[te], y[te])
-        classes = _read_classes(path.with_name("classes.txt"))
+        classes = read_classes(path.with_name("classes.txt"))
     else:
         raise WorkbenchError(f"npz:{spec}: no such file or folder")
     return make_dataset(f"npz:{spec}", tuple(train), tuple(test), classes, f"npz:{spec}")

@@ -13,8 +13,15 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, get_type_hints
 
+from workbench.arch.resolve import MAX_RESOLUTION
 from workbench.arch.spec import parse_value
 from workbench.errors import WorkbenchError
+
+# Bounds past which a field is a typo, not a schedule (memory is checked separately, from the model).
+MAX_EPOCHS = 100_000
+MAX_SIZE = MAX_RESOLUTION  # pixels: the largest input a model takes
+MAX_SCALES = 64
+MAX_WORKERS = 256  # DataLoader processes per trial
 
 # Fields whose strings come from a fixed vocabulary.
 SCHEDULE_CHOICES: dict[str, tuple[str, ...]] = {
@@ -254,11 +261,13 @@ def validate_schedule(s: Schedule) -> Schedule:
         if not ok:
             raise WorkbenchError(f"schedule field {key}={getattr(s, key)!r}: {what}")
 
-    need(s.epochs >= 1, "epochs", "must be >= 1")
+    need(1 <= s.epochs <= MAX_EPOCHS, "epochs", f"must be in [1, {MAX_EPOCHS:,}]")
     need(s.batch >= 2, "batch", "must be >= 2 (batch norm needs two images)")
-    need(s.resolution >= 1, "resolution", "must be a positive number of pixels")
+    need(1 <= s.resolution <= MAX_SIZE, "resolution", f"must be a number of pixels in [1, {MAX_SIZE}]")
     if s.multiscale:
-        parse_sizes(s.multiscale)
+        sizes = parse_sizes(s.multiscale)
+        need(len(sizes) <= MAX_SCALES and max(sizes) <= MAX_SIZE, "multiscale",
+             f"at most {MAX_SCALES} sizes, each at most {MAX_SIZE} px")
     for key in ("lr", "min_lr", "warmup_init_lr"):
         need(getattr(s, key) > 0, key, "must be > 0")
     need(s.warmup_iters >= 0, "warmup_iters", "must be >= 0")
@@ -268,7 +277,7 @@ def validate_schedule(s: Schedule) -> Schedule:
     need(s.clip_grad >= 0, "clip_grad", "must be >= 0 (0 = off)")
     need(0 <= s.ema_momentum <= 1, "ema_momentum", "must be in [0, 1] (0 = no EMA)")
     need(0 < s.crop_scale <= 1, "crop_scale", "must be in (0, 1] (1 = no crop)")
-    need(s.workers >= 0, "workers", "must be >= 0")
+    need(0 <= s.workers <= MAX_WORKERS, "workers", f"must be in [0, {MAX_WORKERS}]")
     need(0 <= s.random_erase <= 1, "random_erase", "must be a probability in [0, 1]")
     need(s.mixup_alpha >= 0, "mixup_alpha", "must be >= 0 (0 = off)")
     need(s.cutmix_alpha >= 0, "cutmix_alpha", "must be >= 0 (0 = off)")

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbench.errors import WorkbenchError, first_line
+from workbench.errors import WorkbenchError, first_line, os_error_line
 from workbench.training.batches import MEAN, STD, EpochPlan, epoch_seed
-from workbench.training.data import IMAGE_SUFFIXES
+from workbench.training.data import IMAGE_SUFFIXES, MAX_CLASSES
 from workbench.training.schedules import Schedule
 
 _TORCHVISION_DECODES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
@@ -114,10 +114,16 @@ def index_imagefolder(spec: str) -> ImageFolderSet:
     root = Path(spec).expanduser()
     if not root.is_dir():
         raise WorkbenchError(f"imagefolder:{spec}: no such folder")
-    tr_files, tr_labels, classes, tr_skipped = _list_split(root, "train", None)
-    va_files, va_labels, _, va_skipped = _list_split(root, "val", classes)
+    try:
+        tr_files, tr_labels, classes, tr_skipped = _list_split(root, "train", None)
+        va_files, va_labels, _, va_skipped = _list_split(root, "val", classes)
+    except OSError as e:
+        raise WorkbenchError(f"imagefolder:{spec}: {os_error_line(e)}") from None
     if len(classes) < 2:
         raise WorkbenchError(f"imagefolder:{spec}: need at least 2 classes, found {len(classes)}")
+    if len(classes) > MAX_CLASSES:
+        raise WorkbenchError(f"imagefolder:{spec}: {len(classes):,} class folders; at most {MAX_CLASSES:,} are "
+                             "accepted")
     index = {c: i for i, c in enumerate(classes)}
 
     def split(files: list[str], labels: list[str]) -> FolderSplit:

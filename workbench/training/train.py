@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from workbench.arch.model import MobileViT, count_params, init_weights
-from workbench.arch.resolve import check_resolution, resolve_spec
+from workbench.arch.resolve import resolve_spec
 from workbench.arch.spec import ModelSpec
-from workbench.errors import WorkbenchError
+from workbench.counting.memory import check_fits, eval_sizes, schedule_sizes
+from workbench.errors import WorkbenchError, os_error_line
 from workbench.training.batches import (
     EpochPlan,
     choose_source,
@@ -56,6 +57,7 @@ from workbench.training.checkpoint import (
 )
 from workbench.training.data import DEFAULT_DATASET, Dataset, load_dataset, parse_dataset_name
 from workbench.training.ema import EMA
+from workbench.training.preflight import check_sizes
 from workbench.training.schedules import Schedule, get_schedule, lr_at
 from workbench.training.stream import FolderBatches, ImageFolderSet, choose_data_path, index_imagefolder
 
@@ -145,12 +147,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float, no_decay_bn_filter
         return [{"params": params, "weight_decay": weight_decay}]
     return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
-
-
-def check_sizes(spec: ModelSpec, schedule: Schedule) -> None:
-    """Every training size and the evaluation size must be one the model can take."""
-    for size in sorted(set(schedule.train_sizes()) | {schedule.resolution}):
-        check_resolution(spec, size)
 
 
 def batch_mixer(schedule: Schedule, num_classes: int):
@@ -406,7 +402,7 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
                 overrides: dict[str, str] | None = None, seed: int = 0, device: str = "auto",
                 out_dir: str | Path | None = None, resume: bool = False, data_dir: str | None = None,
                 progress: bool = True, on_epoch: Callable[[int, dict], None] | None = None,
-                bad_checkpoint: str = "refuse") -> RunResult:
+                bad_checkpoint: str = "refuse", allow_large: bool = False) -> RunResult:
     """Train `spec` on `dataset` with a named schedule (plus field `overrides`) and return the run's figures.
 
     `dataset` is a name for `load_dataset` or an already loaded `Dataset` (a study loads it once). The spec's
@@ -415,7 +411,8 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
     `resume=True` continues the run in `out_dir` if it holds a checkpoint, and starts afresh otherwise.
     A checkpoint that cannot be read safely (corrupt, not tensors-only, another format) raises
     CheckpointRefused with `bad_checkpoint="refuse"`; with "restart" it is moved aside
-    (refused-TIME-checkpoint.pt), one warning line names it, and the run starts from epoch 0.
+    (checkpoint.pt.bad-TIME), one warning line names it, and the run starts from epoch 0. A model whose
+    estimated training memory exceeds this machine's is refused before it is built, unless `allow_large`.
     """
     t_start = time.perf_counter()
     sched = get_schedule(schedule, overrides)
@@ -433,6 +430,10 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
         raise WorkbenchError(f"{ds.name}: need at least 2 training images, found {len(ds.train_y)}")
     spec = spec.with_overrides({"num_classes": ds.num_classes})
     check_sizes(spec, sched)
+    check_fits(spec, schedule_sizes(sched), training=True, device=str(dev), precision=sched.precision,
+               allow_large=allow_large)
+    check_fits(spec, eval_sizes(sched), training=False, device=str(dev), allow_large=allow_large,
+               what=f"{spec.name} (evaluation, eval_batch={sched.eval_batch})")
     config = _config(spec, sched, ds, int(seed))
     ck, refused = None, None
     if out and resume and (out / CHECKPOINT).is_file():
@@ -449,17 +450,17 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
         if why:
             raise WorkbenchError(f"cannot resume {out}: the run differs ({why})")
 
+    created = out is not None and not out.exists()
+    if out:  # made before anything is printed or built: an unusable folder is the one line
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise WorkbenchError(f"--out {os_error_line(e, out)}") from None
     if path_line:  # printed once everything is checked, so a bad input stays a one-line error
         print(path_line, file=sys.stderr)
     loop = _Loop(spec, sched, ds, dev, int(seed), progress)
     if ck:
         loop.load(ck["state"])
-    created = out is not None and not out.exists()
-    if out:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise WorkbenchError(f"--out {out}: cannot create the folder ({e.strerror})") from None
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     segment_start = time.perf_counter()
@@ -491,8 +492,13 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
             # The epoch's files are complete before anyone (on_epoch) can stop the run.
             loop_state = loop.state()
             loop_state["wall_s"] = wall()
-            save_checkpoint(out / CHECKPOINT, {"format": CHECKPOINT_FORMAT, "config": config, "state": loop_state})
-            write_jsonl(out / METRICS, loop.history)
+            try:
+                save_checkpoint(out / CHECKPOINT, {"format": CHECKPOINT_FORMAT, "config": config,
+                                                   "state": loop_state})
+                write_jsonl(out / METRICS, loop.history)
+            except OSError:  # a full disk, say: the previous epoch's files stay; a fresh folder goes again
+                _drop_if_empty(out, created)
+                raise
         if progress:
             print(f"epoch {loop.epoch}/{sched.epochs}: loss {row['train_loss']:.3f}  top-1 {top1:.2f}%  "
                   f"top-5 {top5:.2f}%  {row['img_per_s']:.0f} img/s  {row['wall_s']:.0f} s", file=sys.stderr)

@@ -1,0 +1,119 @@
+"""What is checked before anything is built: a dataset's files, a model's sizes against a schedule, and
+whether it fits.
+
+The trainer calls these before it allocates, and a study's driver calls them for every variant before Ray
+starts or the store is touched, so a bad input is one line and exit 2 instead of a failed trial (or an
+allocation traceback) later. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.arch.resolve import check_resolution
+from workbench.arch.spec import ModelSpec
+from workbench.counting.memory import check_fits, eval_sizes, schedule_sizes
+from workbench.errors import WorkbenchError
+from workbench.training.data import (
+    check_image_array,
+    check_labels,
+    holdout_split,
+    load_cifar,
+    need_arrays,
+    npz_headers,
+    parse_dataset_name,
+    read_classes,
+    read_npz,
+)
+from workbench.training.schedules import Schedule
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What a driver checks of a dataset before any trial starts: read from headers and labels, not images."""
+
+    name: str
+    num_classes: int
+    n_train: int
+    n_test: int
+
+
+def dataset_facts(name: str, data_dir: str | None = None) -> DatasetFacts:
+    """Check `name`'s files as `load_dataset` would (dtype, shape, labels, classes) without decoding or
+    holding its images: .npz arrays by their headers, image folders by their listing. Raises WorkbenchError."""
+    parsed = parse_dataset_name(name)
+    if parsed.kind == "digits":  # the labels alone (no torch, no upsampling): the split is holdout_split's
+        import numpy as np
+        from sklearn.datasets import load_digits as sk_digits
+
+        y = sk_digits().target
+        train, test = holdout_split(y)
+        return DatasetFacts(str(parsed), len(np.unique(y)), len(train), len(test))
+    if parsed.kind in ("cifar10", "cifar100"):
+        if not data_dir:
+            load_cifar(parsed.kind, data_dir)  # raises: it needs --data-dir
+        return DatasetFacts(str(parsed), 10 if parsed.kind == "cifar10" else 100, 50_000, 10_000)
+    if parsed.kind == "imagefolder":
+        from workbench.training.stream import index_imagefolder
+
+        ds = index_imagefolder(parsed.path)
+        return DatasetFacts(str(parsed), ds.num_classes, len(ds.train), len(ds.test))
+    return _npz_facts(parsed.path)
+
+
+def _npz_facts(spec: str) -> DatasetFacts:
+    path = Path(spec).expanduser()
+    where = f"npz:{spec}"
+    if path.is_dir():
+        files = [path / "train.npz", path / "test.npz"]
+        for f in files:
+            if not f.is_file():
+                raise WorkbenchError(f"{where}: {f} does not exist (a folder needs train.npz and test.npz)")
+        splits = [(f, ("x", "y")) for f in files]
+        classes = read_classes(path / "classes.txt")
+    elif path.is_file():
+        heads = npz_headers(path)
+        keys = ("x_train", "y_train", "x_test", "y_test") if "x_train" in heads or "x_test" in heads else ("x", "y")
+        splits = [(path, keys)]
+        classes = read_classes(path.with_name("classes.txt"))
+    else:
+        raise WorkbenchError(f"{where}: no such file or folder")
+    k = len(classes) if classes else None
+    counts, top = [], -1
+    for f, keys in splits:
+        heads = npz_headers(f)
+        need_arrays(heads, keys, f)
+        for xk, yk in zip(keys[0::2], keys[1::2]):
+            shape, dtype = heads[xk]
+            split = "test" if "test" in xk or f.name == "test.npz" else "train"
+            check_image_array(dtype, shape, f"{where} ({split})")
+            y = check_labels(read_npz(f, (yk,))[yk], shape[0], f"{where} ({split})", k)
+            counts.append(len(y))
+            top = max(top, int(y.max()))
+    n_classes = k or top + 1
+    if n_classes < 2:
+        raise WorkbenchError(f"{where}: need at least 2 classes, found {n_classes}")
+    n_train, n_test = (counts[0], counts[1]) if len(counts) == 2 else (counts[0] - counts[0] // 5, counts[0] // 5)
+    return DatasetFacts(where, n_classes, n_train, n_test)
+
+
+def check_sizes(spec: ModelSpec, schedule: Schedule) -> None:
+    """Every training size and the evaluation size must be one the model can take."""
+    for size in sorted(set(schedule.train_sizes()) | {schedule.resolution}):
+        check_resolution(spec, size)
+
+
+def check_training(spec: ModelSpec, facts: DatasetFacts, schedule: Schedule, *, device: str = "cpu",
+                   allow_large: bool = False, what: str = "") -> ModelSpec:
+    """`spec` with the dataset's head, checked as the trainer will check it: sizes, then memory."""
+    spec = spec.with_overrides({"num_classes": facts.num_classes})
+    try:
+        check_sizes(spec, schedule)
+    except WorkbenchError as e:
+        raise WorkbenchError(f"{what}: {e}" if what else str(e)) from None
+    check_fits(spec, schedule_sizes(schedule), training=True, device=device, precision=schedule.precision,
+               allow_large=allow_large, what=what or spec.name)
+    check_fits(spec, eval_sizes(schedule), training=False, device=device, allow_large=allow_large,
+               what=f"{what or spec.name} (evaluation, eval_batch={schedule.eval_batch})")
+    return spec
