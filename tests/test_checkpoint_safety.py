@@ -84,7 +84,7 @@ def test_a_bad_checkpoint_is_set_aside_and_the_item_restarts_or_resume_refuses_i
                         progress=False, bad_checkpoint="restart")
     # The run's own data-path line comes too; the refusal is one warning line.
     warning = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("data path:")]
-    aside = [p for p in out.iterdir() if p.name.startswith("refused-") and p.name.endswith(CHECKPOINT)]
+    aside = [p for p in out.iterdir() if p.name.startswith(f"{CHECKPOINT}.bad-")]
     assert len(aside) == 1 and again.refused_checkpoint == str(aside[0])
     assert len(warning) == 1 and str(out / CHECKPOINT) in warning[0] and aside[0].name in warning[0]
     assert again.status == "completed" and again.epochs_run == 1 and again.top1 == first.top1

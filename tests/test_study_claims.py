@@ -80,10 +80,10 @@ def test_a_killed_process_not_yet_reaped_counts_as_dead():
     import socket
     import subprocess
 
-    from workbench.study.claims import _process_start
+    from workbench.study.claims import process_start
 
     proc = subprocess.Popen(["sleep", "60"])
-    owner = f"{socket.gethostname()}|{proc.pid}|{_process_start(proc.pid)}"
+    owner = f"{socket.gethostname()}|{proc.pid}|{process_start(proc.pid)}"
     try:
         assert not owner_is_dead(owner)
         os.kill(proc.pid, signal.SIGKILL)

@@ -55,16 +55,42 @@ def _attempts(tmp: Path, study: str = "tiny") -> dict[str, int]:
     return out
 
 
-def test_a_failing_trial_is_stored_as_failed_and_the_others_complete(ws):
+def _run_dir(tmp: Path, study_path: Path, variant: str, seed: int) -> Path:
+    """Where the engine puts (variant, seed)'s run folder, from the same planning code."""
+    from workbench.study.files import load_study
+    from workbench.study.items import RunConfig, plan_items
+
+    study = load_study(str(study_path))
+    config = RunConfig(dataset=study.dataset, schedule=study.schedule, schedule_overrides=study.schedule_overrides)
+    item = next(it for it in plan_items(study, config) if it.variant.name == variant and it.seed == seed)
+    return tmp / "ws" / "runs" / study.name / item.key.replace(":", "-")
+
+
+def test_a_model_that_cannot_train_at_the_schedule_size_is_refused_before_ray_and_the_store(ws):
     tmp, env = ws
     # c's layer1 stride makes the total stride 64: it counts at 64 px but cannot train at the smoke 32 px.
     study = _study(tmp / "s.yaml", TWO[:1] + ["{name: c, overrides: {width: 0.25, layer1.stride: 2}}"])
+    r = _run(["ablate", "--study", str(study)], env, tmp)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1, r.stderr[-3000:]
+    assert err[0].startswith("workbench: error: tiny: c: resolution 32: this model needs 64 <= resolution")
+    assert not (tmp / "ws").exists()  # no store, no Ray results, no run folders
+
+
+def test_a_failing_trial_is_stored_as_failed_and_the_others_complete(ws):
+    tmp, env = ws
+    # c's seed-0 and seed-1 run folders are blocked by plain files: only the trial can find that out.
+    study = _study(tmp / "s.yaml", TWO[:1] + ["{name: c, overrides: {width: 0.25, block.local_conv: depthwise}}"])
+    for seed in (0, 1):
+        blocked = _run_dir(tmp, study, "c", seed)
+        blocked.parent.mkdir(parents=True, exist_ok=True)
+        blocked.write_text("not a folder")
     r = _run(["ablate", "--study", str(study)], env, tmp)
     assert r.returncode == 1, r.stderr[-3000:]
     recs = _store(tmp).records("tiny")
     failed = [x for x in recs if x.state == "FAIL"]
     assert sorted(x.attrs["variant"] for x in failed) == ["c", "c"]
-    assert all("train: WorkbenchError" in x.attrs["error"] and x.attrs["failure"] == "exception" for x in failed)
+    assert all("train: FileExistsError" in x.attrs["error"] and x.attrs["failure"] == "exception" for x in failed)
     assert sorted(x.attrs["variant"] for x in recs if x.state == "COMPLETE") == ["a", "a"]
     assert "failed: c seed 0" in r.stdout
     rows = {row["variant"]: row for row in json.loads(_run(["results", "--study", "tiny", "--json"], env, tmp).stdout)}

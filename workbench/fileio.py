@@ -33,11 +33,40 @@ def atomic_write(path: str | Path, content: Content, mode: str = "wb") -> Path:
             else:
                 f.write(content)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write names no file: name the target
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
     return path
+
+
+def write_all(folder: str | Path, files: dict[str, Content], what: str = "--out") -> list[Path]:
+    """Write several files into `folder`, all or none: every temporary is written before any is renamed, so
+    a full disk or a kill leaves the previous set. An OS error is one line naming the folder (`what`)."""
+    from workbench.errors import os_error_line
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise WorkbenchError(f"{what} {str(folder)!r} is a file, not a folder")
+    temps: dict[str, str] = {}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            fd, temps[name] = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+            with os.fdopen(fd, "w" if isinstance(content, str) else "wb",
+                           **({"encoding": "utf-8"} if isinstance(content, str) else {})) as f:
+                content(f) if callable(content) else f.write(content)
+        for name, tmp in temps.items():
+            os.replace(tmp, folder / name)
+    except OSError as e:
+        raise WorkbenchError(f"{what} {os_error_line(e, folder)}") from None
+    finally:
+        for tmp in temps.values():
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return [folder / name for name in files]
 
 
 def unique_folders(folders: Iterable[Path]) -> list[Path]:
@@ -61,10 +90,9 @@ def find_named_file(kind: str, name_or_path: str, folders: Iterable[Path],
     """
     folders = unique_folders(folders)
     p = Path(name_or_path)
+    if p.is_dir():
+        raise WorkbenchError(f"{kind} file {name_or_path!r} is a folder; give a {'/'.join(suffixes)} file or a name")
     if p.suffix in suffixes or os.sep in name_or_path or "/" in name_or_path or p.is_file():
-        if p.is_dir():
-            raise WorkbenchError(f"{kind} file {name_or_path!r} is a folder; give a {'/'.join(suffixes)} file "
-                                 "or a name")
         if not p.is_file():
             raise WorkbenchError(f"{kind} file {name_or_path!r} does not exist")
         return p

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, os_error_line
 
 
 class Parser(argparse.ArgumentParser):
@@ -34,18 +34,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(signum, frame):  # noqa: ARG001 - signal handler signature
+    # SIGTERM (a scheduler, `kill`, a container stopping) ends the command like Ctrl-C: running trials are
+    # given back as interrupted and the local Ray is shut down, instead of dying with its helpers left behind.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except WorkbenchError as e:
         print(f"workbench: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file or folder the command needed: permission, missing, no space, read-only
+        if isinstance(e, BrokenPipeError):
+            return _reader_left()
+        print(f"workbench: error: {os_error_line(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("workbench: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `workbench count ... | head`: the reader left; say nothing more
-        import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+
+def _reader_left() -> int:
+    """`workbench count ... | head`: the reader left; say nothing more."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0

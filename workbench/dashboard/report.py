@@ -11,7 +11,7 @@ from pathlib import Path
 from workbench.dashboard.chart_data import X_AXES, ChartData, front, plotted
 from workbench.dashboard.figure import ablation_figure, bubble_figure, figure_bytes
 from workbench.dashboard.readonly import ReadOnlyStore, read_chart_data
-from workbench.errors import WorkbenchError
+from workbench.fileio import write_all
 from workbench.study.results import StudyTable, build_table, render_markdown
 
 
@@ -60,22 +60,5 @@ def build_report(url: str | None, study: str, dataset: str | None = None, schedu
 
 
 def write_files(files: dict[str, bytes], out: Path) -> list[Path]:
-    if out.exists() and not out.is_dir():
-        raise WorkbenchError(f"--out {str(out)!r} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise WorkbenchError(f"--out {str(out)!r}: cannot create the folder ({e.strerror})") from None
-    # All files or none (not atomic_write per file): every temporary is written before any is renamed.
-    temps = {name: out / f".{name}.tmp" for name in files}
-    try:
-        for name, content in files.items():
-            temps[name].write_bytes(content)
-        for name in files:
-            temps[name].replace(out / name)
-    except OSError as e:
-        raise WorkbenchError(f"--out {str(out)!r}: cannot write ({e.strerror})") from None
-    finally:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
-    return [out / name for name in files]
+    """All files or none (fileio.write_all): a report is never half old, half new."""
+    return write_all(out, files)

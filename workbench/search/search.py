@@ -155,13 +155,23 @@ class SearchSource(WorkSource):
         base = dict(self.space.schedule_overrides) if self.schedule == self.space.schedule else {}
         return {**base, **self.opts.schedule_overrides}
 
-    def open(self, engine: Engine) -> None:
-        import optuna
-
+    def prepare(self, engine: Engine) -> None:
+        super().prepare(engine)
         sp = self.space
         self.settings = engine.settings(self.opts.dataset or sp.dataset, self.schedule, self.schedule_overrides,
                                         sp.count_resolution, with_needed_counters(self.objectives, sp.counters),
                                         latency_settings(sp, self.objectives), sp.cpus, sp.gpus)
+
+    def specs(self) -> list[tuple[str, object]]:
+        """The space's base with its fixed values: every candidate is it with sampled values on top (each is
+        checked against this machine's memory when it is proposed)."""
+        return [(f"base {self.space.base}", self.space.spec_for({}))]
+
+    def open(self, engine: Engine) -> None:
+        import optuna
+
+        self.prepare(engine)
+        sp = self.space
         directions = optuna_directions(self.objectives)
         sampler = make_sampler(self.opts.sampler, self.opts.seed, self.opts.trials, self.arch_list,
                                str(self.opts.arch_list))
@@ -266,6 +276,11 @@ class SearchSource(WorkSource):
                 values = {p.key: p.suggest(trial) for p in self.space.params}
                 spec = self.space.spec_for(values)
                 why = self.opts.constraints.violation(spec)
+                if why is None and self.engine.dataset is not None:
+                    try:  # too big for this machine's memory (unless --allow-large): rejected, not trained
+                        self.engine.check_spec(self, f"trial {trial.number}", spec)
+                    except WorkbenchError as e:
+                        why = f"too large: {e}"
             except WorkbenchError as e:  # e.g. a sampled d that the heads do not divide
                 why = f"invalid: {e}"
             if why is None:

@@ -56,11 +56,19 @@ class StudySource(WorkSource):
         self.config_id = config_id(config)
         self.attempted: set[str] = set()  # an item is tried at most once per run of this process
 
-    def open(self, engine: Engine) -> None:
+    def prepare(self, engine: Engine) -> None:
+        super().prepare(engine)
         s = self.study
         latency = vars(s.latency) if s.latency else None
         self.settings = engine.settings(self.config.dataset, self.config.schedule, self.config.schedule_overrides,
                                         s.count_resolution, s.counters, latency, s.cpus, s.gpus)
+
+    def specs(self) -> list[tuple[str, object]]:
+        return [(v.name, v.spec) for v in self.study.variants]
+
+    def open(self, engine: Engine) -> None:
+        self.prepare(engine)
+        s = self.study
         optuna_study = engine.store.open_study(s.name, optuna_directions(s.objectives))
         for k, v in study_attrs(s, self.config).items():
             optuna_study.set_user_attr(k, v)

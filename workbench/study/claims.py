@@ -31,7 +31,7 @@ CLAIMS = sa.Table(
 )
 
 
-def _process_start(pid: int) -> str:
+def process_start(pid: int) -> str:
     """The kernel's start time of `pid` (field 22 of /proc/PID/stat), so a reused pid is not mistaken."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
@@ -42,7 +42,7 @@ def _process_start(pid: int) -> str:
 
 def this_owner() -> str:
     pid = os.getpid()
-    return f"{socket.gethostname()}|{pid}|{_process_start(pid)}"
+    return f"{socket.gethostname()}|{pid}|{process_start(pid)}"
 
 
 def owner_is_dead(owner: str) -> bool:
@@ -59,7 +59,7 @@ def owner_is_dead(owner: str) -> bool:
     except PermissionError:
         return False
     # A killed process its parent has not reaped yet (a zombie) still answers kill(pid, 0), but it is dead.
-    return (started != "?" and _process_start(pid) != started) or _is_zombie(pid)
+    return (started != "?" and process_start(pid) != started) or _is_zombie(pid)
 
 
 def _is_zombie(pid: int) -> bool:
@@ -133,12 +133,18 @@ class Claims:
         self._update(item, state=state, heartbeat=time.time())
 
     @retried
-    def beat(self, items: list[str]) -> None:
-        if items:
-            with self.engine.begin() as conn:
-                conn.execute(sa.update(CLAIMS).where(
-                    CLAIMS.c.study == self.study, CLAIMS.c.item.in_(items), CLAIMS.c.owner == self.owner,
-                    CLAIMS.c.state == "running").values(heartbeat=time.time()))
+    def beat(self, items: list[str]) -> set[str]:
+        """Renew our claims on `items`; returns those that are no longer ours: another process took them over
+        (this one was paused, or cut off from the store, past `stale_after_s`)."""
+        if not items:
+            return set()
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(CLAIMS).where(
+                CLAIMS.c.study == self.study, CLAIMS.c.item.in_(items), CLAIMS.c.owner == self.owner,
+                CLAIMS.c.state == "running").values(heartbeat=time.time()))
+            rows = conn.execute(sa.select(CLAIMS.c.item, CLAIMS.c.owner).where(
+                CLAIMS.c.study == self.study, CLAIMS.c.item.in_(items))).all()
+        return {r.item for r in rows if r.owner != self.owner}
 
     @retried
     def _update(self, item: str, **values) -> None:

@@ -8,7 +8,14 @@ when it stops. The driver process is the only writer; Ray workers build, count, 
 
 Every running trial holds a claim (claims.py) whose heartbeat this process renews every `HEARTBEAT_S`; a
 claim whose owner died on this host, or whose heartbeat is older than `stale_after_s` (any host), is
-abandoned, and any process of the same study may take it over, atomically, and re-run the work.
+abandoned, and any process of the same study may take it over, atomically, and re-run the work. A process
+that finds its own claims taken over (it was paused, or cut off from the store, for that long) stops those
+trials, leaves them to their new owner, says so in one line and carries on with the rest.
+
+Everything that can be checked from the files and this machine (the dataset's files, every model against
+the schedule and the machine's memory, the resources a trial asks for) is checked before Ray starts or the
+store is touched. A full disk or a store that becomes unreadable stops the whole run with one line
+(`fatal`); what was recorded before stays.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -28,16 +36,19 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # the final report carries the record
 
 from ray.tune.search import Searcher  # noqa: E402 - after the environment Tune reads
+from ray.tune.stopper import Stopper  # noqa: E402
 
-from workbench.errors import WorkbenchError, first_line  # noqa: E402
+from workbench.errors import DiskFull, WorkbenchError, first_line, is_no_space, no_space_line  # noqa: E402
 from workbench.study.claims import Claims, this_owner  # noqa: E402
 from workbench.study.objectives import Objective, objective_values  # noqa: E402
 from workbench.study.progress import Progress  # noqa: E402
 from workbench.study.provenance import git_revision  # noqa: E402
-from workbench.study.store import Store, workspace_dir  # noqa: E402
+from workbench.study.rayproc import end_stale_ray, record_local_ray  # noqa: E402
+from workbench.study.store import Store, StoreUnreadable, workspace_dir  # noqa: E402
 from workbench.study.trial import FINAL_KEY, WorkItem, execute  # noqa: E402
 
-HEARTBEAT_S = 10.0
+HEARTBEAT_S = 10.0  # at most; never more than a quarter of the stale limit
+STALE_AFTER_S = 120.0  # default of $WORKBENCH_STALE_AFTER_S
 MAX_REQUEUES = 2  # per item and run: a trial whose Ray worker died (a node lost) is run again this often
 WAIT = "wait"  # nothing to claim now, but another process holds work that may yet be abandoned: ask again
 DONE = "done"  # nothing left anywhere
@@ -52,10 +63,19 @@ class EngineOptions:
     cpus_per_trial: float | None = None  # None: the study file's or search space's resources
     gpus_per_trial: float | None = None
     progress: bool = True
-    stale_after_s: float = 120.0  # a claim with no heartbeat for this long is abandoned (other hosts)
+    # A claim with no heartbeat for this long is abandoned (any host); $WORKBENCH_STALE_AFTER_S sets it.
+    stale_after_s: float = field(default_factory=lambda: stale_after_default())
     run_dirs: bool = True  # keep each trial's checkpoints and attempt log under workspace/runs/
     keep_checkpoints: bool = False  # a completed trial keeps its checkpoints (default: only its record)
+    allow_large: bool = False  # train models whose estimated memory exceeds this machine's (--allow-large)
     train_fn: Callable | None = None  # the training function; None = workbench.training.train.train_model
+
+
+def stale_after_default() -> float:
+    try:
+        return max(1.0, float(os.environ.get("WORKBENCH_STALE_AFTER_S", STALE_AFTER_S)))
+    except ValueError:
+        return STALE_AFTER_S
 
 
 @dataclass(frozen=True)
@@ -118,6 +138,14 @@ class WorkSource(ABC):
     claims: Claims
     elsewhere: int = 0  # trials other live processes are running now, for the progress line
 
+    def prepare(self, engine: "Engine") -> None:
+        """Bind to the engine and set `settings`, touching nothing: preflight reads them before the store."""
+        self.engine = engine
+
+    def specs(self) -> list[tuple[str, object]]:
+        """(name, ModelSpec) of the models known before the run, checked before the store is touched."""
+        return []
+
     def open(self, engine: "Engine") -> None:
         """Bind to the engine's store; create or load the Optuna study. Called once, before anything runs."""
         self.engine = engine
@@ -151,13 +179,25 @@ class Engine:
         self.address = self.options.ray_address or os.environ.get("RAY_ADDRESS") or None
         if self.address:
             check_ray_address(self.address, "--ray-address" if self.options.ray_address else "RAY_ADDRESS")
-        self.store = Store(self.options.storage)
+        self._store: Store | None = None
         self.owner = this_owner()
         self.running: dict[str, tuple[WorkSource, Started]] = {}  # tune id -> what it runs
         self.lock = threading.Lock()
         self.progress: Progress | None = None
         self.tally = Tally(total=0)
         self.requeues: dict[str, int] = {}  # claim key -> attempts re-run this run after a lost worker
+        self.taken: set[str] = set()  # tune ids whose claims another process took over: stopped, not recorded
+        self.fatal: WorkbenchError | None = None  # a full disk or an unreadable store: the run stops
+        self.store_broken = False  # the fatal error is the store's own: nothing more is written to it
+        self.dataset = None  # DatasetFacts, from preflight
+        self.schedule = None  # the run's Schedule, from preflight
+
+    @property
+    def store(self) -> Store:
+        """The study store, opened on first use: after preflight, so bad input leaves no trace in it."""
+        if self._store is None:
+            self._store = Store(self.options.storage)
+        return self._store
 
     # --- what sources use ---------------------------------------------------------------------------
     def settings(self, dataset: str, schedule: str, schedule_overrides: dict, count_resolution: int,
@@ -177,7 +217,7 @@ class Engine:
                         count_resolution=s.count_resolution, counters=list(s.counters), dataset=s.dataset,
                         schedule=s.schedule, schedule_overrides=dict(s.schedule_overrides), seed=seed,
                         device=s.device, cpus=s.cpus, run_dir=run_dir, latency=s.latency,
-                        keep_checkpoints=self.options.keep_checkpoints)
+                        keep_checkpoints=self.options.keep_checkpoints, allow_large=self.options.allow_large)
 
     def trial_attrs(self, source: WorkSource) -> dict:
         """The attributes every trial of `source` carries besides its own (variant, seed, spec, ...)."""
@@ -191,23 +231,54 @@ class Engine:
         with self.lock:
             return {st.key for src, st in self.running.values() if src is source}
 
+    # --- before anything is touched ----------------------------------------------------------------------
+    def preflight(self, source: WorkSource) -> None:
+        """What can be checked from the files and the machine, before Ray starts or the store is opened: the
+        dataset's files, every known model against the schedule's sizes and the machine's memory, and (for
+        a local Ray) the CPUs and GPUs a trial asks for."""
+        from workbench.training.preflight import dataset_facts
+        from workbench.training.schedules import get_schedule
+
+        s = source.settings
+        if not self.address:
+            check_local_resources(s.cpus, s.gpus)
+        self.schedule = get_schedule(s.schedule, s.schedule_overrides)
+        self.dataset = dataset_facts(s.dataset)
+        for name, spec in source.specs():
+            self.check_spec(source, name, spec)
+
+    def check_spec(self, source: WorkSource, name: str, spec) -> None:
+        """One model against the run's dataset, schedule and this machine's memory (WorkbenchError if not)."""
+        from workbench.training.preflight import check_training
+
+        check_training(spec, self.dataset, self.schedule, device=source.settings.device,
+                       allow_large=self.options.allow_large, what=f"{source.name}: {name}")
+
     # --- the run -------------------------------------------------------------------------------------
     def run(self, source: WorkSource) -> Tally:
         """Run `source` to its end on Ray Tune; returns what this process did."""
         t0 = time.monotonic()
+        source.prepare(self)
+        self.preflight(source)
+        s = source.settings
+        ray = slots = None
+        if self.address:  # a cluster's resources are known once joined: checked before the store as well
+            ray = start_ray(self.address)
+            slots = trial_slots(ray, s.cpus, s.gpus)
         source.open(self)
         total, before, left = source.remaining()
         self.tally = Tally(total=total, completed_before=before)
         if not left and not source.elsewhere:
             self.tally.wall_s = time.monotonic() - t0
             return self.tally
-        ray = start_ray(self.address)
+        if ray is None:
+            end_stale_ray(lambda line: print(line, file=sys.stderr, flush=True))
+            ray = start_ray(None)
+            record_local_ray()
+            slots = trial_slots(ray, s.cpus, s.gpus)
         from ray import tune
 
         from workbench.study.trial import tune_trainable
-
-        s = source.settings
-        slots = trial_slots(ray, s.cpus, s.gpus)
         self.progress = Progress(source.name, total, before, 0, slots, self.options.progress)
         self.progress.elsewhere = source.elsewhere
         self.progress.show(f"{left} to run on {s.label}, {slots} at a time ({s.cpus:g} CPU"
@@ -226,23 +297,35 @@ class Engine:
                                             trial_dirname_creator=lambda t: f"trial-{t.trial_id}"),
                 run_config=tune.RunConfig(name=f"{source.name}-{int(time.time())}-{os.getpid()}",
                                           storage_path=str((workspace_dir() / "ray_results").resolve()),
-                                          verbose=0, failure_config=tune.FailureConfig(max_failures=0))).fit()
+                                          stop=EngineStopper(token), verbose=0,
+                                          failure_config=tune.FailureConfig(max_failures=0))).fit()
+        except Exception as e:
+            if self.fatal is None and is_no_space(e):  # Ray's own files under the workspace
+                self.fatal = DiskFull(f"{no_space_line(workspace_dir().resolve())}; stopping. What was recorded "
+                                      "stays; free some space and run the same command again")
+            if self.fatal is None:
+                raise
         finally:
             stop.set()
-            self._release_unfinished()
+            if not self.store_broken:
+                self._release_unfinished(quiet=self.fatal is not None)
             _ENGINES.pop(token, None)
         self.tally.wall_s = time.monotonic() - t0
+        if self.fatal is not None:
+            raise self.fatal
         return self.tally
 
     def run_inline(self, source: WorkSource, train_fn: Callable | None = None) -> Tally:
         """Run `source` one trial at a time in this process, without Ray: the same claims and records, for
         tests and debugging (a scheduler, if the source has one, is not applied)."""
         t0 = time.monotonic()
+        source.prepare(self)
+        self.preflight(source)
         source.open(self)
         total, before, _ = source.remaining()
         self.tally = Tally(total=total, completed_before=before)
         n = 0
-        while isinstance(started := source.next(), Started):
+        while self.fatal is None and isinstance(started := self._guarded(source.next), Started):
             tune_id = f"inline-{n}"
             n += 1
             with self.lock:
@@ -251,16 +334,53 @@ class Engine:
                              train_fn=train_fn or self.options.train_fn)
             self.on_complete(tune_id, {FINAL_KEY: json.dumps(record, default=str)}, error=False)
         self.tally.wall_s = time.monotonic() - t0
+        if self.fatal is not None:
+            raise self.fatal
         return self.tally
+
+    # --- what stops a run, and what a paused process finds ---------------------------------------------------
+    def _guarded(self, fn, *args, default=None):
+        """`fn(*args)`; a store problem that cannot be retried (a full disk, an unreadable file) becomes the
+        run's `fatal` error and `default` is returned, so Tune's callbacks never raise it."""
+        if self.fatal is not None:
+            return default
+        try:
+            return fn(*args)
+        except (DiskFull, StoreUnreadable) as e:
+            self.fatal, self.store_broken = e, True
+        except WorkbenchError as e:
+            if "study store" not in str(e):
+                raise
+            self.fatal, self.store_broken = e, True
+        return default
+
+    def _taken_over(self, tune_ids: list[str]) -> None:
+        """Another process took these trials' claims over (this one was paused or cut off past the stale
+        limit): stop them, record nothing more for them, say so once, carry on with the rest."""
+        with self.lock:
+            gone = [(t, self.running.pop(t)[1]) for t in tune_ids if t in self.running]
+            self.taken.update(tune_ids)
+        if not gone:
+            return
+        names = ", ".join(f"{st.name} (trial {st.number})" for _, st in gone)
+        many = len(gone) != 1
+        line = (f"{len(gone)} trial{'s' if many else ''} of this process {'were' if many else 'was'} taken over by "
+                f"another process while this one was paused or cut off from the store: {names}; left to it, carrying "
+                "on with the rest")
+        if self.progress:
+            self.progress.running = len(self.running)
+            self.progress.show(line)
+        else:
+            print(f"workbench: {line}", file=sys.stderr, flush=True)
 
     # --- Tune's callbacks, through the searcher ---------------------------------------------------------
     def suggest(self, source: WorkSource, tune_id: str) -> dict | None | str:
-        nxt = source.next()
+        nxt = self._guarded(source.next, default=DONE)
+        if self.progress:
+            self.progress.elsewhere = source.elsewhere  # after a takeover too: those are ours now
         if nxt == DONE:
             return Searcher.FINISHED
         if nxt == WAIT:
-            if self.progress:
-                self.progress.elsewhere = source.elsewhere
             time.sleep(0.5)  # another process holds work; look again soon (it may die)
             return None
         with self.lock:
@@ -273,13 +393,23 @@ class Engine:
     def on_result(self, tune_id: str, result: dict) -> None:
         entry = self.running.get(tune_id)
         if entry and "epoch" in result and "top1" in result:
-            self.store.report(entry[1].trial_id, int(result["epoch"]), float(result["top1"]))
+            ok = self._guarded(self.store.report, entry[1].trial_id, int(result["epoch"]), float(result["top1"]),
+                               default=True)
+            if not ok:  # the trial was finished by another process that took the work over
+                self._taken_over([tune_id])
 
     def on_complete(self, tune_id: str, result: dict | None, error: bool) -> None:
         with self.lock:
             entry = self.running.pop(tune_id, None)
-        if entry is None:
+        if entry is None or self.store_broken:
             return
+        if self.fatal is not None and not (result and FINAL_KEY in result):
+            with self.lock:  # stopped by the run's fatal stop, not finished: released as interrupted at the end
+                self.running[tune_id] = entry
+            return
+        self._guarded(self._complete, tune_id, entry, result, error)
+
+    def _complete(self, tune_id: str, entry: tuple[WorkSource, Started], result: dict | None, error: bool) -> None:
         source, st = entry
         record = json.loads(result[FINAL_KEY]) if result and FINAL_KEY in result else None
         values = None
@@ -308,7 +438,14 @@ class Engine:
             self.requeues[st.key] = self.requeues.get(st.key, 0) + 1
             record.update(requeued=True, error=f"{record['error']}; re-queued (attempt "
                                                f"{self.requeues[st.key]} of {MAX_REQUEUES} this run)")
-        self.store.finish(st.trial_id, state, record, values if state == "COMPLETE" else None)
+        if not self.store.finish(st.trial_id, state, record, values if state == "COMPLETE" else None):
+            with self.lock:  # finished already: another process took it over while this one was paused
+                self.running[tune_id] = entry
+            self._taken_over([tune_id])
+            return
+        if record.get("failure") == "nospace":  # the trial's disk is full: stop the run, cleanly
+            self.fatal = DiskFull(f"{record.get('error_line') or 'no space left'}; stopping. What was recorded "
+                                  "stays; free some space and run the same command with --retry-failed")
         if requeue:
             source.requeue(st)
             self.tally.requeued += 1
@@ -334,6 +471,9 @@ class Engine:
             t.failed += 1
             t.failed_items.append(f"{st.name}: {record.get('error')}")
             text = f"FAILED: {record.get('error')}"
+        refused = (record.get("train") or {}).get("refused_checkpoint")
+        if refused:  # said in the record (train.refused_checkpoint) and here: the run did not resume
+            text += f"; its unreadable checkpoint was set aside as {os.path.basename(refused)}, trained from epoch 0"
         p = self.progress
         if p:
             p.running = len(self.running)
@@ -344,20 +484,25 @@ class Engine:
 
     # --- keeping claims alive, and giving them back --------------------------------------------------------
     def _heartbeat(self, stop: threading.Event) -> None:
-        while not stop.wait(HEARTBEAT_S):
+        while not stop.wait(min(HEARTBEAT_S, self.options.stale_after_s / 4)):
             with self.lock:
                 by_source: dict[int, tuple[WorkSource, list[str]]] = {}
                 for src, st in self.running.values():
                     by_source.setdefault(id(src), (src, []))[1].append(st.key)
             for src, keys in by_source.values():
                 try:
-                    src.claims.beat(keys)
+                    lost = self._guarded(src.claims.beat, keys, default=set())
                 except Exception as e:  # noqa: BLE001 - a missed beat is retried; it must not kill the study
                     log.warning("heartbeat failed: %s", first_line(e))
+                    continue
+                if lost:
+                    with self.lock:
+                        ids = [t for t, (s2, st) in self.running.items() if s2 is src and st.key in lost]
+                    self._taken_over(ids)
 
-    def _release_unfinished(self) -> None:
-        """Trials still ours (Tune stopped early, Ctrl-C): failed as interrupted, their claims given back so
-        the next run re-queues them at once."""
+    def _release_unfinished(self, quiet: bool = False) -> None:
+        """Trials still ours (Tune stopped early, Ctrl-C, a fatal stop): failed as interrupted, their claims
+        given back so the next run re-queues them at once. `quiet`: the run already said why it stops."""
         with self.lock:
             left = list(self.running.values())
             self.running.clear()
@@ -367,7 +512,8 @@ class Engine:
                                   "process stopped before the trial finished; it will be re-run"})
                 source.claims.release(st.key)
             except Exception as e:  # noqa: BLE001 - best effort on the way out; a dead owner is detected anyway
-                log.warning("could not release %s: %s", st.name, first_line(e))
+                if not quiet:
+                    log.warning("could not release %s: %s", st.name, first_line(e))
 
 
 def counts_from_report(result: dict) -> dict:
@@ -380,6 +526,27 @@ def counts_from_report(result: dict) -> dict:
 # Tune pickles its configuration (searcher included) into the experiment folder; the searcher refers to
 # the live engine through this registry instead of carrying the store's engine and locks.
 _ENGINES: dict[int, tuple[Engine, WorkSource]] = {}
+
+
+class EngineStopper(Stopper):
+    """Stops a trial whose claim another process took over, and every trial once the run has a fatal error.
+    Tune pickles it with the experiment: it refers to the live engine through the registry, like the
+    searcher."""
+
+    def __init__(self, token: int):
+        self._token = token
+
+    def _engine(self) -> "Engine | None":
+        entry = _ENGINES.get(self._token)
+        return entry[0] if entry else None
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        engine = self._engine()
+        return engine is not None and (trial_id in engine.taken or engine.fatal is not None)
+
+    def stop_all(self) -> bool:
+        engine = self._engine()
+        return engine is not None and engine.fatal is not None
 
 
 class StoreSearcher(Searcher):
@@ -441,7 +608,44 @@ def start_ray(address: str | None):
                              f"{first_line(e)}") from None
     for name in ("ray", "ray.tune", "ray.train", "ray.air"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Records of Tune's child loggers reach Ray's handlers without passing the parents' filters: filter there.
+    for handler in logging.getLogger("ray").handlers + logging.getLogger().handlers:
+        if not any(isinstance(f, _NoSpaceFilter) for f in handler.filters):
+            handler.addFilter(_NoSpaceFilter())
     return ray
+
+
+class _NoSpaceFilter(logging.Filter):
+    """Ray Tune logs a failed write of its own experiment files (under the workspace) with a traceback; on a
+    full disk that is the engine's one-line stop to say (every running engine's `fatal`), not Tune's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not (is_no_space(exc) if exc is not None else "no space left" in record.getMessage().lower()):
+            return True
+        for engine, _ in list(_ENGINES.values()):
+            if engine.fatal is None:
+                engine.fatal = DiskFull(f"{no_space_line(workspace_dir().resolve())}; stopping. What was recorded "
+                                        "stays; free some space and run the same command again")
+        return False
+
+
+def check_local_resources(cpus: float, gpus: float) -> None:
+    """A local Ray gets this machine: a trial may not ask for more CPUs or GPUs than it has (checked before
+    Ray starts or the store is opened, so a study that can never run leaves nothing behind)."""
+    from workbench.machine import usable_cores
+
+    cores = usable_cores()
+    if cpus > cores:
+        raise WorkbenchError(f"a trial asks for {cpus:g} CPUs; this machine has {cores} (set resources.cpus in the "
+                             "study or space file, or --cpus-per-trial; or join a bigger cluster with --ray-address)")
+    if gpus > 0:
+        import torch
+
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus > have:
+            raise WorkbenchError(f"a trial asks for {gpus:g} GPU{'s' if gpus != 1 else ''}; this machine has "
+                                 f"{have} (set resources.gpus: 0 or --gpus-per-trial 0 to train on the CPU)")
 
 
 def trial_slots(ray, cpus: float, gpus: float) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.fileio import write_all
 from workbench.study import power
 from workbench.study.stats import Estimate, estimate, paired_delta
 from workbench.study.store import Store, TrialRecord
@@ -385,11 +386,8 @@ def render_csv(t: StudyTable) -> str:
 
 
 def write_outputs(t: StudyTable, out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{t.study}.csv", out_dir / f"{t.study}.md"]
-    paths[0].write_text(render_csv(t), encoding="utf-8")
-    paths[1].write_text(render_markdown(t), encoding="utf-8")
-    return paths
+    """The table as CSV and Markdown, both or neither."""
+    return write_all(out_dir, {f"{t.study}.csv": render_csv(t), f"{t.study}.md": render_markdown(t)})
 
 
 def to_json(t: StudyTable) -> dict:

@@ -41,6 +41,7 @@ class WorkItem:
     run_dir: str | None  # where checkpoints and the attempt log go; None = no files
     latency: dict | None = None  # LatencyPlan fields, or None = not measured
     keep_checkpoints: bool = False
+    allow_large: bool = False  # train even when the estimated memory exceeds the worker machine's
     extra: dict = field(default_factory=dict)  # source-specific facts the worker passes through
 
     def to_dict(self) -> dict:
@@ -52,10 +53,26 @@ class WorkItem:
 
 
 def _classify(exc: BaseException) -> str:
+    from workbench.errors import is_no_space
+
     text = f"{type(exc).__name__}: {exc}"
+    if is_no_space(exc):
+        return "nospace"
     if "OutOfMemory" in type(exc).__name__ or "out of memory" in text.lower():
         return "oom"
     return "exception"
+
+
+def _no_space_where(exc: BaseException, run_dir: str | None) -> str:
+    """"no space left on PATH (N MB free)" for a full disk: the file the failed write named, else the run folder."""
+    from workbench.errors import no_space_line
+
+    e: BaseException | None = exc
+    while e is not None:
+        if isinstance(e, OSError) and e.filename:
+            return no_space_line(Path(str(e.filename)).parent)
+        e = e.__cause__ or e.__context__
+    return no_space_line(run_dir or ".")
 
 
 def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable | None = None) -> dict:
@@ -103,7 +120,7 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
 
         result = train_fn(spec, item.dataset, item.schedule, overrides=item.schedule_overrides, seed=item.seed,
                           device=item.device, out_dir=item.run_dir, resume=bool(run_dir), progress=False,
-                          on_epoch=on_epoch, bad_checkpoint="restart")
+                          on_epoch=on_epoch, bad_checkpoint="restart", allow_large=item.allow_large)
         res = result.to_dict()
         record["train"] = {k: v for k, v in res.items() if k not in ("history", "versions")}
         record["history"] = res.get("history", [])
@@ -119,6 +136,8 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
         record.update(status="failed", failure=_classify(exc), stage=stage,
                       error=f"{stage}: {type(exc).__name__}: {exc}"[:2000],
                       traceback="".join(traceback.format_exception(exc))[-4000:])
+        if record["failure"] == "nospace":
+            record["error_line"] = _no_space_where(exc, item.run_dir)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return _done(record, t0)
@@ -141,10 +160,12 @@ def _done(record: dict, t0: float) -> dict:
 
 def _remove_checkpoints(run_dir: Path) -> int:
     """A completed trial needs its record, not its weights: checkpoints go, metrics and results stay."""
-    from workbench.training.checkpoint import CHECKPOINT
+    from workbench.training.checkpoint import BAD_SUFFIX, CHECKPOINT
 
     removed = 0
     for path in run_dir.glob(f"{CHECKPOINT}*"):
+        if BAD_SUFFIX in path.name:  # a refused checkpoint set aside: evidence, kept
+            continue
         removed += path.stat().st_size
         path.unlink(missing_ok=True)
     return removed

@@ -12,6 +12,7 @@ afresh without losing the evidence.
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import random
@@ -44,7 +45,11 @@ class CheckpointRefused(WorkbenchError):
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    atomic_write(path, lambda f: torch.save(state, f))
+    """Serialised in memory first, then written whole: a full disk is then a plain OSError naming the file
+    (errno 28), not PyTorch's "inline_container.cc ... unexpected pos" from inside its zip writer."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write(path, buf.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -71,11 +76,14 @@ def load_checkpoint(path: Path) -> dict:
     return ck
 
 
+BAD_SUFFIX = ".bad-"  # checkpoint.pt.bad-TIME: a refused checkpoint kept as evidence, never read or removed
+
+
 def set_aside(path: Path) -> Path:
-    """Move a refused checkpoint to refused-TIME-checkpoint.pt beside it, so a fresh run does not read it
-    again and nobody loses it; returns the new path."""
+    """Move a refused checkpoint to checkpoint.pt.bad-TIME beside it, so a fresh run does not read it again
+    and nobody loses it; returns the new path."""
     path = Path(path)
-    target = path.with_name(f"refused-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**6:06d}-{path.name}")
+    target = path.with_name(f"{path.name}{BAD_SUFFIX}{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**6:06d}")
     path.rename(target)
     return target
 
