@@ -56,7 +56,7 @@ def random_specs(draw):
     return spec, resolution, draw(st.sampled_from(["matmul", "sdpa"]))
 
 
-@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(random_specs())
 def test_equal_on_random_specs(case):
     spec, resolution, impl = case

@@ -102,10 +102,13 @@ def test_latency_on_each_runtime_has_spread_and_provenance(runtime):
     from workbench.counting.latency import measure_latency
 
     spec = with_overrides(PRESETS["v3-xxs"], {"width": 0.5})
-    lat = measure_latency(_seeded(spec), 64, batch=2, warmup=2, iters=5, runtime=runtime, threads=(1,))
+    # torch.compile (dynamic=False) compiles once per batch size, about a minute each on 2 cores from a cold
+    # cache: its throughput is timed at batch 1 here, so the test pays for one compilation, not two.
+    batch = 1 if runtime == "torch-compile" else 2
+    lat = measure_latency(_seeded(spec), 64, batch=batch, warmup=2, iters=5, runtime=runtime, threads=(1,))
     t = lat["latency"]
     assert t["iterations"] == 5 and 0 < t["median_ms"] <= t["p90_ms"] and t["iqr_ms"] >= 0
-    assert lat["throughput"]["batch"] == 2 and lat["throughput_img_s"] > 0
+    assert lat["throughput"]["batch"] == batch and lat["throughput_img_s"] > 0
     p = lat["provenance"]
     assert p["runtime"] == runtime and p["threads"] == [1] and p["cpu"] and p["resolution"] == 64
     assert p["provider"] == {"torch": "eager cpu", "onnxruntime": "CPUExecutionProvider",
