@@ -101,8 +101,15 @@ def test_a_failing_trial_is_stored_as_failed_and_the_others_complete(ws):
     assert len(_store(tmp).records("tiny")) == 4
 
 
+def _alive(pid: int, started: str) -> bool:
+    from workbench.study.rayproc import alive
+
+    return alive(pid, started)
+
+
 def test_kill_9_mid_study_then_the_same_command_finishes_without_retraining(ws):
     tmp, env = ws
+    env = {**env, "WORKBENCH_RAY_RECORDS": str(tmp / "ray-records")}
     study = _study(tmp / "s.yaml", THREE, epochs=2)
     cmd = ["ablate", "--study", str(study)]
     proc = subprocess.Popen(WORKBENCH + cmd, env=env, cwd=tmp, stdout=subprocess.DEVNULL,
@@ -121,7 +128,7 @@ def test_kill_9_mid_study_then_the_same_command_finishes_without_retraining(ws):
                 continue
             done = {x.attrs["item"] for x in recs if x.state == "COMPLETE"}
             if done and any(x.state == "RUNNING" for x in recs):
-                os.killpg(proc.pid, signal.SIGKILL)  # kill -9 the study, Ray workers and all
+                os.kill(proc.pid, signal.SIGKILL)  # kill -9 the driver alone, as `kill -9 PID` would
                 completed_before = done
                 break
     finally:
@@ -130,8 +137,25 @@ def test_kill_9_mid_study_then_the_same_command_finishes_without_retraining(ws):
         proc.wait()
     assert completed_before, "the study finished before it could be killed mid-way"
     assert len(completed_before) < 6
+    # The killed driver could not shut its local Ray down: trial workers it started train on for a while.
+    # Its record names them; what the next start does first (end_stale_ray) ends those, and only those.
+    from workbench.study.rayproc import end_stale_ray
+
+    records = list((tmp / "ray-records").glob("*.json"))
+    assert len(records) == 1, records
+    left = [(pid, started) for pid, started in json.loads(records[0].read_text())["processes"]]
+    survivors = [p for p in left if _alive(*p)]
+    said: list[str] = []
+    os.environ["WORKBENCH_RAY_RECORDS"] = env["WORKBENCH_RAY_RECORDS"]
+    try:
+        ended = end_stale_ray(said.append)
+    finally:
+        del os.environ["WORKBENCH_RAY_RECORDS"]
+    assert not [p for p in left if _alive(*p)] and not list((tmp / "ray-records").glob("*.json"))
+    assert ended >= (1 if survivors else 0) and (not ended or "left by a killed workbench" in said[0]), said
     r = _run(cmd, env, tmp)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert not list((tmp / "ray-records").glob("*.json"))  # a normal exit removes its own record
     recs = _store(tmp).records("tiny")
     complete = [x for x in recs if x.state == "COMPLETE"]
     assert len(complete) == 6 and len({x.attrs["item"] for x in complete}) == 6

@@ -189,6 +189,7 @@ class Engine:
         self.taken: set[str] = set()  # tune ids whose claims another process took over: stopped, not recorded
         self.fatal: WorkbenchError | None = None  # a full disk or an unreadable store: the run stops
         self.store_broken = False  # the fatal error is the store's own: nothing more is written to it
+        self.local_ray = False  # this process started the local Ray and records its processes (rayproc.py)
         self.dataset = None  # DatasetFacts, from preflight
         self.schedule = None  # the run's Schedule, from preflight
 
@@ -274,7 +275,7 @@ class Engine:
         if ray is None:
             end_stale_ray(lambda line: print(line, file=sys.stderr, flush=True))
             ray = start_ray(None)
-            record_local_ray()
+            self.local_ray = record_local_ray() is not None
             slots = trial_slots(ray, s.cpus, s.gpus)
         from ray import tune
 
@@ -385,6 +386,8 @@ class Engine:
             return None
         with self.lock:
             self.running[tune_id] = (source, nxt)
+        if self.local_ray:
+            record_local_ray()  # the workers and agents raylet has started by now
         if self.progress:
             self.progress.running = len(self.running)
             self.progress.show(f"started {nxt.name} (trial {nxt.number})")

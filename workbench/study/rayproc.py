@@ -56,17 +56,24 @@ def descendants(pids: list[int]) -> list[int]:
     return out
 
 
+_RECORDED: dict[int, str] = {}  # this driver's Ray processes recorded so far: pid -> start time
+
+
 def record_local_ray() -> Path | None:
-    """Write this driver's Ray processes to its record; it is removed again when the driver exits normally."""
+    """Write this driver's Ray processes to its record (called after `ray.init` and again as trials start:
+    raylet starts its agents and workers after init returns); removed again when the driver exits."""
     me = os.getpid()
-    procs = [[pid, process_start(pid)] for pid in descendants([me])]
+    fresh = not _RECORDED
+    for pid in descendants([me]):
+        _RECORDED.setdefault(pid, process_start(pid))
     path = record_dir() / f"{me}.json"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, json.dumps({"owner": this_owner(), "processes": procs}))
+        atomic_write(path, json.dumps({"owner": this_owner(), "processes": [[p, s] for p, s in _RECORDED.items()]}))
     except OSError:
         return None  # best effort: an unwritable temp folder only loses the cleanup
-    atexit.register(_forget, path)
+    if fresh:
+        atexit.register(_forget, path)
     return path
 
 
@@ -93,8 +100,8 @@ def end_stale_ray(say: Callable[[str], None] | None = None, grace_s: float = 3.0
             continue
         if not owner_is_dead(owner):
             continue
-        alive = [pid for pid, started in procs if started != "?" and process_start(pid) == started]
-        targets = alive + [p for p in descendants(alive) if p not in alive]
+        running = [pid for pid, started in procs if started != "?" and alive(pid, started)]
+        targets = running + [p for p in descendants(running) if p not in running and _alive(p)]
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in targets:
                 try:
@@ -112,6 +119,11 @@ def end_stale_ray(say: Callable[[str], None] | None = None, grace_s: float = 3.0
                 say(f"workbench: ended {len(targets)} Ray process{'es' if len(targets) != 1 else ''} left by a "
                     f"killed workbench (driver pid {driver})")
     return ended
+
+
+def alive(pid: int, started: str) -> bool:
+    """The process `pid` that started at `started` still runs (not exited, not a zombie, not a reused pid)."""
+    return process_start(pid) == started and _alive(pid)
 
 
 def _alive(pid: int) -> bool:
