@@ -275,11 +275,11 @@ def _bomb_inputs(tmp: Path) -> dict[str, list[str]]:
     huge.mkdir()
     for split, y in (("train", [0, 1, 2**40]), ("test", [0, 1, 1])):
         np.savez(huge / f"{split}.npz", x=np.zeros((3, 8, 8, 3), np.uint8), y=np.array(y, np.int64))
-    bomb = "x: &a [q, q, q, q, q, q, q, q, q, q]\n" + "".join(
-        f"x{i}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(7))
-    (tmp / "spec.yaml").write_text(bomb + "preset: v3-xxs\nname: *h\n")
-    (tmp / "study.yaml").write_text(bomb + "name: s\nbase: v3-xxs\nvariants: [{name: a}]\ndataset: digits\n"
-                                           "schedule: smoke\ndescription: *h\n")
+    bomb = "[&a [q, q, q, q, q, q, q, q, q, q], " + ", ".join(
+        f"&{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]" for i in range(7)) + "]"
+    (tmp / "spec.yaml").write_text(f"preset: v3-xxs\nname: {bomb}\n")
+    (tmp / "study.yaml").write_text("name: s\nbase: v3-xxs\nvariants: [{name: a}]\ndataset: digits\n"
+                                    f"schedule: smoke\ndescription: {bomb}\n")
     return {
         "label 2**40": ["train", "--model", "v3-xxs", "--dataset", f"npz:{huge}"],
         "alias bomb in a spec's name": ["count", str(tmp / "spec.yaml")],

@@ -47,10 +47,21 @@ def cmd_dashboard(args) -> int:  # does not return: the process becomes the Stre
     import os
 
     from workbench.dashboard import STORAGE_ENV
-    from workbench.study.store import check_storage_url, default_storage_url
+    from workbench.study.store import check_storage_url, default_storage_url, sqlite_path
 
     url = args.storage or default_storage_url()
     check_storage_url(url)
+    path = sqlite_path(url)
+    if path is not None and path.exists():
+        # A store that is not yet there (a study about to start) or still empty is shown as such on the page;
+        # a file that is there but cannot be read as a study store would only ever show that message.
+        from workbench.dashboard.readonly import StoreProblem, inspect_sqlite
+
+        try:
+            inspect_sqlite(path)
+        except StoreProblem as e:
+            if e.kind in ("corrupt", "bad-url"):
+                raise
     _check_port(args.host, args.port)
     app = importlib.util.find_spec("workbench.dashboard.app").origin
     command = [sys.executable, "-m", "streamlit", "run", app, "--server.address", args.host,

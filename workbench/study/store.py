@@ -193,7 +193,7 @@ def check_storage_url(url: str) -> None:
 
     try:
         parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number (garbage://::)
         raise WorkbenchError(f"--storage {masked_url(url)!r}: not a SQLAlchemy URL, e.g. sqlite:///studies.db or "
                              "postgresql://user:pass@host/db") from None
     path = sqlite_path(url)
