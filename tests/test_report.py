@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import sqlite3
 
 import pytest
 from dashboard_store import seeded_db
@@ -94,11 +95,31 @@ def test_report_out_that_is_a_file_is_refused(db, tmp_path, capsys):
     (["--storage", "sqlite:////no/such/folder/s.db"], "does not exist"),
     (["--storage", "not a url"], "not a SQLAlchemy URL"),
     (["--port", "70000"], "expected 1-65535"),
+    (["--storage", "garbage://::"], "not a SQLAlchemy URL"),  # a port that is not a number
 ])
 def test_dashboard_bad_options_are_one_line_exit_2(capsys, args, message):
     assert main(["dashboard", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("workbench: error: ") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("content, message", [
+    (bytes(range(256)) * 32, "not a readable SQLite file"),
+    (None, "not a study store (no Optuna tables)"),
+])
+def test_dashboard_on_a_file_that_is_not_a_study_store_is_refused_before_streamlit(capsys, tmp_path, content,
+                                                                                  message):
+    # The page could only ever show the error: say it in one line instead of starting a server for it.
+    path = tmp_path / "x.db"
+    if content is None:
+        sqlite3.connect(path).execute("CREATE TABLE t (a)").connection.commit()
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes()
+    assert main(["dashboard", "--storage", f"sqlite:///{path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("workbench: error: ") and message in err and err.count("\n") == 1
+    assert path.read_bytes() == before
 
 
 def test_dashboard_port_in_use_is_refused_before_streamlit_starts(capsys, tmp_path):
