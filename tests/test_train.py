@@ -83,9 +83,10 @@ def test_trains_writes_files_and_reports(blobs, tmp_path):
 
 
 def test_resume_reproduces_an_uninterrupted_run(blobs, tmp_path):
+    # Threads pinned: a run that chose its thread count by timing equals this only to rounding (threads.py).
     overrides = {**FAST, "crop_scale": "0.5", "ema_momentum": "0.1"}
     full = train_model(tiny_spec(), blobs, "smoke", overrides=overrides, seed=3, device="cpu",
-                       out_dir=tmp_path / "full", progress=False)
+                       out_dir=tmp_path / "full", progress=False, threads=2)
 
     class Killed(Exception):
         """Stands in for a kill -9 in the middle of an epoch."""
@@ -96,11 +97,11 @@ def test_resume_reproduces_an_uninterrupted_run(blobs, tmp_path):
 
     with pytest.raises(Killed):
         train_model(tiny_spec(), blobs, "smoke", overrides=overrides, seed=3, device="cpu",
-                    out_dir=tmp_path / "cut", progress=False, on_epoch=kill_after_first)
+                    out_dir=tmp_path / "cut", progress=False, on_epoch=kill_after_first, threads=2)
     assert load_checkpoint(tmp_path / "cut" / CHECKPOINT)["state"]["epoch"] == 1
     assert not (tmp_path / "cut" / RESULT).exists()
     resumed = train_model(tiny_spec(), blobs, "smoke", overrides=overrides, seed=3, device="cpu",
-                          out_dir=tmp_path / "cut", resume=True, progress=False)
+                          out_dir=tmp_path / "cut", resume=True, progress=False, threads=2)
     assert resumed.epochs_run == 2
     for a, b in zip(full.history, resumed.history):
         for key in ("top1", "top5", "train_loss", "lr"):
@@ -117,7 +118,7 @@ def test_resume_reproduces_an_uninterrupted_run(blobs, tmp_path):
 
 
 def test_seed_changes_the_run(blobs):
-    kw = dict(overrides={**FAST, "epochs": "1"}, device="cpu", progress=False)
+    kw = dict(overrides={**FAST, "epochs": "1"}, device="cpu", progress=False, threads=2)  # bitwise: pinned
     a = train_model(tiny_spec(), blobs, "smoke", seed=0, **kw)
     b = train_model(tiny_spec(), blobs, "smoke", seed=0, **kw)
     c = train_model(tiny_spec(), blobs, "smoke", seed=1, **kw)

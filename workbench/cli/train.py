@@ -28,6 +28,8 @@ def register(sub) -> None:
     p.add_argument("--out", help="run folder: checkpoint.pt, metrics.jsonl, result.json")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", default="auto", help="CPU threads per step: auto (timed while the run goes: all "
+                   "cores alone, fewer beside busy processes) or N (pinned; bitwise repeatable) (default: auto)")
     p.add_argument("--data-dir", help="where cifar10/cifar100 live (downloaded there if absent)")
     options.add_allow_large(p)
     options.add_output(p)
@@ -58,6 +60,7 @@ def cmd_train(args) -> int:
     spec = resolve_spec(args.model, args.set)
     result = train_model(spec, args.dataset, args.schedule, overrides=schedule_overrides(args), seed=args.seed,
                          device=args.device, out_dir=args.out, resume=args.resume, data_dir=args.data_dir,
-                         progress=not args.quiet, allow_large=args.allow_large)
+                         progress=not args.quiet, allow_large=args.allow_large,
+                         threads=args.threads)
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_run(result, spec.name))
     return 0 if result.status == "completed" else 1

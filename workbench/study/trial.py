@@ -120,7 +120,8 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
 
         result = train_fn(spec, item.dataset, item.schedule, overrides=item.schedule_overrides, seed=item.seed,
                           device=item.device, out_dir=item.run_dir, resume=bool(run_dir), progress=False,
-                          on_epoch=on_epoch, bad_checkpoint="restart", allow_large=item.allow_large)
+                          on_epoch=on_epoch, bad_checkpoint="restart", allow_large=item.allow_large,
+                          threads=max(1, int(item.cpus)))  # a trial's share: pinned, so its figures repeat
         res = result.to_dict()
         record["train"] = {k: v for k, v in res.items() if k not in ("history", "versions")}
         record["history"] = res.get("history", [])

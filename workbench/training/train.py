@@ -60,6 +60,7 @@ from workbench.training.ema import EMA
 from workbench.training.preflight import check_sizes
 from workbench.training.schedules import Schedule, get_schedule, lr_at
 from workbench.training.stream import FolderBatches, ImageFolderSet, choose_data_path, index_imagefolder
+from workbench.training.threads import check_threads, thread_chooser
 
 
 @dataclass
@@ -241,9 +242,10 @@ class _Loop:
     """The state one run carries from step to step; split out so each phase reads as one small method."""
 
     def __init__(self, spec: ModelSpec, schedule: Schedule, ds: Dataset | ImageFolderSet, device: torch.device,
-                 seed: int, progress: bool):
+                 seed: int, progress: bool, threads: int | str = "auto"):
         self.spec, self.schedule, self.ds, self.device, self.seed = spec, schedule, ds, device, seed
         self.progress = progress
+        self.threads = thread_chooser(threads, device)  # None: the thread count stays as it is
         seed_everything(seed)
         self.model = init_weights(MobileViT(spec, dropout=schedule.dropout), schedule.init).to(device)
         if schedule.channels_last:
@@ -309,6 +311,8 @@ class _Loop:
         steps = len(plan.steps)
         batches = self.source.train(plan, self.epoch)
         for i in range(steps):
+            if self.threads:
+                self.threads.begin()
             t_data = time.perf_counter()
             x, y, size = next(batches)
             if self.source.augmented:
@@ -337,14 +341,19 @@ class _Loop:
             if self.ema:
                 self.ema.update(self.step)
             self.step += 1
+            if self.threads:
+                self.threads.end(x.shape[0] * x.shape[-2] * x.shape[-1])
             bar.update(len(x))
         sync(dev)
         seconds = time.perf_counter() - t0
         bar.close()
         self.train_images += plan.images
         self.train_seconds += seconds
+        # Steps run at each CPU thread count (a choosing run may change it; see training/threads.py).
+        threads = self.threads.take_steps() if self.threads else {torch.get_num_threads(): steps}
         return {"train_loss": loss_sum.item() / steps, "lr": lr, "steps": steps, "images": plan.images,
-                "img_per_s": plan.images / seconds, "train_s": seconds, "data_s": data_s}
+                "img_per_s": plan.images / seconds, "train_s": seconds, "data_s": data_s,
+                "threads": {str(k): v for k, v in sorted(threads.items(), reverse=True)}}
 
 
 def _bar(enabled: bool, total: int, desc: str):
@@ -402,7 +411,7 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
                 overrides: dict[str, str] | None = None, seed: int = 0, device: str = "auto",
                 out_dir: str | Path | None = None, resume: bool = False, data_dir: str | None = None,
                 progress: bool = True, on_epoch: Callable[[int, dict], None] | None = None,
-                bad_checkpoint: str = "refuse", allow_large: bool = False) -> RunResult:
+                bad_checkpoint: str = "refuse", allow_large: bool = False, threads: int | str = "auto") -> RunResult:
     """Train `spec` on `dataset` with a named schedule (plus field `overrides`) and return the run's figures.
 
     `dataset` is a name for `load_dataset` or an already loaded `Dataset` (a study loads it once). The spec's
@@ -413,9 +422,12 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
     CheckpointRefused with `bad_checkpoint="refuse"`; with "restart" it is moved aside
     (checkpoint.pt.bad-TIME), one warning line names it, and the run starts from epoch 0. A model whose
     estimated training memory exceeds this machine's is refused before it is built, unless `allow_large`.
+    `threads`: CPU threads per step, a number (pinned) or "auto" (chosen by timing the steps while the run goes,
+    unless OMP_NUM_THREADS pins it; `workbench.training.threads`); the caller's count is restored at the end.
     """
     t_start = time.perf_counter()
     sched = get_schedule(schedule, overrides)
+    threads = check_threads(threads)
     dev = resolve_device(device)
     if not isinstance(spec, ModelSpec):
         spec = resolve_spec(spec)
@@ -458,7 +470,22 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
             raise WorkbenchError(f"--out {os_error_line(e, out)}") from None
     if path_line:  # printed once everything is checked, so a bad input stays a one-line error
         print(path_line, file=sys.stderr)
-    loop = _Loop(spec, sched, ds, dev, int(seed), progress)
+    threads_before = torch.get_num_threads()
+    try:
+        loop = _Loop(spec, sched, ds, dev, int(seed), progress, threads)
+        result = _epochs(loop, ck, out, created, config, on_epoch, t_start)
+    finally:
+        torch.set_num_threads(threads_before)
+    result.refused_checkpoint = str(refused) if refused else None
+    if out:
+        write_json(out / RESULT, {**result.to_dict(), "config": config})
+    return result
+
+
+def _epochs(loop: _Loop, ck: dict | None, out: Path | None, created: bool, config: dict,
+            on_epoch: Callable[[int, dict], None] | None, t_start: float) -> RunResult:
+    """The epochs of a checked run (train, evaluate, checkpoint, report), from `ck` when resuming."""
+    sched, dev, progress = loop.schedule, loop.device, loop.progress
     if ck:
         loop.load(ck["state"])
     if dev.type == "cuda":
@@ -505,9 +532,5 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
         if on_epoch is not None:
             on_epoch(loop.epoch, dict(row))
 
-    result = _result(loop, status, message, dev, wall() if loop.history or status != "completed" else
-                     time.perf_counter() - t_start, out)
-    result.refused_checkpoint = str(refused) if refused else None
-    if out:
-        write_json(out / RESULT, {**result.to_dict(), "config": config})
-    return result
+    return _result(loop, status, message, dev, wall() if loop.history or status != "completed" else
+                   time.perf_counter() - t_start, out)
