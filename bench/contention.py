@@ -1,15 +1,24 @@
-"""The trainer on a shared machine: alone, beside one busy process, beside a second trainer; per OpenMP policy.
+"""The trainer on a shared machine: alone, beside one busy process, beside a second trainer; per thread setting.
 
 Each case runs `workbench train` (v3-xxs, the bundled digits, the smoke schedule, `--epochs`) in a fresh
 process and reads its img/s from `--json`; the neighbour is a pure-Python busy loop (one core, never sleeps) or
-a second identical trainer. It repeats the cases for OMP_WAIT_POLICY=ACTIVE (GNU OpenMP spins its idle
-threads) and PASSIVE (they sleep: the workbench's default, set in workbench/__init__.py before torch loads), at
-the default thread count, and prints img/s and the ratio to the same policy's alone figure.
+a second trainer with the same setting. The settings (`--settings`, any of):
+
+- `auto`: nothing set, the workbench's default: the trainer times its steps at 1..N threads and keeps the
+  fastest, looking again every minute (workbench/training/threads.py);
+- `pinned-N`: OMP_NUM_THREADS=N, GNU OpenMP's default wait policy (its idle threads spin a while): `pinned-2`
+  on 2 cores is what the trainer did before it chose;
+- `passive-N`: the same with OMP_WAIT_POLICY=PASSIVE (idle threads sleep at once).
+
+It prints img/s, the ratio to the same setting alone, and each setting's alone figure against the fastest
+alone figure (what a setting costs a quiet machine).
 
 Goal (issue 11): beside one busy process on 2 cores, >= 0.4 of the alone speed (the fair share is 0.5), and no
-loss when alone. On a machine others use too, "alone" means "without a neighbour of ours": say the load.
+loss when alone. On a machine others use too, "alone" means "without a neighbour of ours": say the load. Runs
+shorter than a minute pay the choosing trainer's first look at every count (one step at each count that is too
+many) within few steps: give it a few epochs.
 
-    PYTHONPATH=. python bench/contention.py --epochs 1
+    PYTHONPATH=. python bench/contention.py --epochs 5 [--settings auto,pinned-2,passive-2,pinned-1]
 """
 
 from __future__ import annotations
@@ -31,18 +40,30 @@ def trainer_cmd(epochs: int) -> list[str]:
             str(epochs), "--device", "cpu", "--json", "--quiet"]
 
 
-def run_case(neighbour: str, policy: str, epochs: int) -> float:
-    env = {**os.environ, "OMP_WAIT_POLICY": policy}
-    env.pop("OMP_NUM_THREADS", None)  # the default thread count is what is on trial
+def setting_env(setting: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    if setting == "auto":
+        return env
+    kind, _, n = setting.partition("-")
+    if kind not in ("pinned", "passive") or not n.isdigit():
+        raise SystemExit(f"--settings: {setting!r} is not auto, pinned-N or passive-N")
+    env["OMP_NUM_THREADS"] = n
+    if kind == "passive":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return env
+
+
+def run_case(neighbour: str, setting: str, epochs: int) -> float:
+    env = setting_env(setting)
     other = None
     if neighbour == "busy":
         other = subprocess.Popen([sys.executable, "-c", BUSY])
     elif neighbour == "trainer":
-        other = subprocess.Popen(trainer_cmd(epochs + 1), env=env, stdout=subprocess.DEVNULL,
+        other = subprocess.Popen(trainer_cmd(epochs + 2), env=env, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5 if other else 0)
-        p = subprocess.run(trainer_cmd(epochs), env=env, capture_output=True, text=True, timeout=900)
+        p = subprocess.run(trainer_cmd(epochs), env=env, capture_output=True, text=True, timeout=1800)
         if p.returncode != 0:
             raise SystemExit(f"workbench train failed: {p.stderr.strip().splitlines()[-1:]}")
         return float(json.loads(p.stdout)["img_per_s"])
@@ -54,19 +75,24 @@ def run_case(neighbour: str, policy: str, epochs: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--policies", default="ACTIVE,PASSIVE")
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--settings", default="auto,pinned-2,passive-2,pinned-1")
     args = ap.parse_args(argv)
+    settings = args.settings.split(",")
+    for s in settings:
+        setting_env(s)  # a bad name stops here, before anything runs
     load = os.getloadavg()
-    rows = []
-    for policy in args.policies.split(","):
-        alone = run_case("none", policy, args.epochs)
-        rows.append([policy, "alone", f"{alone:.0f}", "1.00"])
-        for neighbour in ("busy", "trainer"):
-            v = run_case(neighbour, policy, args.epochs)
-            rows.append([policy, f"beside one {'busy process' if neighbour == 'busy' else 'second trainer'}",
-                         f"{v:.0f}", f"{v / alone:.2f}"])
-    print(render(["OMP_WAIT_POLICY", "case", "img/s", "ratio to alone"], rows,
+    rows, alone_of = [], {}
+    for setting in settings:
+        alone = alone_of[setting] = run_case("none", setting, args.epochs)
+        rows.append([setting, "alone", f"{alone:.0f}", "1.00"])
+        for neighbour, case in (("busy", "beside one busy process"), ("trainer", "beside a second trainer")):
+            v = run_case(neighbour, setting, args.epochs)
+            rows.append([setting, case, f"{v:.0f}", f"{v / alone:.2f}"])
+    fastest = max(alone_of.values())
+    for r in rows:
+        r.append(f"{alone_of[r[0]] / fastest:.2f}" if r[1] == "alone" else "")
+    print(render(["setting", "case", "img/s", "ratio to alone", "alone vs fastest alone"], rows,
                  title=f"workbench train v3-xxs, digits, smoke, {args.epochs} epoch(s), {os.cpu_count()} CPUs, "
                        f"load before {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}, after "
                        + "/".join(f"{x:.2f}" for x in os.getloadavg())))

@@ -66,7 +66,8 @@ def trainer_rows(folder: str, size: int, workers: int) -> list[list]:
     for path in ("memory", "stream"):
         over = {"epochs": "1", "multiscale": "", "resolution": str(size), "eval_resize": "0", "batch": "32",
                 "workers": str(workers), "data_path": path, "eval_batch": "100"}
-        r = train_model(spec, f"imagefolder:{folder}", "paper-ablation", overrides=over, device="cpu", progress=False)
+        r = train_model(spec, f"imagefolder:{folder}", "paper-ablation", overrides=over, device="cpu", progress=False,
+                        threads=torch.get_num_threads())  # the same threads on both paths
         h = r.history[0]
         rows.append([path, f"{h['img_per_s']:.1f}", f"{100 * h['data_s'] / h['train_s']:.1f}"])
     rows[1].append(f"{float(rows[1][1]) / float(rows[0][1]):.2f}")

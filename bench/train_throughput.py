@@ -66,7 +66,7 @@ def plain_epoch(spec, ds, batch: int, resolution: int, device: torch.device, see
 
 def workbench_epoch(spec, ds, batch: int, resolution: int, device: torch.device, seed: int) -> dict:
     r = train_model(spec, ds, "smoke", overrides={"epochs": "1", "batch": str(batch), "resolution": str(resolution)},
-                    seed=seed, device=str(device), progress=False)
+                    seed=seed, device=str(device), progress=False, threads=torch.get_num_threads())  # as the loop
     row = r.history[0]
     return {"img_per_s": row["img_per_s"], "stall": row["data_s"] / row["train_s"]}
 
