@@ -14,7 +14,7 @@ import pytest
 
 from workbench.cli import main
 from workbench.errors import WorkbenchError
-from workbench.search.search import Constraints, check_feasible, summarize
+from workbench.search.search import Constraints, check_feasible, format_front, summarize
 from workbench.search.space import load_space
 from workbench.study.objectives import parse_objectives
 from workbench.study.store import Store
@@ -296,6 +296,10 @@ def test_latency_and_fvcore_objectives_are_measured_before_training_not_failed_a
     for r in Store(opts.storage, create=False).records(source.name):
         assert r.state == "COMPLETE" and r.values[1] == r.attrs["latency"]["latency_ms"] > 0
         assert r.attrs["latency"]["settings"] == source.settings.latency and r.values[2] > 0
+    # the front's table shows the latency objective in a column of its own (MACs have theirs already)
+    table = format_front(summarize(Store(opts.storage, create=False), source.name, objectives), objectives)
+    header = table.splitlines()[2]
+    assert "latency_ms" in header and header.count("fvcore MACs") == 1
 
 
 def test_the_list_sampler_trains_its_architectures_in_order(tmp_path):

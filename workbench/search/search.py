@@ -389,12 +389,17 @@ def format_front(out: SearchOutcome, objectives: list[Objective]) -> str:
     """The search's counts and its Pareto front as a table."""
     from workbench.table import fmt_int, fmt_m, render
 
+    # An objective the fixed columns do not show (latency_ms, top5, throughput) gets a column of its own.
+    shown = {"top1", "params", "macs_paper", "macs_fvcore"}
+    extra = [m for m, _ in objectives if m not in shown]
     rows = [[r["trial"], f"{r['top1']:.2f}" if r["top1"] is not None else "-", fmt_int(r["params"]),
-             fmt_m(r["macs"].get("paper")), fmt_m(r["macs"].get("fvcore")), r["epochs"] or "-",
+             fmt_m(r["macs"].get("paper")), fmt_m(r["macs"].get("fvcore")),
+             *(f"{r['values'][m]:.2f}" if r["values"].get(m) is not None else "-" for m in extra),
+             r["epochs"] or "-",
              ", ".join(f"{k.replace('block.', '')}={v}" for k, v in r["sampled"].items())] for r in out.front]
     title = (f"search {out.study}: {out.completed} completed, {out.pruned} stopped early, {out.failed} failed, "
              f"{out.filtered} rejected by constraints before training; {out.epochs_trained} epochs trained "
              f"in {out.wall_s:.0f} s\nPareto front ({', '.join(f'{m} {d}' for m, d in objectives)}): "
              f"{len(out.front)} trials; store {out.store_url}")
-    return render(["trial", "top-1 %", "params", "paper MACs (M)", "fvcore MACs (M)", "epochs", "architecture"],
-                  rows, title=title)
+    return render(["trial", "top-1 %", "params", "paper MACs (M)", "fvcore MACs (M)", *extra, "epochs",
+                   "architecture"], rows, title=title)
