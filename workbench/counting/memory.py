@@ -79,7 +79,7 @@ def device_memory(device: str) -> tuple[int | None, str]:
 
 
 def check_fits(spec: ModelSpec, sizes: list[tuple[int, int]], *, training: bool, device: str = "cpu",
-               precision: str = "auto", allow_large: bool = False, what: str = "") -> MemoryEstimate:
+               precision: str = "auto", allow_large: bool = False, what: str = "", note: str = "") -> MemoryEstimate:
     """The estimate; a `WorkbenchError` when it exceeds this machine's memory, unless `allow_large`.
     `precision` is the schedule's: auto and bf16 train under bf16 autocast on CUDA."""
     half = str(device).startswith("cuda") and precision in ("auto", "bf16")
@@ -92,7 +92,74 @@ def check_fits(spec: ModelSpec, sizes: list[tuple[int, int]], *, training: bool,
     raise WorkbenchError(
         f"{name}: needs about {est.gb:,.1f} GB to {doing} ({est.params:,} params, batch {est.batch} at "
         f"{est.resolution} px, estimated from the analytic counter), more than this machine's {limit / 1e9:,.1f} GB "
-        f"of {kind}; make the model, resolution or batch smaller, or pass {ALLOW_FLAG} to try anyway")
+        f"of {kind}{note}; make the model, resolution or batch smaller, or pass {ALLOW_FLAG} to try anyway")
+
+
+@dataclass(frozen=True)
+class MicroBatchPlan:
+    """Images per forward/backward pass at each training size (`micro[size]`), and why."""
+
+    micro: dict[int, int]
+    batch: dict[int, int]  # the step's batch at each size: what the gradients are summed over
+    needed: MemoryEstimate | None = None  # the whole-batch estimate that made `auto` split (None: no split)
+    limit: int | None = None
+
+    @property
+    def split(self) -> bool:
+        return any(m < self.batch[s] for s, m in self.micro.items())
+
+    def line(self) -> str:
+        """One line for the log when steps are split (empty when not)."""
+        if not self.split:
+            return ""
+        most = max(self.batch[s] // self.micro[s] + (self.batch[s] % self.micro[s] > 0) for s in self.micro)
+        why = (f"a step of {self.needed.batch} images at {self.needed.resolution} px needs about "
+               f"{self.needed.gb:,.1f} GB, more than this machine's {self.limit / 1e9:,.1f} GB; "
+               if self.needed is not None and self.limit else "micro_batch is set; ")
+        return (f"memory: {why}each step runs as up to {most} micro-batches of at most {max(self.micro.values())} "
+                f"images with their gradients summed, so the step's batch stays the schedule's (--sched "
+                f"micro_batch=N chooses)")
+
+
+def plan_micro_batches(spec: ModelSpec, schedule, *, device: str = "cpu", allow_large: bool = False,
+                       what: str = "") -> MicroBatchPlan:
+    """How a step's batch is fed through the model at each training size.
+
+    `schedule.micro_batch` > 0: that many images a pass (at most the batch). 0 (auto): the whole batch when its
+    estimate fits this machine's memory, else the most images a pass that do, the gradients of the passes summed
+    (a step then costs the same arithmetic in more, smaller passes; BatchNorm normalises each pass, as it did per
+    GPU in the paper's multi-GPU runs). Refused in one line when not even two images a pass fit, unless
+    `allow_large` (which keeps the whole batch).
+    """
+    half = str(device).startswith("cuda") and schedule.precision in ("auto", "bf16")
+    act_bytes = 2 if half else 4
+    limit, _ = device_memory(device)
+    sizes = schedule_sizes(schedule)
+    micro: dict[int, int] = {}
+    needed = None
+    for size, batch in sizes:
+        if schedule.micro_batch:
+            micro[size] = min(schedule.micro_batch, batch)
+            continue
+        whole = estimate_memory(spec, [(size, batch)], True, act_bytes)
+        if allow_large or limit is None or whole.bytes <= limit:
+            micro[size] = batch
+            continue
+        if needed is None or whole.bytes > needed.bytes:
+            needed = whole
+        lo, hi = 2, batch - 1  # the largest m in [2, batch) whose estimate fits; 2 when none does
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            fits = estimate_memory(spec, [(size, mid)], True, act_bytes).bytes <= limit
+            lo, hi = (mid, hi) if fits else (lo, mid - 1)
+        two = estimate_memory(spec, [(size, 2)], True, act_bytes)
+        if two.bytes > limit:  # no split helps: say what the step needs, and that parts were tried
+            check_fits(spec, [(size, batch)], training=True, device=device, precision=schedule.precision,
+                       what=what, note=f" (and {two.gb:,.1f} GB even in micro-batches of 2 images)")
+        micro[size] = lo
+    check_fits(spec, [(s, m) for s, m in micro.items()], training=True, device=device, precision=schedule.precision,
+               allow_large=allow_large, what=what)
+    return MicroBatchPlan(micro, dict(sizes), needed, limit)
 
 
 def schedule_sizes(schedule) -> list[tuple[int, int]]:

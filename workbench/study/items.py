@@ -50,7 +50,12 @@ def resolved_schedule(config: RunConfig) -> dict:
     epochs in a new release) is different work, and is never mixed with the old results in one table."""
     from workbench.training.schedules import get_schedule
 
-    return get_schedule(config.schedule, config.schedule_overrides).to_dict()
+    fields = get_schedule(config.schedule, config.schedule_overrides).to_dict()
+    # micro_batch came later; at its default (auto: split only what does not fit) it is left out, so the items of
+    # stores made before it keep their keys.
+    if fields.get("micro_batch") == 0:
+        del fields["micro_batch"]
+    return fields
 
 
 def config_id(config: RunConfig) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from workbench.arch.resolve import check_resolution
 from workbench.arch.spec import ModelSpec
-from workbench.counting.memory import check_fits, eval_sizes, schedule_sizes
+from workbench.counting.memory import check_fits, eval_sizes, plan_micro_batches
 from workbench.errors import WorkbenchError
 from workbench.training.data import (
     check_image_array,
@@ -112,8 +112,7 @@ def check_training(spec: ModelSpec, facts: DatasetFacts, schedule: Schedule, *, 
         check_sizes(spec, schedule)
     except WorkbenchError as e:
         raise WorkbenchError(f"{what}: {e}" if what else str(e)) from None
-    check_fits(spec, schedule_sizes(schedule), training=True, device=device, precision=schedule.precision,
-               allow_large=allow_large, what=what or spec.name)
+    plan_micro_batches(spec, schedule, device=device, allow_large=allow_large, what=what or spec.name)
     check_fits(spec, eval_sizes(schedule), training=False, device=device, allow_large=allow_large,
                what=f"{what or spec.name} (evaluation, eval_batch={schedule.eval_batch})")
     return spec

@@ -38,6 +38,7 @@ class Schedule:
     name: str = "custom"
     epochs: int = 10
     batch: int = 128  # images per step at `resolution`; multi-scale steps scale it by (resolution / r)^2
+    micro_batch: int = 0  # images per forward/backward pass, gradients summed over a step; 0 = auto (memory)
     resolution: int = 32  # training base size and evaluation size (px)
     multiscale: str = ""  # comma-separated training sizes, e.g. "160,192,256,288,320"; empty = fixed size
     lr: float = 2e-3  # peak learning rate, reached at the end of warm-up
@@ -139,6 +140,9 @@ RECIPE: tuple[RecipeRow, ...] = (
               "is per GPU)"),
     RecipeRow(("paper-v1",), "batch", 384, PAPER, "", "v3-S/XS/XXS: batch 384 (config line 11: 32 per GPU)"),
     RecipeRow(_V2, "batch", 1020, PAPER, "", "v2-based v3: batch 1020 (config line 14: 80 per GPU)"),
+    RecipeRow(_ALL, "micro_batch", 0, WORKBENCH, "", "0 = auto: a step whose batch does not fit this machine's "
+              "memory runs as micro-batches with summed gradients, the step's batch unchanged (the paper's BatchNorm "
+              "saw 32 images per GPU, not the whole batch)"),
     RecipeRow(_V1, "resolution", 256, V3_V1, "26-27", "vbs crop_size_width/height: 256 (base size, eval size)"),
     RecipeRow(_V2, "resolution", 256, V3_V2, "48-49", "bs crop_size_width/height: 256"),
     RecipeRow(_V1, "multiscale", "160,192,256,288,320", V3_V1, "24-33",
@@ -263,6 +267,8 @@ def validate_schedule(s: Schedule) -> Schedule:
 
     need(1 <= s.epochs <= MAX_EPOCHS, "epochs", f"must be in [1, {MAX_EPOCHS:,}]")
     need(s.batch >= 2, "batch", "must be >= 2 (batch norm needs two images)")
+    need(s.micro_batch == 0 or s.micro_batch >= 2, "micro_batch", "must be 0 (auto) or >= 2 (batch norm needs two "
+         "images a pass)")
     need(1 <= s.resolution <= MAX_SIZE, "resolution", f"must be a number of pixels in [1, {MAX_SIZE}]")
     if s.multiscale:
         sizes = parse_sizes(s.multiscale)

@@ -354,6 +354,11 @@ class FolderBatches:
         self.workers = min(schedule.workers, usable_cpus(), _workers_shm_allows(schedule, device))
         self.normalised = device.type == "cpu"  # batches arrive normalised (float) rather than uint8
         self._sampler = _PlanSampler(seed)
+        # Workers are forked from this process: what they import for their first image (torchvision's decoders
+        # and v2 transforms, about a second) is imported here once, not again in each worker of each evaluation.
+        import torchvision.io  # noqa: F401
+        import torchvision.transforms.v2  # noqa: F401
+
         # Training workers persist across epochs (forking a dozen workers per epoch is seconds of stall);
         # evaluation's are started per evaluation, so they hold no memory between.
         self._train_loader = self._loader(ds.train, self._sampler, persistent=True)

@@ -17,7 +17,7 @@ import resource
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from workbench.arch.model import MobileViT, count_params, init_weights
 from workbench.arch.resolve import resolve_spec
 from workbench.arch.spec import ModelSpec
-from workbench.counting.memory import check_fits, eval_sizes, schedule_sizes
+from workbench.counting.memory import MicroBatchPlan, check_fits, eval_sizes, plan_micro_batches
 from workbench.errors import WorkbenchError, os_error_line
 from workbench.training.batches import (
     EpochPlan,
@@ -83,6 +83,7 @@ class RunResult:
     out_dir: str | None = None
     n_test: int = 0  # held-out images top-1 is measured on: one image is 100 / n_test points
     refused_checkpoint: str | None = None  # a checkpoint set aside (unreadable, unsafe, foreign): run from epoch 0
+    micro_batches: dict = field(default_factory=dict)  # size (px, as text) -> images per pass, where steps were split
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -226,14 +227,42 @@ def _config_mismatch(saved: dict, current: dict) -> str | None:
     for key in ("dataset", "seed", "train_images", "test_images", "classes"):
         if saved.get(key) != current[key]:
             return f"{key} was {saved.get(key)!r}, now {current[key]!r}"
+    defaults = {f.name: f.default for f in fields(Schedule)}
     for group in ("schedule", "spec"):
         for k, v in current[group].items():
+            if group == "schedule" and k not in saved[group] and v == defaults.get(k):
+                continue  # a field added since the checkpoint was written, at its default: the same run
             if saved[group].get(k) != v:
                 return f"{group} field {k} was {saved[group].get(k)!r}, now {v!r}"
     return None
 
 
 # --- the loop --------------------------------------------------------------------------------------
+def forward_backward(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, micro: int,
+                     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                     autocast: Callable[[], object] = nullcontext) -> torch.Tensor:
+    """The step's loss (the batch mean), its gradients accumulated in the parameters' .grad.
+
+    With `micro` < the batch, the batch goes through in equal parts of at most `micro` images, each part's mean loss
+    weighted by its share of the batch, so the summed gradients are the whole batch's mean gradient (up to
+    BatchNorm, which normalises each part on its own statistics) while only one part's activations are alive.
+    """
+    # Equal parts, never of one image (BatchNorm in training needs two where a feature map is 1x1).
+    parts = max(1, min(-(-len(x) // max(micro, 1)), len(x) // 2))
+    if parts == 1:
+        with autocast():
+            loss = criterion(model(x), y)
+        loss.backward()
+        return loss.detach()
+    total = torch.zeros((), device=x.device)
+    for xs, ys in zip(x.tensor_split(parts), y.tensor_split(parts)):
+        with autocast():
+            part = criterion(model(xs), ys) * (len(xs) / len(x))
+        part.backward()
+        total += part.detach()
+    return total
+
+
 class Diverged(Exception):
     """A non-finite loss: the run stops with status "diverged"."""
 
@@ -242,9 +271,10 @@ class _Loop:
     """The state one run carries from step to step; split out so each phase reads as one small method."""
 
     def __init__(self, spec: ModelSpec, schedule: Schedule, ds: Dataset | ImageFolderSet, device: torch.device,
-                 seed: int, progress: bool, threads: int | str = "auto"):
+                 seed: int, progress: bool, threads: int | str = "auto", micro: MicroBatchPlan | None = None):
         self.spec, self.schedule, self.ds, self.device, self.seed = spec, schedule, ds, device, seed
         self.progress = progress
+        self.micro = micro.micro if micro else {}  # size -> images per forward/backward pass
         self.threads = thread_chooser(threads, device)  # None: the thread count stays as it is
         seed_everything(seed)
         self.model = init_weights(MobileViT(spec, dropout=schedule.dropout), schedule.init).to(device)
@@ -323,10 +353,10 @@ class _Loop:
                 x, y = self.mix(x, y)
             data_s += time.perf_counter() - t_data
             lr = self.set_lr((self.epoch + i / steps) / s.epochs)
-            with autocast_for(dev, s.precision):
-                loss = F.cross_entropy(self.step_model(x), y, label_smoothing=s.label_smoothing)
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = forward_backward(self.step_model, x, y, self.micro.get(size, len(x)),
+                                    lambda out, target: F.cross_entropy(out, target, label_smoothing=s.label_smoothing),
+                                    lambda: autocast_for(dev, s.precision))
             if s.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.clip_grad, foreach=True)
             loss_sum += loss.detach()
@@ -442,8 +472,7 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
         raise WorkbenchError(f"{ds.name}: need at least 2 training images, found {len(ds.train_y)}")
     spec = spec.with_overrides({"num_classes": ds.num_classes})
     check_sizes(spec, sched)
-    check_fits(spec, schedule_sizes(sched), training=True, device=str(dev), precision=sched.precision,
-               allow_large=allow_large)
+    micro = plan_micro_batches(spec, sched, device=str(dev), allow_large=allow_large)
     check_fits(spec, eval_sizes(sched), training=False, device=str(dev), allow_large=allow_large,
                what=f"{spec.name} (evaluation, eval_batch={sched.eval_batch})")
     config = _config(spec, sched, ds, int(seed))
@@ -468,15 +497,17 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise WorkbenchError(f"--out {os_error_line(e, out)}") from None
-    if path_line:  # printed once everything is checked, so a bad input stays a one-line error
-        print(path_line, file=sys.stderr)
+    for line in (path_line, micro.line()):  # printed once everything is checked: a bad input stays one line
+        if line:
+            print(line, file=sys.stderr)
     threads_before = torch.get_num_threads()
     try:
-        loop = _Loop(spec, sched, ds, dev, int(seed), progress, threads)
+        loop = _Loop(spec, sched, ds, dev, int(seed), progress, threads, micro)
         result = _epochs(loop, ck, out, created, config, on_epoch, t_start)
     finally:
         torch.set_num_threads(threads_before)
     result.refused_checkpoint = str(refused) if refused else None
+    result.micro_batches = {str(s): m for s, m in micro.micro.items() if m < micro.batch[s]}
     if out:
         write_json(out / RESULT, {**result.to_dict(), "config": config})
     return result
