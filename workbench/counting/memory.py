@@ -95,6 +95,12 @@ def check_fits(spec: ModelSpec, sizes: list[tuple[int, int]], *, training: bool,
         f"of {kind}{note}; make the model, resolution or batch smaller, or pass {ALLOW_FLAG} to try anyway")
 
 
+def passes_for(n: int, micro: int) -> int:
+    """How many equal parts a batch of `n` images goes through the model in, parts of at most `micro` images,
+    never of one image (BatchNorm in training needs two where a feature map is 1x1)."""
+    return max(1, min(-(-n // max(micro, 1)), n // 2))
+
+
 @dataclass(frozen=True)
 class MicroBatchPlan:
     """Images per forward/backward pass at each training size (`micro[size]`), and why."""
@@ -106,19 +112,26 @@ class MicroBatchPlan:
 
     @property
     def split(self) -> bool:
-        return any(m < self.batch[s] for s, m in self.micro.items())
+        return any(passes_for(self.batch[s], m) > 1 for s, m in self.micro.items())
+
+    def part_sizes(self) -> dict[int, int]:
+        """The images of each pass (the largest part) at every size whose step is split."""
+        return {s: -(-self.batch[s] // passes_for(self.batch[s], m)) for s, m in self.micro.items()
+                if passes_for(self.batch[s], m) > 1}
 
     def line(self) -> str:
         """One line for the log when steps are split (empty when not)."""
         if not self.split:
             return ""
-        most = max(self.batch[s] // self.micro[s] + (self.batch[s] % self.micro[s] > 0) for s in self.micro)
+        passes = {s: passes_for(self.batch[s], m) for s, m in self.micro.items()}
+        worst = max(passes, key=lambda s: (passes[s], s))
+        each = -(-self.batch[worst] // passes[worst])
         why = (f"a step of {self.needed.batch} images at {self.needed.resolution} px needs about "
                f"{self.needed.gb:,.1f} GB, more than this machine's {self.limit / 1e9:,.1f} GB; "
                if self.needed is not None and self.limit else "micro_batch is set; ")
-        return (f"memory: {why}each step runs as up to {most} micro-batches of at most {max(self.micro.values())} "
-                f"images with their gradients summed, so the step's batch stays the schedule's (--sched "
-                f"micro_batch=N chooses)")
+        return (f"memory: {why}a step runs in up to {passes[worst]} micro-batches (of {each} images at "
+                f"{worst} px) with their gradients summed, so the step's batch stays the schedule's (--sched "
+                f"micro_batch=N sets the part size)")
 
 
 def plan_micro_batches(spec: ModelSpec, schedule, *, device: str = "cpu", allow_large: bool = False,

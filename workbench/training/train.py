@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from workbench.arch.model import MobileViT, count_params, init_weights
 from workbench.arch.resolve import resolve_spec
 from workbench.arch.spec import ModelSpec
-from workbench.counting.memory import MicroBatchPlan, check_fits, eval_sizes, plan_micro_batches
+from workbench.counting.memory import MicroBatchPlan, check_fits, eval_sizes, passes_for, plan_micro_batches
 from workbench.errors import WorkbenchError, os_error_line
 from workbench.training.batches import (
     EpochPlan,
@@ -243,12 +243,12 @@ def forward_backward(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, m
                      autocast: Callable[[], object] = nullcontext) -> torch.Tensor:
     """The step's loss (the batch mean), its gradients accumulated in the parameters' .grad.
 
-    With `micro` < the batch, the batch goes through in equal parts of at most `micro` images, each part's mean loss
-    weighted by its share of the batch, so the summed gradients are the whole batch's mean gradient (up to
-    BatchNorm, which normalises each part on its own statistics) while only one part's activations are alive.
+    With `micro` < the batch, the batch goes through in equal parts of at most `micro` images (never of one
+    image: `passes_for`), each part's mean loss weighted by its share of the batch, so the summed gradients are
+    the whole batch's mean gradient (up to BatchNorm, which normalises each part on its own statistics) while
+    only one part's activations are alive.
     """
-    # Equal parts, never of one image (BatchNorm in training needs two where a feature map is 1x1).
-    parts = max(1, min(-(-len(x) // max(micro, 1)), len(x) // 2))
+    parts = passes_for(len(x), micro)
     if parts == 1:
         with autocast():
             loss = criterion(model(x), y)
@@ -507,7 +507,7 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
     finally:
         torch.set_num_threads(threads_before)
     result.refused_checkpoint = str(refused) if refused else None
-    result.micro_batches = {str(s): m for s, m in micro.micro.items() if m < micro.batch[s]}
+    result.micro_batches = {str(s): m for s, m in micro.part_sizes().items()}
     if out:
         write_json(out / RESULT, {**result.to_dict(), "config": config})
     return result
