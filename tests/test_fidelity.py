@@ -139,7 +139,7 @@ def test_ladder_runs_each_rung_once_and_reports_cost_and_fidelity(tmp_path, caps
     from dashboard_store import architecture_key, fake_trainer
 
     from workbench.dashboard.figure import ladder_figure
-    from workbench.study.ablate import RunOptions
+    from workbench.study.ablate import RunOptions, StudySource
     from workbench.study.files import load_study
     from workbench.study.ladder import load_ladder, render_ladder, run_ladder, select_rungs, write_ladder
 
@@ -151,12 +151,20 @@ def test_ladder_runs_each_rung_once_and_reports_cost_and_fidelity(tmp_path, caps
     study = load_study(str(tmp_path / "quad.yaml"))
     train = fake_trainer(RUN, {architecture_key(v.spec): v.name for v in study.variants}, n_test=300)
     options = RunOptions(storage=f"sqlite:///{tmp_path / 'l.db'}", progress=False, run_dirs=False, train_fn=train)
+    # The store already holds the whole study (4 variants, 3 seeds) under rung "two"'s settings: that rung
+    # trains nothing and is judged on the ladder's 3 variants and 2 seeds alone (with d, tau would be 0.67).
+    from workbench.study.engine import Engine
+    from workbench.study.items import RunConfig
+
+    Engine(options).run_inline(StudySource(study, RunConfig("digits", "smoke", {"epochs": "2"}), False))
     ladder = load_ladder(str(tmp_path / "steps.yaml"))
     rungs = run_ladder(ladder, options, inline=True)
     assert [r["rung"] for r in rungs] == ["one", "two"] and all(r["trials"] == 6 for r in rungs)
-    assert all(r["trained_now"] == 6 and r["train_wall_s"] == pytest.approx(3.0) for r in rungs)
-    tau = rungs[0]["fidelity"]["kendall_tau"]
-    assert tau["value"] == pytest.approx(1.0) and rungs[0]["fidelity"]["by_params"] is not None
+    assert [r["trained_now"] for r in rungs] == [6, 0]
+    assert all(r["train_wall_s"] == pytest.approx(3.0) for r in rungs)
+    for r in rungs:
+        assert r["fidelity"]["kendall_tau"]["value"] == pytest.approx(1.0), r["rung"]
+        assert r["fidelity"]["seeds"] == [0, 1] and r["fidelity"]["by_params"] is not None
     # Again: every rung is in the store already, nothing trains.
     again = run_ladder(select_rungs(ladder, "two"), options, inline=True)
     assert [r["rung"] for r in again] == ["two"] and again[0]["trained_now"] == 0

@@ -191,12 +191,19 @@ def render(doc: dict) -> str:
 
 
 def fidelity_report(store, study: str, reference: str, dataset: str | None = None, schedule: str | None = None,
-                    top_k: int | None = None, config_id: str | None = None) -> dict:
-    """Fidelity of one run of `study` in `store` against `reference` (published, or STUDY[@SCHEDULE/DATASET])."""
+                    top_k: int | None = None, config_id: str | None = None, variants: list[str] | None = None,
+                    seeds: list[int] | None = None) -> dict:
+    """Fidelity of one run of `study` in `store` against `reference` (published, or STUDY[@SCHEDULE/DATASET]).
+    `variants`/`seeds` keep only those (a ladder's subset), whatever else the store holds for the run."""
     from workbench.study.results import build_table
 
     ref = parse_reference(reference)
     table = build_table(store, study, dataset, schedule, config_id=config_id)
+    if variants is not None:
+        table.rows = [r for r in table.rows if r["variant"] in variants]
+    if seeds is not None:
+        for r in table.rows:
+            r["top1_by_seed"] = {s: v for s, v in (r["top1_by_seed"] or {}).items() if s in seeds}
     if ref.kind == "published":
         values, by_seed = published_values(table), None
     else:

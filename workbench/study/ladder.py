@@ -142,10 +142,14 @@ def select_rungs(ladder: Ladder, names: str | None) -> Ladder:
     return dataclasses.replace(ladder, rungs=[r for r in ladder.rungs if r.name in wanted])
 
 
-def rung_cost(records: list, cid: str) -> dict[str, Any]:
+def rung_cost(records: list, cid: str, variants: list[str] | None = None,
+              seeds: list[int] | None = None) -> dict[str, Any]:
     """What the rung's completed trials took when they trained: summed wall time (each trial holds its
-    CPUs alone, so this is the machine time the rung needs), epochs and mean training images per second."""
-    mine = [r for r in records if r.attrs.get("config_id") == cid and r.state == "COMPLETE"]
+    CPUs alone, so this is the machine time the rung needs), epochs and mean training images per second.
+    Only the ladder's variants and seeds count: the store may hold more of the same run (a full `ablate`)."""
+    mine = [r for r in records if r.attrs.get("config_id") == cid and r.state == "COMPLETE"
+            and (variants is None or r.attrs.get("variant") in variants)
+            and (seeds is None or r.attrs.get("seed") in seeds)]
     walls = [float(r.attrs["train"].get("wall_s") or 0) for r in mine]
     rates = [float(r.attrs["train"].get("img_per_s") or 0) for r in mine if r.attrs["train"].get("img_per_s")]
     epochs = sorted({int(r.attrs["train"].get("epochs_run") or 0) for r in mine})
@@ -169,6 +173,7 @@ def run_ladder(ladder: Ladder, options, top_k: int | None = None, inline: bool =
         study.variants = [v for v in study.variants if v.name in ladder.variants]
     if ladder.seeds:
         study.seeds = list(ladder.seeds)
+    names = [v.name for v in study.variants]
     out = []
     for rung in rungs:
         config = RunConfig(rung.dataset, rung.schedule, dict(rung.overrides))
@@ -179,9 +184,10 @@ def run_ladder(ladder: Ladder, options, top_k: int | None = None, inline: bool =
         sched = get_schedule(rung.schedule, rung.overrides)
         row = {"rung": rung.name, "dataset": rung.dataset, "schedule": rung.schedule, "set": rung.overrides,
                "resolution": sched.resolution, "trained_now": tally.completed, "failed": tally.failed,
-               **rung_cost(engine.store.records(study.name), cid)}
+               **rung_cost(engine.store.records(study.name), cid, names, study.seeds)}
         try:
-            doc = fidelity_report(engine.store, study.name, ladder.reference, config_id=cid, top_k=top_k)
+            doc = fidelity_report(engine.store, study.name, ladder.reference, config_id=cid, top_k=top_k,
+                                  variants=names, seeds=list(study.seeds))
             row["fidelity"] = {k: doc[k] for k in ("kendall_tau", "spearman_rho", "top_k", "sign_agreement",
                                                    "by_params", "by_macs", "verdict", "top_k_k", "seeds")}
         except WorkbenchError as e:  # e.g. too few variants completed on this rung: say so in its row
