@@ -81,8 +81,10 @@ def test_two_drivers_a_kill_9_and_a_server_restart_lose_nothing(pg, tmp_path):
     assert out1 == 0, err1[-3000:]
     # The same command again: nothing left to train.
     again = subprocess.run(cmd + ["--quiet"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0 and "0 trials run now, 4 already complete" in again.stderr, again.stderr[-2000:]
     recs = Store(pg.url, create=False).records("pg")
+    assert again.returncode == 0 and "0 trials run now, 4 already complete" in again.stderr, (
+        f"{again.stderr[-2000:]}\nclaims {_claims(pg.url)}\nrecords "
+        f"{[(x.number, x.state, x.attrs.get('item'), x.attrs.get('owner')) for x in recs]}")
     complete = [x for x in recs if x.state == "COMPLETE"]
     assert len(complete) == 4 and len({x.attrs["item"] for x in complete}) == 4  # one record per item
     interrupted = {x.attrs["item"] for x in recs if x.state == "FAIL"}
