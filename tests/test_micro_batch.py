@@ -94,6 +94,27 @@ def test_a_run_in_micro_batches_trains_and_records_them(tmp_path, limit, capsys)
     assert "memory: a step of 16 images at 32 px" in capsys.readouterr().err
 
 
+def test_a_batch_larger_than_the_training_set_is_planned_as_the_set_and_said(tmp_path, limit, capsys):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for split, n in (("train", 12), ("test", 6)):
+        np.savez(folder / f"{split}.npz", x=rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), y=np.arange(n) % 2)
+    spec = resolve_spec("v3-xxs", TINY)
+    sched = get_schedule("smoke", {"batch": "100000000"})
+    # Planned as the 12 images a step really holds: no split, although 10^8 images would need petabytes.
+    limit.bytes = estimate_memory(spec, [(32, 12)], True).bytes + 1
+    assert plan_micro_batches(spec, sched, n_train=12).micro == {32: 12}
+    assert plan_micro_batches(spec, sched).split  # without the set's size: 10^8 images, in parts
+    quick = {"epochs": "1", "batch": "100000000", "warmup_epochs": "0", "eval_batch": "6"}
+    limit.bytes = 10**15
+    r = train_model(spec, f"npz:{folder}", "smoke", overrides=quick, progress=False, threads=1)
+    assert r.status == "completed" and r.micro_batches == {}  # one pass a step: nothing split
+    err = capsys.readouterr().err
+    assert "note: batch 100,000,000 is more than the 12 training images of " in err
+    assert "every step takes the whole set" in err and "memory:" not in err
+
+
 def test_micro_batch_at_auto_keeps_old_item_keys_and_old_checkpoints_resumable():
     from workbench.study.items import RunConfig
 

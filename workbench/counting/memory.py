@@ -135,19 +135,20 @@ class MicroBatchPlan:
 
 
 def plan_micro_batches(spec: ModelSpec, schedule, *, device: str = "cpu", allow_large: bool = False,
-                       what: str = "") -> MicroBatchPlan:
+                       what: str = "", n_train: int | None = None) -> MicroBatchPlan:
     """How a step's batch is fed through the model at each training size.
 
     `schedule.micro_batch` > 0: that many images a pass (at most the batch). 0 (auto): the whole batch when its
     estimate fits this machine's memory, else the most images a pass that do, the gradients of the passes summed
     (a step then costs the same arithmetic in more, smaller passes; BatchNorm normalises each pass, as it did per
     GPU in the paper's multi-GPU runs). Refused in one line when not even two images a pass fit, unless
-    `allow_large` (which keeps the whole batch).
+    `allow_large` (which keeps the whole batch). With `n_train`, a batch larger than the training set is planned
+    as the set (the sampler's steps never hold more images than there are).
     """
     half = str(device).startswith("cuda") and schedule.precision in ("auto", "bf16")
     act_bytes = 2 if half else 4
     limit, _ = device_memory(device)
-    sizes = schedule_sizes(schedule)
+    sizes = schedule_sizes(schedule, n_train)
     micro: dict[int, int] = {}
     needed = None
     for size, batch in sizes:
@@ -175,9 +176,10 @@ def plan_micro_batches(spec: ModelSpec, schedule, *, device: str = "cpu", allow_
     return MicroBatchPlan(micro, dict(sizes), needed, limit)
 
 
-def schedule_sizes(schedule) -> list[tuple[int, int]]:
-    """(resolution, batch) of every training size of a schedule."""
-    return [(s, schedule.batch_at(s)) for s in schedule.train_sizes()]
+def schedule_sizes(schedule, n_train: int | None = None) -> list[tuple[int, int]]:
+    """(resolution, batch) of every training size of a schedule; a batch is at most `n_train` images."""
+    cap = n_train if n_train else None
+    return [(s, min(schedule.batch_at(s), cap) if cap else schedule.batch_at(s)) for s in schedule.train_sizes()]
 
 
 def eval_sizes(schedule) -> list[tuple[int, int]]:

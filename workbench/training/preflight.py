@@ -104,6 +104,16 @@ def check_sizes(spec: ModelSpec, schedule: Schedule) -> None:
         check_resolution(spec, size)
 
 
+def whole_set_note(schedule: Schedule, n_train: int, name: str) -> str:
+    """One line when a step's batch is larger than the training set: each step then takes the whole set (the
+    sampler keeps a lone partial batch so that a tiny set still trains), which is not the schedule's batch."""
+    largest = max(schedule.batch_at(s) for s in schedule.train_sizes())
+    if largest <= n_train:
+        return ""
+    return (f"note: batch {largest:,} is more than the {n_train:,} training images of {name}: every step takes the "
+            f"whole set, one step an epoch (N <= {n_train:,} with --batch N for the schedule's batch)")
+
+
 def check_training(spec: ModelSpec, facts: DatasetFacts, schedule: Schedule, *, device: str = "cpu",
                    allow_large: bool = False, what: str = "") -> ModelSpec:
     """`spec` with the dataset's head, checked as the trainer will check it: sizes, then memory."""
@@ -112,7 +122,8 @@ def check_training(spec: ModelSpec, facts: DatasetFacts, schedule: Schedule, *, 
         check_sizes(spec, schedule)
     except WorkbenchError as e:
         raise WorkbenchError(f"{what}: {e}" if what else str(e)) from None
-    plan_micro_batches(spec, schedule, device=device, allow_large=allow_large, what=what or spec.name)
+    plan_micro_batches(spec, schedule, device=device, allow_large=allow_large, what=what or spec.name,
+                       n_train=facts.n_train)
     check_fits(spec, eval_sizes(schedule), training=False, device=device, allow_large=allow_large,
                what=f"{what or spec.name} (evaluation, eval_batch={schedule.eval_batch})")
     return spec

@@ -57,7 +57,7 @@ from workbench.training.checkpoint import (
 )
 from workbench.training.data import DEFAULT_DATASET, Dataset, load_dataset, parse_dataset_name
 from workbench.training.ema import EMA
-from workbench.training.preflight import check_sizes
+from workbench.training.preflight import check_sizes, whole_set_note
 from workbench.training.schedules import Schedule, get_schedule, lr_at
 from workbench.training.stream import FolderBatches, ImageFolderSet, choose_data_path, index_imagefolder
 from workbench.training.threads import check_threads, thread_chooser
@@ -472,7 +472,8 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
         raise WorkbenchError(f"{ds.name}: need at least 2 training images, found {len(ds.train_y)}")
     spec = spec.with_overrides({"num_classes": ds.num_classes})
     check_sizes(spec, sched)
-    micro = plan_micro_batches(spec, sched, device=str(dev), allow_large=allow_large)
+    micro = plan_micro_batches(spec, sched, device=str(dev), allow_large=allow_large, n_train=len(ds.train_y))
+    whole_set = whole_set_note(sched, len(ds.train_y), ds.name)
     check_fits(spec, eval_sizes(sched), training=False, device=str(dev), allow_large=allow_large,
                what=f"{spec.name} (evaluation, eval_batch={sched.eval_batch})")
     config = _config(spec, sched, ds, int(seed))
@@ -497,7 +498,7 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise WorkbenchError(f"--out {os_error_line(e, out)}") from None
-    for line in (path_line, micro.line()):  # printed once everything is checked: a bad input stays one line
+    for line in (path_line, whole_set, micro.line()):  # printed once everything is checked: a bad input stays one line
         if line:
             print(line, file=sys.stderr)
     threads_before = torch.get_num_threads()
