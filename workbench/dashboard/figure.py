@@ -119,6 +119,7 @@ def ladder_figure(doc: dict) -> dict[str, bytes]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
     rungs = [r for r in doc["rungs"] if "error" not in r["fidelity"]]
@@ -133,6 +134,11 @@ def ladder_figure(doc: dict) -> dict[str, bytes]:
         for v in values:
             ax.axhline(v, linestyle=style, color="grey", linewidth=1, label=label)
     ax.set_xscale("log")
+    # Plain seconds at the decades and a few steps between; matplotlib's default labels every minor tick of a
+    # span under a decade or two, and they overlap.
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("training cost on this machine (summed trial wall time, s)")
     ax.set_ylabel(f"Kendall tau vs {doc['reference']}")
     ax.set_ylim(-1.05, 1.05)
