@@ -268,9 +268,10 @@ def test_peak_memory_does_not_grow_with_the_folder(tmp_path):
 # --- real data (skipped without ../shared) ----------------------------------------------------------
 @pytest.mark.skipif(not MINI.is_dir(), reason="../shared/data/imagenette-mini is not present")
 def test_real_imagenette_paper_ablation_one_epoch_streamed(capsys):
+    # Small sizes keep it quick; at them auto would decode the folder into memory, so the stream is forced.
     r = train_model(resolve("v3-xxs"), f"imagefolder:{MINI}", "paper-ablation", device="cpu", progress=False,
-                    overrides={"epochs": "1", "multiscale": "160,256", "resolution": "160", "eval_resize": "180",
-                               "batch": "48", "workers": "2", "eval_batch": "100"})  # evaluation at 160 px: cheaper
+                    overrides={"epochs": "1", "multiscale": "128,192", "resolution": "128", "eval_resize": "144",
+                               "batch": "48", "workers": "2", "eval_batch": "100", "data_path": "stream"})
     assert r.status == "completed" and r.n_test == 500 and r.top5 is not None
     assert "data path: stream" in capsys.readouterr().err
 
