@@ -189,6 +189,21 @@ def _plant_trial(tmp_path, owner: str, heartbeat_age_s: float) -> int:
     return trial.number
 
 
+def test_a_relative_dataset_path_reaches_the_trials_absolute(tmp_path, monkeypatch):
+    """Trials run in other folders (Ray's, another host's): a `--dataset npz:rel` made every trial fail."""
+    import numpy as np
+
+    from workbench.study.engine import Engine
+
+    (tmp_path / "rel").mkdir()
+    for split, n in (("train", 8), ("test", 4)):
+        np.savez(tmp_path / "rel" / f"{split}.npz", x=np.zeros((n, 32, 32, 3), np.uint8), y=np.arange(n) % 2)
+    monkeypatch.chdir(tmp_path)
+    source, opts = _search_source(tmp_path, trials=1, dataset="npz:rel")
+    source.prepare(Engine(opts))
+    assert source.settings.dataset == f"npz:{tmp_path / 'rel'}"
+
+
 def test_a_search_trial_of_a_silent_process_on_another_host_is_taken_over(tmp_path):
     from workbench.study.engine import Engine
 

@@ -203,10 +203,13 @@ class Engine:
     # --- what sources use ---------------------------------------------------------------------------
     def settings(self, dataset: str, schedule: str, schedule_overrides: dict, count_resolution: int,
                  counters, latency: dict | None, cpus: float, gpus: float) -> TrialSettings:
-        """The run's shared trial settings, with the engine's --cpus/--gpus-per-trial over the file's."""
+        """The run's shared trial settings, with the engine's --cpus/--gpus-per-trial over the file's. The dataset's
+        path is made absolute here, in the driver: trials run in other folders (and on other hosts)."""
+        from workbench.training.data import normalize_dataset
+
         o = self.options
-        return TrialSettings(dataset, schedule, dict(schedule_overrides), count_resolution, tuple(counters),
-                             latency, o.cpus_per_trial if o.cpus_per_trial is not None else cpus,
+        return TrialSettings(normalize_dataset(dataset), schedule, dict(schedule_overrides), count_resolution,
+                             tuple(counters), latency, o.cpus_per_trial if o.cpus_per_trial is not None else cpus,
                              o.gpus_per_trial if o.gpus_per_trial is not None else gpus)
 
     def work_item(self, source: WorkSource, key: str, number: int, spec: dict, seed: int) -> WorkItem:
