@@ -248,7 +248,7 @@ def test_a_study_on_a_two_node_ray_cluster_that_loses_its_worker_node_mid_trial(
         deadline = time.time() + 90
         while _active_nodes(ray_cli, address, ray_env) < 2:  # the second node registers a moment later
             assert time.time() < deadline, "the second Ray node never joined"
-            time.sleep(2)
+            time.sleep(0.5)
         study = _study(tmp / "s.yaml", TWO, epochs=3)
         proc = subprocess.Popen(WORKBENCH + ["ablate", "--study", str(study), "--ray-address", address], env=ray_env,
                                 cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
