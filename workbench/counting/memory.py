@@ -178,8 +178,7 @@ def plan_micro_batches(spec: ModelSpec, schedule, *, device: str = "cpu", allow_
 
 def schedule_sizes(schedule, n_train: int | None = None) -> list[tuple[int, int]]:
     """(resolution, batch) of every training size of a schedule; a batch is at most `n_train` images."""
-    cap = n_train if n_train else None
-    return [(s, min(schedule.batch_at(s), cap) if cap else schedule.batch_at(s)) for s in schedule.train_sizes()]
+    return [(s, min(schedule.batch_at(s), n_train or schedule.batch_at(s))) for s in schedule.train_sizes()]
 
 
 def eval_sizes(schedule) -> list[tuple[int, int]]:

@@ -187,7 +187,7 @@ def run_ladder(ladder: Ladder, options, top_k: int | None = None, inline: bool =
                **rung_cost(engine.store.records(study.name), cid, names, study.seeds)}
         try:
             doc = fidelity_report(engine.store, study.name, ladder.reference, config_id=cid, top_k=top_k,
-                                  variants=names, seeds=list(study.seeds))
+                                  variants=names, seeds=study.seeds)
             row["fidelity"] = {k: doc[k] for k in ("kendall_tau", "spearman_rho", "top_k", "sign_agreement",
                                                    "by_params", "by_macs", "verdict", "top_k_k", "seeds")}
         except WorkbenchError as e:  # e.g. too few variants completed on this rung: say so in its row
