@@ -16,6 +16,7 @@ import pytest
 from dashboard_store import seeded_db
 from headless_chromium import CHROMIUM, ChromiumPage
 
+pytest.importorskip("websockets", reason="the websockets client (the dev extra) is not installed: it drives Chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent: install Debian's chromium "
                                 "(apt-get install -y chromium) to run the browser test")
 

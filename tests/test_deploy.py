@@ -14,7 +14,8 @@ from workbench.arch.resolve import with_overrides
 from workbench.cli import main
 from workbench.errors import WorkbenchError
 
-pytest.importorskip("onnxruntime", reason="the deploy extra (pip install '.[deploy]') is not installed")
+pytest.importorskip("onnxruntime", reason="the deploy extra is not installed: pip install -e '.[dev]' installs it")
+pytest.importorskip("onnx", reason="the deploy extra is not installed: pip install -e '.[dev]' installs it")
 from workbench.deploy.onnx_export import TOLERANCE, export_onnx, verify_onnx  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread")

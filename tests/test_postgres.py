@@ -20,6 +20,8 @@ from test_study_runs import TWO, WORKBENCH, _attempts, _study
 from workbench.errors import WorkbenchError
 from workbench.study.store import Store
 
+pytest.importorskip("psycopg", reason="psycopg, the PostgreSQL driver, is not installed: pip install -e '.[dev]' "
+                    "(or the postgres extra) installs it")
 pytestmark = pytest.mark.skipif(pg_bin() is None, reason="no PostgreSQL binaries (initdb, pg_ctl): install "
                                 "Debian's postgresql package (.ci/run does)")
 

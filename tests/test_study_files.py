@@ -124,6 +124,19 @@ def test_unknown_study_name_lists_the_shipped_ones(workspace, capsys):
     assert "unknown study 'table66'" in err and "table6" in err
 
 
+def test_ablate_offers_studies_only_and_fidelity_offers_ladders_only(workspace, capsys):
+    from workbench.study.files import shipped_names
+
+    assert "ladder" not in shipped_names() and "cpu" not in shipped_names()
+    assert main(["ablate", "--study", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown study 'cpu'" in err and "ladder" not in err and "table6" in err
+    assert main(["fidelity", "--ladder", "table6"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown ladder 'table6'" in err and "accepted: cpu," in err
+    assert not workspace.exists()
+
+
 def test_results_without_a_store_says_so(workspace, capsys):
     assert main(["results", "--study", "table6"]) == 2
     assert "no study store" in capsys.readouterr().err

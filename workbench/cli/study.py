@@ -140,9 +140,9 @@ def register_fidelity(sub) -> None:
     options.add_store(p)
     options.add_run_selector(p)
     p.add_argument("--top-k", type=int, help="k of the top-k agreement (default: 3, or half the variants)")
-    p.add_argument("--ladder", nargs="?", const="ladder", metavar="FILE",
+    p.add_argument("--ladder", nargs="?", const="cpu", metavar="FILE",
                    help="run a ladder file's calibration study under each of its cheap settings and report each "
-                   "rung's cost and fidelity (default file: ladder)")
+                   "rung's cost and fidelity (default: cpu, the shipped studies/ladders/cpu.yaml)")
     p.add_argument("--rungs", help="with --ladder: only these rungs (comma-separated names)")
     p.add_argument("--out", help="with --ladder: write ladder.csv and ladder.png/.svg into this folder")
     p.add_argument("--json", action="store_true", help="print one JSON object")

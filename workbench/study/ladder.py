@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import WorkbenchError
-from workbench.fileio import find_named_file
+from workbench.fileio import find_named_file, unique_folders
 from workbench.study.files import load_study, study_dirs
 from workbench.yamlfile import load_yaml
 
@@ -53,6 +53,12 @@ class Ladder:
     study_name: str = ""  # the name the study has in the store
 
 
+def ladder_dirs() -> list[Path]:
+    """Ladder files live in a `ladders/` folder beside the study files, so that `ablate` never offers a ladder
+    as a study and `fidelity --ladder` never offers a study as a ladder."""
+    return unique_folders([d / "ladders" for d in study_dirs()])
+
+
 def _fail(path: Path, key: str, problem: str) -> WorkbenchError:
     return WorkbenchError(f"ladder file {str(path)!r}: {key}: {problem}")
 
@@ -62,7 +68,7 @@ def load_ladder(name_or_path: str) -> Ladder:
     from workbench.training.data import parse_dataset_name
     from workbench.training.schedules import get_schedule
 
-    path = find_named_file("ladder", name_or_path, study_dirs())
+    path = find_named_file("ladder", name_or_path, ladder_dirs())
     data, _ = load_yaml(path, "ladder")
     if not isinstance(data, dict):
         raise _fail(path, "top level", "expected a mapping with study and rungs")
