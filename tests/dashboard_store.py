@@ -13,6 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
+from workbench.training import predictions
 from workbench.training.train import RunResult
 
 # Two tiny variants of v3-xxs (one layer per MobileViT block, narrow), counted at 64 px by two counters.
@@ -49,12 +52,34 @@ def architecture_key(spec) -> str:
     return json.dumps(spec.architecture(), sort_keys=True, default=str)
 
 
+def fake_hits(top1: float, n: int, variant: str, seed: int) -> np.ndarray:
+    """Per-image hits whose share is top1 (to one image): every model gets the easiest images right (one fixed
+    order of difficulty, so models mostly agree, as real ones do), a few swapped at random per (variant, seed)."""
+    order = np.random.default_rng(0).permutation(n)  # image difficulty, shared by every model
+    right = int(round(top1 / 100.0 * n))
+    hits = np.zeros(n, dtype=bool)
+    hits[order[:right]] = True
+    rng = np.random.default_rng([seed, *variant.encode()])
+    swaps = min(right, n - right, max(1, n // 50))
+    if swaps:
+        hits[rng.choice(order[:right], swaps, replace=False)] = False
+        hits[rng.choice(order[right:], swaps, replace=False)] = True
+    return hits
+
+
 def fake_trainer(top1: dict[tuple[str, int], float], variant_of: dict[str, str], epochs: int = 3, n_test: int = 0):
     """A train_fn whose final top-1 for (variant, seed) is top1[...]; it rises linearly over the epochs.
-    The trainer sees only the spec, so `variant_of` maps an architecture_key back to the variant's name."""
+    The trainer sees only the spec, so `variant_of` maps an architecture_key back to the variant's name.
+    With n_test, each trial also records per-image hits (fake_hits) on one shared test set."""
 
     def train(spec, dataset, schedule, overrides=None, seed=0, on_epoch=None, **_):
-        final = top1[(variant_of[architecture_key(spec)], seed)]
+        variant = variant_of[architecture_key(spec)]
+        final = top1[(variant, seed)]
+        per_image = None
+        if n_test:
+            hits = fake_hits(final, n_test, variant, seed)
+            final = 100.0 * hits.mean()  # the recorded top-1 is the hits' share, as the trainer's is
+            per_image = predictions.record(hits, hits, f"fake{n_test:012d}")
         history = []
         for epoch in range(1, epochs + 1):
             row = {"epoch": epoch, "top1": final * epoch / epochs, "top5": min(100.0, final * epoch / epochs + 20),
@@ -64,7 +89,8 @@ def fake_trainer(top1: dict[tuple[str, int], float], variant_of: dict[str, str],
             if on_epoch:
                 on_epoch(epoch, dict(row))
         return RunResult("completed", final, min(100.0, final + 20), final, epochs, history, img_per_s=1000.0,
-                         wall_s=0.5, peak_mem_mb=100.0, dataset=dataset, schedule=schedule, n_test=n_test)
+                         wall_s=0.5, peak_mem_mb=100.0, dataset=dataset, schedule=schedule, n_test=n_test,
+                         per_image=per_image)
 
     return train
 

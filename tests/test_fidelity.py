@@ -16,6 +16,7 @@ from scipy import stats
 from workbench.cli import main
 from workbench.errors import WorkbenchError
 from workbench.study import fidelity as fid
+from workbench.study import paired
 from workbench.study.results import build_table, power_sentence
 from workbench.study.store import Store
 
@@ -59,25 +60,31 @@ def test_reference_grammar():
 
 def test_rank_figures_against_scipy_and_by_hand():
     score, ref = np.array([50.0, 52.0, 58.0, 56.0]), np.array([70.0, 71.0, 72.0, 73.0])
-    m = fid._ranks_metrics(score, ref, base=0, k=2)
-    assert m["kendall_tau"] == pytest.approx(stats.kendalltau(score, ref).statistic) == pytest.approx(4 / 6)
-    assert m["spearman_rho"] == pytest.approx(stats.spearmanr(score, ref).statistic) == pytest.approx(0.8)
-    assert m["top_k"] == 1.0  # top 2 are {c, d} in both
-    assert fid._ranks_metrics(score, ref, base=0, k=1)["top_k"] == 0.0  # c first here, d first there
-    assert m["sign_agreement"] == 1.0
-    assert fid._ranks_metrics(np.array([50.0, 49.0, 58.0, 56.0]), ref, base=0, k=2)["sign_agreement"] == \
-        pytest.approx(2 / 3)
+    assert float(fid.tau_b(score, ref)) == pytest.approx(stats.kendalltau(score, ref).statistic) == pytest.approx(4 / 6)
+    assert float(fid.spearman(score, ref)) == pytest.approx(stats.spearmanr(score, ref).statistic) == pytest.approx(0.8)
+    tied = np.array([50.0, 50.0, 58.0, 56.0])
+    assert float(fid.tau_b(tied, ref)) == pytest.approx(stats.kendalltau(tied, ref).statistic)
+    assert float(fid.spearman(tied, ref)) == pytest.approx(stats.spearmanr(tied, ref).statistic)
+    assert float(fid.top_k_agreement(score, ref, 2)) == 1.0  # top 2 are {c, d} in both
+    assert float(fid.top_k_agreement(score, ref, 1)) == 0.0  # c first here, d first there
+    assert float(fid.sign_agreement(score, ref, 0)) == 1.0
+    assert float(fid.sign_agreement(np.array([50.0, 49.0, 58.0, 56.0]), ref, 0)) == pytest.approx(2 / 3)
 
 
 def test_fidelity_report_end_to_end_with_a_stable_bootstrap(store_url, capsys):
     assert main(["fidelity", "--study", "quad", "--reference", "published", "--storage", store_url,
                  "--top-k", "2", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    for key in ("kendall_tau", "spearman_rho", "top_k", "sign_agreement", "by_params", "by_macs", "verdict"):
+    for key in ("kendall_tau", "spearman_rho", "top_k", "sign_agreement", "by_params", "by_macs", "verdict",
+                "within_size", "nine_signs"):
         assert key in doc
-    # Seeds shift all variants together, so every bootstrap draw keeps the run's order: a point interval.
+    # Four models: the interval over the choice of models is wide, and the exact p of tau 0.67 is 1/3.
     assert doc["kendall_tau"]["value"] == pytest.approx(4 / 6, abs=1e-4)
-    assert doc["kendall_tau"]["ci"] == pytest.approx([4 / 6, 4 / 6], abs=1e-4)
+    lo, hi = doc["kendall_tau"]["ci"]
+    assert lo < 0 < 4 / 6 < hi and doc["kendall_tau"]["p"] == pytest.approx(1 / 3) and doc["kendall_tau"]["p_method"] \
+        == "exact"
+    assert doc["resampled"] == "models, seeds" and doc["top_k"]["chance"] == 0.5
+    assert doc["by_params"]["tau_difference"]["p"] is not None
     assert doc["seeds"] == [0, 1, 2] and doc["variants"] == ["a", "b", "c", "d"]
     # The naive rankers: width 1.5 on layer3 (c) or layer4 (d) adds parameters; a and b differ in fusion kernel.
     table = build_table(Store(store_url, create=False), "quad")
@@ -91,6 +98,7 @@ def test_fidelity_report_end_to_end_with_a_stable_bootstrap(store_url, capsys):
     ref = {"a": 70.0, "b": 71.0, "c": 72.0, "d": 73.0}
     one, two = fid.fidelity(noisy, ref, bootstrap=300), fid.fidelity(noisy, ref, bootstrap=300)
     assert one["kendall_tau"] == two["kendall_tau"] and one["kendall_tau"]["ci"][0] < one["kendall_tau"]["ci"][1]
+    assert one["spearman_rho"]["p"] == two["spearman_rho"]["p"]
     assert main(["fidelity", "--study", "quad", "--storage", store_url]) == 0
     out = capsys.readouterr().out
     assert "Kendall tau" in out and "by params" in out and "Verdict: the run" in out
@@ -120,18 +128,22 @@ def test_results_show_mde_underpowered_and_the_power_sentence(tmp_path, capsys):
     t = build_table(Store(url, create=False), "quad")
     rows = {r["variant"]: r for r in t.rows}
     assert all(0.0 <= r["top1_ci"][0] <= r["top1_mean"] <= r["top1_ci"][1] <= 100.0 for r in t.rows)
-    # Equal paired deltas over seeds: the interval is the test set's, never zero-wide.
-    assert rows["b"]["delta_ci"][1] - rows["b"]["delta_ci"][0] > 2.0
+    # Equal paired deltas over seeds: the interval is the test images' (paired), never zero-wide.
+    assert rows["b"]["delta_ci"][1] - rows["b"]["delta_ci"][0] > 1.0
     assert rows["b"]["mde"] > 1.0 and rows["b"]["underpowered"] is True  # paper's +1.0 is below the MDE
-    assert rows["c"]["within_noise"] is False
+    assert rows["c"]["within_noise"] is False and rows["c"]["verdict"] == "real"
+    assert rows["b"]["method"].startswith("paired") and t.notes == []
     assert t.power["paper_min_delta"] == 1.0 and t.power["n_test"] == 400
     sentence = power_sentence(t, "quad")
     assert sentence.count(".") >= 1 and "\n" not in sentence and "no number of seeds" in sentence
-    holm = build_table(Store(url, create=False), "quad", holm=True)
-    assert all(r["p_holm"] is None or r["p_holm"] >= r["p_value"] for r in holm.rows)
+    assert t.holm and all(r["p_holm"] is None or r["p_holm"] >= r["p_value"] for r in t.rows)  # Holm by default
+    own = build_table(Store(url, create=False), "quad", holm=False)
+    assert not own.holm and [r["p_value"] for r in own.rows] == [r["p_value"] for r in t.rows]
     assert main(["results", "--study", "quad", "--storage", url]) == 0
     out = capsys.readouterr().out.rstrip().splitlines()
-    assert out[-1] == sentence and "underpowered" in "\n".join(out) and "MDE" in "\n".join(out)
+    text = "\n".join(out)
+    assert " ".join(text.split("\n\n")[-1].split()) == sentence and "underpowered" in text and "MDE" in text
+    assert max(len(line) for line in out) <= 120
 
 
 
@@ -192,5 +204,48 @@ def test_dashboard_fidelity_tab_shows_the_correlations(store_url, monkeypatch):
     at = AppTest.from_file(str(app), default_timeout=90).run()
     assert not at.exception
     texts = [m.value for m in at.markdown]
-    assert any(t.startswith("**quad**") and "Kendall tau +0.67 [+0.67, +0.67]" in t for t in texts), texts
+    assert any(t.startswith("**quad**") and "Kendall tau +0.67 [" in t and "p 0.333 against 0, exact" in t
+               and "intervals over models, seeds" in t for t in texts), texts
     assert any("quadlong" in c.value and "at least 3" in c.value for c in at.caption)  # no published top-1
+
+
+def test_results_json_per_image_file_and_one_seed(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    (tmp_path / "quad.yaml").write_text(quick_yaml("quad", VARIANTS, seeds=3, published=PUBLISHED))
+    seed_study(url, tmp_path / "quad.yaml", RUN, n_test=400)
+    out = tmp_path / "hits.npz"
+    assert main(["results", "--study", "quad", "--storage", url, "--json", "--per-image", str(out)]) == 0
+    rows = {r["variant"]: r for r in json.loads(capsys.readouterr().out)}
+    for name in "bcd":
+        r = rows[name]
+        assert r["delta_ci"][0] < r["delta_mean"] < r["delta_ci"][1]
+        assert r["mde_range"][0] <= r["mde"] <= r["mde_range"][1]
+        assert 0 <= r["p_value"] <= r["p_holm"] <= 1 and r["verdict"] in ("real", "within noise")
+        assert r["method"].startswith("paired: seeds x images")
+    assert rows["a"]["verdict"] == "baseline" and rows["a"]["delta_ci"] is None
+    saved = np.load(out)
+    assert saved["correct"].shape == (12, 400) and saved["correct"].dtype == bool
+    assert list(saved["variant"][:3]) == ["a", "a", "a"] and list(saved["seed"][:3]) == [0, 1, 2]
+    assert str(saved["test_fingerprint"]) == f"fake{400:012d}"
+    assert saved["correct"][0].mean() * 100 == pytest.approx(rows["a"]["top1_by_seed"]["0"])
+    # A file name that is not .npz is refused before anything is written.
+    assert main(["results", "--study", "quad", "--storage", url, "--per-image", str(tmp_path / "x.txt")]) == 2
+    assert "expected a file name ending in .npz" in capsys.readouterr().err
+
+    # One seed: no interval, no verdict, and the table and the sentence say why.
+    url1 = f"sqlite:///{tmp_path / 'one.db'}"
+    (tmp_path / "one.yaml").write_text(quick_yaml("one", VARIANTS, seeds=1, published=PUBLISHED))
+    seed_study(url1, tmp_path / "one.yaml", {k: v for k, v in RUN.items() if k[1] == 0}, n_test=400)
+    t = build_table(Store(url1, create=False), "one")
+    assert all(r["delta_ci"] is None and r["p_value"] is None and r["top1_ci"] is None for r in t.rows)
+    assert {r["verdict"] for r in t.rows if r["variant"] != "a"} == {"1 seed: no interval"}
+    assert main(["results", "--study", "one", "--storage", url1]) == 0
+    text = capsys.readouterr().out
+    assert "1 seed: the seed-to-seed variance cannot be estimated" in text and "--seeds 3" in text
+
+
+def test_a_store_without_per_image_records_falls_back_to_the_unpaired_bound_and_says_so(store_url):
+    t = build_table(Store(store_url, create=False), "quad")  # seeded as a store from before they were kept
+    assert {r["method"] for r in t.rows if r["variant"] != "a"} == {paired.UNPAIRED}
+    assert len(t.notes) == 1 and "carry no per-image record" in t.notes[0] and "unpaired bound" in t.notes[0]
+    assert t.power["method"] == paired.UNPAIRED

@@ -37,13 +37,16 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per variant")
     p.add_argument("--wide", action="store_true", help="every column, however wide the table gets")
     p.add_argument("--out", help="also write the table as CSV and Markdown into this folder")
+    p.add_argument("--per-image", metavar="FILE.npz", help="also write every trial's per-image top-1 hits: arrays "
+                   "correct (trials x images), variant, seed, test_fingerprint")
     add_holm(p)
     p.set_defaults(func=cmd_results)
 
 
 def add_holm(p) -> None:
-    p.add_argument("--holm", action="store_true", help="judge each delta on its Holm-adjusted p-value over the "
-                   "table's variants (a family-wise 5%% level) instead of its own interval")
+    p.add_argument("--no-holm", dest="holm", action="store_false",
+                   help="judge each delta on its own p-value; by default on its Holm-adjusted p over the table's "
+                   "rows (a family-wise 5%% level)")
 
 
 def cmd_ablate(args) -> int:
@@ -80,8 +83,18 @@ def cmd_ablate(args) -> int:
           f"failed, in {summary.wall_s:.0f} s; store {masked_url(store.url)}; table written to "
           f"{', '.join(str(p) for p in paths)}", file=sys.stderr)
     sys.stderr.flush()
-    print("\n" + power_sentence(table, args.study))  # the run's last word: what it could and could not detect
+    # the run's last word: what it could and could not detect
+    print("\n" + wrapped(power_sentence(table, args.study), args.wide))
     return 1 if table.failed else 0
+
+
+def wrapped(text: str, wide: bool = False) -> str:
+    """A sentence folded to the console's 120 columns (as one line with --wide)."""
+    import textwrap
+
+    from workbench.study.results import CONSOLE_WIDTH
+
+    return text if wide else textwrap.fill(text, CONSOLE_WIDTH, break_on_hyphens=False, break_long_words=False)
 
 
 def _latency_ratios(study, args) -> int:
@@ -107,6 +120,7 @@ def _latency_ratios(study, args) -> int:
 def cmd_results(args) -> int:
     from workbench.study.results import (
         build_table,
+        per_image_arrays,
         power_sentence,
         render_console,
         to_json,
@@ -116,19 +130,42 @@ def cmd_results(args) -> int:
     from workbench.training.data import normalize_dataset
 
     name = options.study_name(args.study)
+    if args.per_image and not args.per_image.endswith(".npz"):
+        raise WorkbenchError(f"--per-image {args.per_image!r}: expected a file name ending in .npz")
     store = Store(args.storage, create=False)
     dataset = normalize_dataset(args.dataset) if args.dataset else None  # as ablate stores it: paths absolute
     table = build_table(store, name, dataset, args.schedule, holm=args.holm)
+    arrays = per_image_arrays(table) if args.per_image else None  # refused before anything is written
     if args.json:
         doc = to_json(table)
         print(json.dumps([{**row, "study": doc["study"], "dataset": doc["config"]["dataset"],
                            "schedule": doc["config"]["schedule"]} for row in doc["variants"]], indent=2))
     else:
         print(render_console(table, wide=args.wide))
-        print("\n" + power_sentence(table, args.study))
+        print("\n" + wrapped(power_sentence(table, args.study), args.wide))
     if args.out:
         write_outputs(table, Path(args.out))
+    if arrays is not None:
+        write_npz(Path(args.per_image), arrays)
     return 0
+
+
+def write_npz(path: Path, arrays: dict) -> None:
+    """One .npz written whole or not at all."""
+    import io
+
+    import numpy as np
+
+    from workbench.fileio import atomic_write
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    try:
+        atomic_write(path, buf.getvalue(), mode="wb")
+    except OSError as e:
+        from workbench.errors import os_error_line
+
+        raise WorkbenchError(f"--per-image {os_error_line(e, path)}") from None
 
 
 def register_fidelity(sub) -> None:

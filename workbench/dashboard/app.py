@@ -169,11 +169,21 @@ def fidelity_section(data: ChartData) -> None:
             st.caption(f"{study}: {e}")
             continue
         shown += 1
-        tau, rho = doc["kendall_tau"], doc["spearman_rho"]
+        tau, rho, w = doc["kendall_tau"], doc["spearman_rho"], doc["within_size"]
+        p = "" if tau.get("p") is None else f" (p {tau['p']:.3f} against 0, {tau['p_method']})"
+        within = "" if not w["pairs"] else (f"; within size classes tau {w['tau']['value']:+.2f} over {w['pairs']} "
+                                            "pairs")
         st.markdown(f"**{study}** on {table.config['dataset']} / {table.config['schedule']} against the published "
-                    f"top-1: Kendall tau {tau['value']:+.2f} [{tau['ci'][0]:+.2f}, {tau['ci'][1]:+.2f}], Spearman "
-                    f"rho {rho['value']:+.2f} [{rho['ci'][0]:+.2f}, {rho['ci'][1]:+.2f}] (bootstrap over seeds); "
-                    f"{doc['verdict']}.")
+                    f"top-1: Kendall tau {tau['value']:+.2f} [{tau['ci'][0]:+.2f}, {tau['ci'][1]:+.2f}]{p}, Spearman "
+                    f"rho {rho['value']:+.2f} [{rho['ci'][0]:+.2f}, {rho['ci'][1]:+.2f}] (intervals over "
+                    f"{doc['resampled']}){within}; {doc['verdict']}.")
+        signs = doc["nine_signs"]
+        if signs["of"]:
+            st.dataframe(pd.DataFrame([{"pair": f"{x['higher']} - {x['lower']}", "paper Δ": x["paper_delta"],
+                                        "this run Δ": x["delta"],
+                                        "95% CI": "-" if not x["ci"] else f"{x['ci'][0]:+.2f}..{x['ci'][1]:+.2f}",
+                                        "same sign": {1.0: "yes", 0.0: "no", 0.5: "tie"}[x["agrees"]]}
+                                       for x in signs["pairs"]]), hide_index=True)
         st.pyplot(fidelity_figure(table, reference, doc), clear_figure=True)
     if not shown:
         st.info("Rank fidelity needs a run with at least 3 variants that have a published top-1 "

@@ -195,7 +195,8 @@ def run_ladder(ladder: Ladder, options, top_k: int | None = None, inline: bool =
             doc = fidelity_report(engine.store, study.name, ladder.reference, config_id=cid, top_k=top_k,
                                   variants=names, seeds=study.seeds)
             row["fidelity"] = {k: doc[k] for k in ("kendall_tau", "spearman_rho", "top_k", "sign_agreement",
-                                                   "by_params", "by_macs", "verdict", "top_k_k", "seeds")}
+                                                   "by_params", "by_macs", "within_size", "nine_signs", "verdict",
+                                                   "top_k_k", "seeds", "resampled")}
         except WorkbenchError as e:  # e.g. too few variants completed on this rung: say so in its row
             row["fidelity"] = {"error": str(e)}
         engine.store.engine.dispose()
@@ -209,29 +210,44 @@ def _f(fig: dict | None, ci: bool = True) -> str:
     return f"{fig['value']:+.2f}" + (f" [{fig['ci'][0]:+.2f}, {fig['ci'][1]:+.2f}]" if ci and fig.get("ci") else "")
 
 
+WORDS = {True: "yes", False: "no", None: "-"}
+
+
+def beats(f: dict, key: str) -> bool | None:
+    """Whether the rung ranks better than a naive ranker: the paired difference of taus lies above 0."""
+    other = f.get(key)
+    if not other:
+        return None
+    ci = other["tau_difference"]["ci"]
+    return bool(ci and ci[0] > 0)
+
+
 def render_ladder(doc: dict) -> str:
+    import textwrap
+
     from workbench.table import render
 
-    headers = ["rung", "dataset", "epochs", "px", "trials", "train s", "img/s", "Kendall tau [95% CI]",
-               "Spearman rho [95% CI]", "top-k", "sign", "tau by params", "tau by MACs", "beats both?"]
+    headers = ["rung", "dataset", "epochs", "px", "trials", "train s", "img/s", "Kendall tau [95% CI]", "p",
+               "within-size", "vs params: Δtau (p)", "signs", "beats params/MACs?"]
     rows = []
     for r in doc["rungs"]:
         f = r["fidelity"]
+        head = [r["rung"], _short(r["dataset"]), str(r["epochs"]), str(r["resolution"]), str(r["trials"]),
+                f"{r['train_wall_s']:.0f}", "-" if r.get("img_per_s") is None else f"{r['img_per_s']:.0f}"]
         if "error" in f:
-            rows.append([r["rung"], _short(r["dataset"]), str(r["epochs"]), str(r["resolution"]), str(r["trials"]),
-                         f"{r['train_wall_s']:.0f}", "-", f["error"][:40], "-", "-", "-", "-", "-", "-"])
+            rows.append(head + [f["error"][:40]] + ["-"] * 5)
             continue
-        low = f["kendall_tau"]["ci"][0]
-        beats = all(f[k] is None or low > f[k]["kendall_tau"]["value"] for k in ("by_params", "by_macs"))
-        rows.append([r["rung"], _short(r["dataset"]), str(r["epochs"]), str(r["resolution"]), str(r["trials"]),
-                     f"{r['train_wall_s']:.0f}", "-" if r["img_per_s"] is None else f"{r['img_per_s']:.0f}",
-                     _f(f["kendall_tau"]), _f(f["spearman_rho"]), f"{f['top_k']['value']:.2f}",
-                     f"{f['sign_agreement']['value']:.2f}" if f["sign_agreement"]["value"] is not None else "-",
-                     _f(f["by_params"] and f["by_params"]["kendall_tau"], False),
-                     _f(f["by_macs"] and f["by_macs"]["kendall_tau"], False), "yes" if beats else "no"])
+        tau, w, signs = f["kendall_tau"], f["within_size"], f["nine_signs"]
+        vs = (f.get("by_params") or {}).get("tau_difference")
+        rows.append(head + [_f(tau), "-" if tau.get("p") is None else f"{tau['p']:.3f}", _f(w["tau"], False),
+                            "-" if not vs else f"{vs['value']:+.2f} ({vs['p']:.2f})",
+                            f"{signs['score']:g}/{signs['of']}" if signs["of"] else "-",
+                            "/".join(WORDS[beats(f, k)] for k in ("by_params", "by_macs"))])
     title = (f"Proxy ladder {doc['ladder']}: study {doc['study']} against {doc['reference']}; cost = the rung's "
-             f"trials' summed training wall time on this machine; fidelity with a 95% bootstrap interval over seeds")
-    return render(headers, rows, title=title)
+             f"trials' summed training wall time on this machine; tau with a 95% interval over models, seeds and test "
+             f"images and its exact p against 0; within-size: tau over the pairs inside each size class; vs params: "
+             f"the paired difference of taus; signs: the paper's nine signed deltas reproduced")
+    return render(headers, rows, title=textwrap.fill(title, 120))
 
 
 def _short(dataset: str) -> str:
@@ -249,7 +265,8 @@ def write_ladder(doc: dict, out: Path, figure) -> list[Path]:
     w = csv.writer(buf)
     w.writerow(["rung", "dataset", "schedule", "set", "resolution", "epochs", "trials", "train_wall_s", "img_per_s",
                 "kendall_tau", "tau_low", "tau_high", "spearman_rho", "rho_low", "rho_high", "top_k",
-                "sign_agreement", "tau_by_params", "tau_by_macs"])
+                "sign_agreement", "tau_by_params", "tau_by_macs", "tau_p", "within_size_tau", "tau_minus_params",
+                "tau_minus_params_p", "signs", "signs_of", "signs_p"])
     for r in doc["rungs"]:
         f = r["fidelity"]
         fig = {k: f.get(k) or {"value": None, "ci": [None, None]} for k in ("kendall_tau", "spearman_rho", "top_k",
@@ -260,7 +277,12 @@ def write_ladder(doc: dict, out: Path, figure) -> list[Path]:
                     fig["spearman_rho"]["value"], *(fig["spearman_rho"]["ci"] or [None, None]),
                     fig["top_k"]["value"], fig["sign_agreement"]["value"],
                     (f.get("by_params") or {}).get("kendall_tau", {}).get("value"),
-                    (f.get("by_macs") or {}).get("kendall_tau", {}).get("value")])
+                    (f.get("by_macs") or {}).get("kendall_tau", {}).get("value"),
+                    fig["kendall_tau"].get("p"), ((f.get("within_size") or {}).get("tau") or {}).get("value"),
+                    ((f.get("by_params") or {}).get("tau_difference") or {}).get("value"),
+                    ((f.get("by_params") or {}).get("tau_difference") or {}).get("p"),
+                    (f.get("nine_signs") or {}).get("score"), (f.get("nine_signs") or {}).get("of"),
+                    (f.get("nine_signs") or {}).get("p_coin")])
     files = {"ladder.csv": buf.getvalue().encode()}
     files.update({f"ladder.{ext}": data for ext, data in figure(doc).items()})
     out.mkdir(parents=True, exist_ok=True)

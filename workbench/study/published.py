@@ -70,3 +70,17 @@ def lookup_published(selector: Any) -> dict[str, Any]:
         if value is not None:
             out[k] = value
     return out
+
+
+# The paper's size classes (its Table 2 groups them so): a v1/v3 size with the v2-based width of about the same
+# parameter count. Ablations compare models inside one class, so rank fidelity is judged there too.
+SIZE_TIERS = {"XXS": "XXS/0.5", "0.5": "XXS/0.5", "XS": "XS/0.75", "0.75": "XS/0.75", "S": "S/1.0", "1.0": "S/1.0",
+              "S-unscaled": "S/1.0"}
+
+
+def size_class(model: str | None) -> str | None:
+    """The size class of a published model name (e.g. "MobileViTv3-XXS (2 blocks)" -> "XXS/0.5"), or None."""
+    if not model:
+        return None
+    row = next((r for r in _rows("published.csv") if r["model"] == model), None)
+    return SIZE_TIERS.get(row["variant"]) if row else None

@@ -1,20 +1,25 @@
 """From the store to the paper's table: one row per variant with counts, top-1 over seeds and paired deltas.
 
 Works from the store alone (the study's layout is kept as a study attribute), so `workbench results`
-reprints without the study file and without training.
+reprints without the study file and without training. The statistics are `workbench.study.paired`'s: deltas
+paired by seed and by test image, the seed variance pooled over the table, Holm's correction over the rows by
+default, Wilson intervals for a top-1.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+from scipy import stats
 
 from workbench.errors import WorkbenchError
 from workbench.fileio import write_all
-from workbench.study import power
-from workbench.study.stats import Estimate, estimate, paired_delta
+from workbench.study import paired
 from workbench.study.store import Store, TrialRecord
 
 # Table 6's columns: a mark when a variant's block has the value (the paper's names for the changes).
@@ -25,6 +30,8 @@ MARKS = {
     "local_conv": {"depthwise": "DWConv"},
     "attention": {"linear": "Linear-attn"},
 }
+ONE_SEED = ("1 seed: the seed-to-seed variance cannot be estimated, so no interval, p-value or verdict (the test "
+            "images' noise alone would leave training noise out); run 2 or more seeds")
 
 
 @dataclass
@@ -35,7 +42,12 @@ class StudyTable:
     rows: list[dict]
     failed: list[dict]  # variant, seed, error of the last failed attempt of items never completed
     power: dict | None = None  # what the run can detect: see power_summary
-    holm: bool = False  # deltas judged on Holm-adjusted p-values over the variants
+    holm: bool = True  # verdicts on Holm-adjusted p-values over the rows
+    notes: list[str] = field(default_factory=list)  # one line each: why a figure is missing or approximate
+    seed_var: paired.SeedVariance | None = None
+    # variant -> seed -> per-image top-1 hits on the table's test set (not part of the JSON)
+    hits: dict[str, dict[int, np.ndarray]] = field(default_factory=dict, repr=False)
+    fingerprint: str | None = None  # the test set the hits were scored on
 
 
 def _configs(records: list[TrialRecord]) -> dict[str, dict]:
@@ -48,170 +60,280 @@ def _configs(records: list[TrialRecord]) -> dict[str, dict]:
     return out
 
 
-def build_table(store: Store, study_name: str, dataset: str | None = None, schedule: str | None = None,
-                holm: bool = False, config_id: str | None = None) -> StudyTable:
-    study = store.load_study(study_name)
-    layout = study.user_attrs
-    records = store.records(study_name)
+def select_run(records: list[TrialRecord], layout: dict, study_name: str, dataset: str | None,
+               schedule: str | None, config_id: str | None) -> dict:
+    """The run (config) a table shows: the one asked for, else the study's last; several matches (a schedule
+    before and after its definition changed), the last one the study ran, else the one with the newest trial."""
     configs = _configs(records)
     wanted = [c for c in configs.values() if (dataset is None or c["dataset"] == dataset)
               and (schedule is None or c["schedule"] == schedule)]
-    if dataset is None and schedule is None and layout.get("last_config", {}).get("id") in configs:
-        wanted = [configs[layout["last_config"]["id"]]]
+    last = layout.get("last_config", {}).get("id")
+    if dataset is None and schedule is None and last in configs:
+        wanted = [configs[last]]
     if config_id is not None:  # one exact run (the ladder's rungs share dataset and schedule name)
         wanted = [c for c in configs.values() if c["id"] == config_id]
     if not wanted:
         have = "; ".join(f"{c['dataset']} / {c['schedule']}" for c in configs.values()) or "no trials yet"
         raise WorkbenchError(f"study {study_name!r} has no trials for dataset={dataset or 'any'} "
                              f"schedule={schedule or 'any'}; it has: {have}")
-    # Several matching runs (say, the smoke schedule before and after its definition changed): the last
-    # one the study ran, else the one with the newest trial.
-    last = layout.get("last_config", {}).get("id")
     newest = {c["id"]: max((r.number for r in records if r.attrs.get("config_id") == c["id"]), default=-1)
               for c in wanted}
-    config = next((c for c in wanted if c["id"] == last), None) or max(wanted, key=lambda c: newest[c["id"]])
+    return next((c for c in wanted if c["id"] == last), None) or max(wanted, key=lambda c: newest[c["id"]])
+
+
+def build_table(store: Store, study_name: str, dataset: str | None = None, schedule: str | None = None,
+                holm: bool = True, config_id: str | None = None) -> StudyTable:
+    layout = store.load_study(study_name).user_attrs
+    records = store.records(study_name)
+    config = select_run(records, layout, study_name, dataset, schedule, config_id)
     mine = [r for r in records if r.attrs.get("config_id") == config["id"]]
     order = [v["name"] for v in layout.get("variants", [])]
-    for r in mine:
-        if r.attrs.get("variant") not in order:
-            order.append(r.attrs["variant"])
+    order += list(dict.fromkeys(r.attrs["variant"] for r in mine if r.attrs.get("variant") not in order))
     baseline = layout.get("baseline") or (order[0] if order else "")
-    top1_by: dict[str, dict[int, float]] = {}
-    # The test set's size sets its own noise: one image is 100 / n_test points.
-    n_test_all = [int(r.attrs["train"].get("n_test") or 0) for r in mine if r.state == "COMPLETE"]
-    n_test = min(n_test_all) if n_test_all else 0
-    rows = []
-    failed = []
-    for name in order:
-        trials = [r for r in mine if r.attrs.get("variant") == name]
-        if not trials:
+    t = StudyTable(study_name, config, baseline, [], [], holm=holm)
+    t.rows = [_row(name, [r for r in mine if r.attrs.get("variant") == name], t) for name in order
+              if any(r.attrs.get("variant") == name for r in mine)]
+    _attach_hits(t, mine)
+    n_test = _n_test(mine)
+    t.seed_var = paired.seed_variance({r["variant"]: r["top1_by_seed"] for r in t.rows})
+    _top1_intervals(t, n_test)
+    terms = _paired_deltas(t, n_test)
+    _verdicts(t)
+    t.power = power_summary(t, terms, n_test)
+    return t
+
+
+def _row(name: str, trials: list[TrialRecord], t: StudyTable) -> dict:
+    done = [r for r in trials if r.state == "COMPLETE"]
+    top1_by = {int(r.attrs["seed"]): float(r.attrs["train"]["top1"]) for r in done}
+    for r in sorted(trials, key=lambda r: r.number):
+        if r.state == "FAIL" and int(r.attrs["seed"]) not in top1_by and r.attrs.get("failure") != "interrupted":
+            t.failed.append({"variant": name, "seed": r.attrs["seed"], "trial": r.number,
+                             "error": r.attrs.get("error")})
+    first = (done or trials)[0].attrs
+    counts = first.get("counts", {})
+    lat = [r.attrs["latency"] for r in done if r.attrs.get("latency")]
+    published = first.get("published") or {}
+    return {
+        "variant": name, "label": first.get("label", name), "preset": first.get("preset"),
+        "overrides": first.get("overrides", {}), "block": first.get("block", {}),
+        "params": counts.get("params"), "macs": counts.get("macs", {}), "count_resolution": counts.get("resolution"),
+        "top1_mean": _round(_mean(list(top1_by.values()))), "top1_ci": None, "top1_by_seed": top1_by,
+        "n_seeds": len(done),
+        "n_failed": sum(r.state == "FAIL" and r.attrs.get("failure") != "interrupted" for r in trials),
+        "n_running": sum(r.state == "RUNNING" for r in trials),
+        "latency_ms": _mean([x["latency_ms"] for x in lat]),
+        "throughput_img_s": _mean([x["throughput_img_s"] for x in lat]),
+        "published_top1": published.get("top1"), "published_source": published.get("source"),
+        "published_model": published.get("model"),
+        "published_params_m": published.get("params_m"), "published_flops_m": published.get("flops_m"),
+        "published_latency_ms": published.get("latency_ms"),
+        "published_throughput_img_s": published.get("throughput_img_s"),
+        "_records": done,
+    }
+
+
+def _n_test(mine: list[TrialRecord]) -> int:
+    """The test set's size (one image is 100 / n_test points): the smallest any completed trial recorded."""
+    sizes = [int(r.attrs["train"].get("n_test") or 0) for r in mine if r.state == "COMPLETE"]
+    return min(sizes) if sizes else 0
+
+
+def _attach_hits(t: StudyTable, mine: list[TrialRecord]) -> None:
+    """Per-image hits of every completed trial scored on the run's common test set (its most frequent
+    fingerprint); trials without a record, or scored on other images, are left out of pairing and said so."""
+    from workbench.training.predictions import hits_of
+
+    prints = [(r.attrs.get("per_image") or {}).get("fingerprint") for r in mine if r.state == "COMPLETE"]
+    known = [p for p in prints if p]
+    t.fingerprint = max(set(known), key=known.count) if known else None
+    missing = other = 0
+    for row in t.rows:
+        by_seed = {}
+        for r in row.pop("_records"):
+            rec = r.attrs.get("per_image") or {}
+            if not rec.get("fingerprint"):
+                missing += 1
+            elif rec["fingerprint"] != t.fingerprint:
+                other += 1
+            else:
+                by_seed[int(r.attrs["seed"])] = hits_of(rec)
+        t.hits[row["variant"]] = by_seed
+    if missing:
+        t.notes.append(f"{missing} of {len(prints)} trials carry no per-image record (a store from before they were "
+                       f"kept): their rows use the unpaired bound, wider than the paired interval")
+    if other:
+        t.notes.append(f"{other} trials were scored on another test set (fingerprint differs from {t.fingerprint}): "
+                       f"left out of the pairing")
+
+
+def _top1_intervals(t: StudyTable, n_test: int) -> None:
+    """Wilson intervals of each mean top-1, with the seed variance pooled within models (seed effects kept:
+    they move one model's top-1) over the table."""
+    groups = [list(r["top1_by_seed"].values()) for r in t.rows if len(r["top1_by_seed"]) >= 2]
+    df = sum(len(g) - 1 for g in groups)
+    var = sum(float(np.var(g, ddof=1)) * (len(g) - 1) for g in groups) / df if df else 0.0
+    for row in t.rows:
+        k = len(row["top1_by_seed"])
+        if k < 2 or not df:
             continue
-        done = [r for r in trials if r.state == "COMPLETE"]
-        top1_by[name] = {int(r.attrs["seed"]): float(r.attrs["train"]["top1"]) for r in done}
-        done_seeds = set(top1_by[name])
-        for r in sorted(trials, key=lambda r: r.number):
-            if r.state == "FAIL" and int(r.attrs["seed"]) not in done_seeds and r.attrs.get("failure") != "interrupted":
-                failed.append({"variant": name, "seed": r.attrs["seed"], "trial": r.number,
-                               "error": r.attrs.get("error")})
-        first = (done or trials)[0].attrs
-        counts = first.get("counts", {})
-        est = estimate(list(top1_by[name].values()))
-        acc_ci = power.accuracy_interval(list(top1_by[name].values()), n_test) if n_test else _interval(est)
-        lat = [r.attrs["latency"] for r in done if r.attrs.get("latency")]
-        published = first.get("published") or {}
-        rows.append({
-            "variant": name, "label": first.get("label", name), "preset": first.get("preset"),
-            "overrides": first.get("overrides", {}), "block": first.get("block", {}),
-            "params": counts.get("params"), "macs": counts.get("macs", {}),
-            "count_resolution": counts.get("resolution"),
-            "top1_mean": _round(est.mean if est else None), "top1_ci": _round(acc_ci), "top1_by_seed": top1_by[name],
-            "n_seeds": len(done), "n_failed": sum(r.state == "FAIL" and r.attrs.get("failure") != "interrupted"
-                                                  for r in trials),
-            "n_running": sum(r.state == "RUNNING" for r in trials),
-            "latency_ms": _mean([x["latency_ms"] for x in lat]),
-            "throughput_img_s": _mean([x["throughput_img_s"] for x in lat]),
-            "published_top1": published.get("top1"), "published_source": published.get("source"),
-            "published_params_m": published.get("params_m"), "published_flops_m": published.get("flops_m"),
-            "published_latency_ms": published.get("latency_ms"),
-            "published_throughput_img_s": published.get("throughput_img_s"),
-        })
-    base_pub = next((r["published_top1"] for r in rows if r["variant"] == baseline), None)
-    base_top1 = next((r["top1_mean"] for r in rows if r["variant"] == baseline), None)
-    deltas: dict[str, list[float]] = {}
-    for row in rows:
-        pairs = sorted(set(top1_by.get(row["variant"], {})) & set(top1_by.get(baseline, {})))
-        if row["variant"] != baseline:
-            deltas[row["variant"]] = [top1_by[row["variant"]][s] - top1_by[baseline][s] for s in pairs]
-    # One seed-to-seed variance for the whole table (every variant's paired deltas pooled): from 2-3 seeds a
-    # row's own spread is too rough to size an MDE on, and a row whose seeds happen to agree would claim
-    # an MDE of zero.
-    seed_var, seed_df = power.pooled_var(list(deltas.values()))
-    tests = {}
-    for row in rows:
-        is_base = row["variant"] == baseline
-        pub = row["published_top1"]
+        if n_test:
+            row["top1_ci"] = _round(list(paired.wilson(row["top1_mean"], n_test, var / k, df=df)))
+        else:  # a test set of unrecorded size: the seed spread alone (Student t)
+            half = float(stats.t.ppf(1 - paired.ALPHA / 2, df)) * (var / k) ** 0.5
+            row["top1_ci"] = _round([row["top1_mean"] - half, row["top1_mean"] + half])
+
+
+def _paired_deltas(t: StudyTable, n_test: int) -> list[paired.PairTerms]:
+    """Each row's delta against the baseline: the estimate, interval, p-value, method and its MDE range."""
+    base = next((r for r in t.rows if r["variant"] == t.baseline), None)
+    terms_all = []
+    lo_f, hi_f = paired.seed_var_range(t.seed_var)
+    for row in t.rows:
+        is_base = row["variant"] == t.baseline
+        pub, base_pub = row["published_top1"], base["published_top1"] if base else None
         row["published_delta"] = None if is_base or pub is None or base_pub is None else round(pub - base_pub, 2)
-        vals = deltas.get(row["variant"], [])
-        row["n_pairs"] = len(vals)
-        test_var = (power.delta_test_var(base_top1, row["top1_mean"], n_test)
-                    if n_test and base_top1 is not None and row["top1_mean"] is not None else 0.0)
-        iv = None if is_base else power.combined_interval(vals, test_var)
-        if iv is None and not is_base and n_test == 0:  # no test size recorded: the seed spread alone
-            d = paired_delta(top1_by.get(row["variant"], {}), top1_by.get(baseline, {}))
-            row["delta_mean"], row["delta_ci"] = _round(None if d is None else d.mean), _round(_interval(d))
-        else:
-            row["delta_mean"] = _round(None if iv is None else iv.mean)
-            row["delta_ci"] = None if iv is None else _round([iv.low, iv.high])
-        row["p_value"] = None if iv is None else iv.p_value
-        if iv is not None:
-            tests[row["variant"]] = iv
-        k = max(len(vals), 1)
-        # The MDE of the test this row gets (its own k seeds, k - 1 df) with the table's pooled seed variance.
-        row["mde"] = None if is_base or not vals or (seed_df == 0 and test_var == 0) or (k < 2 and test_var == 0) else \
-            _round(power.mde(seed_var, k, test_var))
-        row["underpowered"] = None if row["mde"] is None or row["published_delta"] is None else \
-            abs(row["published_delta"]) < row["mde"]
-    adjusted = dict(zip(tests, power.holm([iv.p_value for iv in tests.values()])))
-    for row in rows:
+        row.update(delta_mean=None, delta_ci=None, p_value=None, method=None, mde=None, mde_range=None,
+                   underpowered=None, n_pairs=0)
+        if is_base or base is None:
+            continue
+        terms = delta_terms(t, t.baseline, row["variant"], n_test)
+        if terms is None:
+            continue
+        row["n_pairs"] = terms.k
+        row["delta_mean"] = _round(terms.mean)
+        cmp = paired.compare(terms, t.seed_var, base["top1_mean"], row["top1_mean"])
+        if cmp is None:
+            continue
+        terms_all.append(terms)
+        row.update(delta_ci=_round([cmp.low, cmp.high]), p_value=cmp.p_value, method=cmp.method)
+        noise = _row_noise(t.seed_var, terms, base["top1_mean"])
+        row["mde"] = _round(paired.mde(noise, terms.k, terms.n))
+        row["mde_range"] = _round([paired.mde(noise.scaled(f), terms.k, terms.n) for f in (lo_f, hi_f)])
+        if row["published_delta"] is not None:
+            row["underpowered"] = abs(row["published_delta"]) < row["mde"]
+    return terms_all
+
+
+def delta_terms(t: StudyTable, a: str, b: str, n_test: int) -> paired.PairTerms | None:
+    """B - A over the seeds both completed: per-image terms where both have hits on the table's test set."""
+    by = {r["variant"]: r["top1_by_seed"] for r in t.rows}
+    seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
+    if not seeds:
+        return None
+    ha, hb = t.hits.get(a, {}), t.hits.get(b, {})
+    if all(s in ha and s in hb for s in seeds):
+        return paired.pair_terms(np.stack([ha[s] for s in seeds]), np.stack([hb[s] for s in seeds]))
+    return paired.PairTerms(tuple(by[b][s] - by[a][s] for s in seeds), n_test)
+
+
+
+def _row_noise(sv: paired.SeedVariance, terms: paired.PairTerms, base_top1: float | None) -> paired.Noise:
+    """A row's noise components for its MDE: its own image and flip terms (the unpaired bound's binomial sum
+    without per-image records) and the table's pooled seed part."""
+    if terms.image is not None and terms.interaction is not None:
+        flip = terms.interaction * terms.n * terms.k
+        image = max(terms.n * (terms.image - terms.interaction), 0.0)
+        seed = max(2.0 * sv.var - flip / terms.n, 0.0)
+    else:
+        p = (base_top1 or 0.0) / 100.0
+        image, flip, seed = 2e4 * p * (1 - p), 0.0, 2.0 * sv.var
+    return paired.Noise(seed, image, flip, sv.models, sv.df, terms.k)
+
+
+def _verdicts(t: StudyTable) -> None:
+    """Holm's adjusted p over the rows with a test (by default), the verdict each row prints, and why not."""
+    tested = [r for r in t.rows if r["p_value"] is not None]
+    adjusted = dict(zip((r["variant"] for r in tested), paired.holm([r["p_value"] for r in tested])))
+    for row in t.rows:
         row["p_holm"] = adjusted.get(row["variant"])
-        if row["variant"] == baseline or row["delta_mean"] is None:
+        p = row["p_holm"] if t.holm else row["p_value"]
+        if row["variant"] == t.baseline:
+            row["within_noise"], row["verdict"] = None, "baseline"
+        elif p is None:
             row["within_noise"] = None
-        elif holm and row["p_holm"] is not None:
-            row["within_noise"] = row["p_holm"] >= power.ALPHA
-        elif row["variant"] in tests:
-            row["within_noise"] = not tests[row["variant"]].excludes_zero()
+            row["verdict"] = "1 seed: no interval" if row["n_pairs"] == 1 else "-"
         else:
-            row["within_noise"] = None if row["delta_ci"] is None else row["delta_ci"][0] <= 0 <= row["delta_ci"][1]
-    summary = power_summary(rows, baseline, seed_var, seed_df, n_test, base_top1, config)
-    return StudyTable(study_name, config, baseline, rows, failed, summary, holm)
+            row["within_noise"] = p >= paired.ALPHA
+            row["verdict"] = "within noise" if row["within_noise"] else "real"
+    if any(r["n_pairs"] == 1 for r in t.rows) or (t.rows and max(len(r["top1_by_seed"]) for r in t.rows) == 1):
+        t.notes.append(ONE_SEED)
 
 
-def power_summary(rows: list[dict], baseline: str, seed_var: float, seed_df: int, n_test: int,
-                  base_top1: float | None, config: dict) -> dict | None:
-    """What this run can detect: the MDE at the seeds run (a delta between two models near the baseline's
-    top-1), the paper's smallest delta in the table, and what detecting it would take."""
-    others = [r for r in rows if r["variant"] != baseline and r["n_pairs"]]
-    if not others or base_top1 is None:
+def power_summary(t: StudyTable, terms: list[paired.PairTerms], n_test: int) -> dict | None:
+    """What this run can detect: the MDE of a typical row (a range over the seed variance's 95% interval), the
+    paper's smallest delta in the table, and the seeds or test images that would detect it."""
+    others = [r for r in t.rows if r["variant"] != t.baseline and r["n_pairs"]]
+    base = next((r for r in t.rows if r["variant"] == t.baseline), None)
+    if not others or base is None or base["top1_mean"] is None or not terms:
         return None
-    k = min(r["n_pairs"] for r in others)
-    test_var = power.delta_test_var(base_top1, base_top1, n_test) if n_test else 0.0
-    if seed_df == 0 and test_var == 0:
-        return None
+    sv = t.seed_var
+    noise = paired.noise_of(sv, terms)
+    method = paired.PAIRED
+    if noise is None:  # no per-image records: the unpaired bound
+        method = paired.UNPAIRED
+        noise = _row_noise(sv, terms[0], base["top1_mean"])
+    k = min(x.k for x in terms)
+    n = n_test or min(x.n for x in terms)
     published = [abs(r["published_delta"]) for r in others if r["published_delta"]]
     target = min(published) if published else None
-    out = {"seeds": k, "n_test": n_test, "seed_sd": round(seed_var ** 0.5, 4), "seed_df": seed_df,
-           "mde": round(power.mde(seed_var, k, test_var), 4), "paper_min_delta": target,
-           "seeds_needed": None, "test_images_needed": None, "alpha": power.ALPHA, "power": power.POWER,
-           "dataset": config.get("dataset"), "schedule": config.get("schedule")}
-    if target is not None:
-        out["seeds_needed"] = power.seeds_needed(target, seed_var, test_var)
-        if out["seeds_needed"] is None:
-            out["test_images_needed"] = power.images_needed(target, base_top1)
-    return out
+    plan = paired.planning(noise, sv, k, n, target)
+    disagree = [x.disagree for x in terms if x.disagree is not None]
+    return {"seeds": k, "n_test": n, "seed_sd": round(sv.var ** 0.5, 4), "seed_df": sv.df, "method": method,
+            "mde": plan["mde"]["point"], "mde_range": [plan["mde"]["low"], plan["mde"]["high"]],
+            "paper_min_delta": target, "seeds_needed": plan.get("seeds_needed"),
+            "images_needed": plan.get("images_needed"),
+            "disagree": round(float(np.median(disagree)), 4) if disagree else None,
+            "alpha": paired.ALPHA, "power": paired.POWER,
+            "dataset": t.config.get("dataset"), "schedule": t.config.get("schedule")}
+
+
+def _range(values: dict | None, fmt: str = "{:,}") -> str:
+    """'8 (5-25)' from {point, low, high}; a missing end is 'more than we search'."""
+    def one(v):
+        return "beyond reach" if v is None else fmt.format(v)
+    if not values:
+        return "-"
+    lo, hi = sorted([values["low"], values["high"]], key=lambda v: float("inf") if v is None else v)
+    return one(values["point"]) + (f" ({one(lo)} to {one(hi)})" if (lo, hi) != (values["point"],) * 2 else "")
 
 
 def power_sentence(t: StudyTable, study_ref: str | None = None) -> str:
-    """One plain sentence: what the run could and could not detect, and the command that would."""
+    """Plain sentences: what the run could and could not detect, and what would."""
     p = t.power
-    if p is None:
-        return "Power: no paired seeds yet, so nothing can be said about what this run can detect."
     ref = study_ref or t.study
+    if p is None:
+        if any(len(r["top1_by_seed"]) == 1 for r in t.rows):
+            return (f"Power: with 1 seed the seed-to-seed noise cannot be estimated, so this run cannot say what it "
+                    f"detects; `workbench ablate --study {ref} --seeds 3` adds two.")
+        return "Power: no paired seeds yet, so nothing can be said about what this run can detect."
     images = f"{p['n_test']:,} test images" if p["n_test"] else "a test set of unrecorded size"
+    paired_word = "paired by seed and image" if p["method"] == paired.PAIRED else \
+        "an unpaired bound: the store has no per-image records"
+    lo, hi = p["mde_range"]
+    spread = f"{lo:.2f} to {hi:.2f} over the seed noise's 95% interval; " if f"{lo:.2f}" != f"{hi:.2f}" else ""
     head = (f"With {p['seeds']} seeds on {p['dataset']} ({images}) this run detects a top-1 difference of "
-            f"{p['mde']:.2f} points or more (80% power, 5% level)")
+            f"{p['mde']:.2f} points or more ({spread}80% power, 5% level, {paired_word})")
     target = p["paper_min_delta"]
     if target is None:
         return head + "; the study names no published deltas to compare with."
     if p["mde"] <= target:
         return head + f", so it can see the paper's smallest delta in this table ({target:.2f} points)."
-    if p["seeds_needed"] is not None:
-        return (head + f" but not the paper's smallest delta in this table ({target:.2f} points), which would take "
-                f"{p['seeds_needed']} seeds: `workbench ablate --study {ref} --seeds {p['seeds_needed']}`.")
-    return (head + f" but not the paper's smallest delta in this table ({target:.2f} points), and no number of "
-            f"seeds can, since the test set's own noise hides it on fewer than about {p['test_images_needed']:,} "
-            f"test images: run a harder set with a larger test split and a GPU schedule, e.g. `workbench ablate "
-            f"--study {ref} --dataset imagefolder:/data/imagenet --schedule paper-ablation --gpus-per-trial 1` "
-            f"(ImageNet-1k's 50,000 validation images).")
+    seeds, imgs = p.get("seeds_needed") or {}, p.get("images_needed") or {}
+    ways = []
+    if seeds.get("point") is not None:
+        ways.append(f"{_range(seeds)} seeds on these images (`workbench ablate --study {ref} --seeds "
+                    f"{seeds['point']}`)")
+    else:
+        ways.append("no number of seeds on these images (their own noise hides it)")
+    if imgs.get("point") is not None:
+        ways.append(f"a test split of {_range(imgs)} images at {p['seeds']} seeds (e.g. Imagenette's 3,925 "
+                    f"validation images: `--dataset imagefolder:PATH`; ImageNet-1k has 50,000)")
+    else:
+        ways.append(f"no test split at {p['seeds']} seeds: the seed noise alone hides it; more seeds and a longer "
+                    f"schedule on a GPU (`--schedule paper-ablation --gpus-per-trial 1`)")
+    return head + f" but not the paper's smallest delta in this table ({target:.2f} points); that would take " + \
+        " or ".join(ways) + "."
 
 
 def _round(x, digits: int = 4):
@@ -221,10 +343,6 @@ def _round(x, digits: int = 4):
     if isinstance(x, (list, tuple)):
         return [_round(v, digits) for v in x]
     return round(float(x), digits) + 0.0
-
-
-def _interval(est: Estimate | None) -> list[float] | None:
-    return None if est is None or est.half_width is None else [est.low, est.high]
 
 
 def _mean(values: list[float]) -> float | None:
@@ -263,9 +381,7 @@ def table_cells(t: StudyTable, mark: str = "x") -> tuple[list[str], list[list[st
         headers += ["latency ms", "img/s", "paper ms", "paper img/s"]
     rows = []
     for r in t.rows:
-        noise = {None: "-", True: "within noise", False: "real"}[r["within_noise"]]
-        if r["variant"] == t.baseline:
-            noise = "baseline"
+        noise = r.get("verdict") or "-"
         pub = "-" if r["published_top1"] is None else f"{r['published_top1']:.2f}" + (
             f" ({r['published_delta']:+.1f})" if r["published_delta"] is not None else "")
         mde = "-" if r.get("mde") is None else f"{r['mde']:.2f}" + (" underpowered" if r.get("underpowered") else "")
@@ -292,10 +408,11 @@ def title(t: StudyTable) -> str:
     extra = ",".join(f"{k}={v}" for k, v in sorted((c.get("schedule_overrides") or {}).items()))
     res = next((r["count_resolution"] for r in t.rows if r.get("count_resolution")), None)
     return (f"Study {t.study} on {c['dataset']} / {c['schedule']}{f' ({extra})' if extra else ''}: top-1 mean over "
-            f"seeds; 95% intervals of the seed spread and the test set's binomial noise together; Δ paired by seed"
-            f"{' (noise? by Holm-adjusted p over the variants)' if t.holm else ''}; MDE: the Δ 80% power finds at "
-            f"the 5% level (underpowered: the paper's Δ is smaller); params and MACs of the model as specified"
-            f"{f' at {res}x{res}' if res else ''}")
+            f"seeds (Wilson 95% interval, seed and test-set noise); Δ paired by seed and test image, 95% interval "
+            f"with the seed variance pooled over the table; noise? on "
+            f"{'Holm-adjusted p over the rows' if t.holm else 'each row’s own p (--no-holm)'}; MDE: the Δ 80% power "
+            f"finds at the 5% level (underpowered: the paper's Δ is smaller); params and MACs of the model as "
+            f"specified{f' at {res}x{res}' if res else ''}")
 
 
 # A console table fits CONSOLE_WIDTH unless --wide: the mark columns become one "block" column of short
@@ -342,8 +459,6 @@ def fit_columns(headers: list[str], rows: list[list[str]], width: int) -> tuple[
 
 
 def render_console(t: StudyTable, wide: bool = False) -> str:
-    import textwrap
-
     from workbench.table import render
 
     headers, rows = table_cells(t)
@@ -352,7 +467,8 @@ def render_console(t: StudyTable, wide: bool = False) -> str:
     if not wide:
         headers, rows, notes = fit_columns(headers, rows, CONSOLE_WIDTH)
         heading = textwrap.fill(heading, CONSOLE_WIDTH)
-    out = "\n".join([render(headers, rows, title=heading)] + notes)
+    extra = [textwrap.fill(n, CONSOLE_WIDTH) if not wide else n for n in t.notes]
+    out = "\n".join([render(headers, rows, title=heading)] + notes + extra)
     for f in t.failed:
         out += f"\nfailed: {f['variant']} seed {f['seed']} (trial {f['trial']}): {f['error']}"
     return out
@@ -362,24 +478,27 @@ def render_markdown(t: StudyTable) -> str:
     headers, rows = table_cells(t, mark="✓")
     lines = [f"**{title(t)}**", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines + ["", power_sentence(t)]) + "\n"
+    return "\n".join(lines + [""] + t.notes + ([""] if t.notes else []) + [power_sentence(t)]) + "\n"
 
 
 def render_csv(t: StudyTable) -> str:
     buf = io.StringIO()
     cols = ["variant", "label", "preset", "overrides", "params", "macs_paper", "macs_fvcore", "macs_ptflops",
             "top1_mean", "top1_ci_low", "top1_ci_high", "n_seeds", "n_failed", "delta_mean", "delta_ci_low",
-            "delta_ci_high", "within_noise", "p_value", "p_holm", "mde", "underpowered",
+            "delta_ci_high", "within_noise", "verdict", "p_value", "p_holm", "method", "mde", "mde_low", "mde_high",
+            "underpowered",
             "published_top1", "published_delta", "latency_ms", "throughput_img_s",
             "dataset", "schedule"]
     w = csv.writer(buf)
     w.writerow(cols)
     for r in t.rows:
         ci, dci = r["top1_ci"] or [None, None], r["delta_ci"] or [None, None]
+        mr = r.get("mde_range") or [None, None]
         w.writerow([r["variant"], r["label"], r["preset"], ";".join(f"{k}={v}" for k, v in r["overrides"].items()),
                     r["params"], r["macs"].get("paper"), r["macs"].get("fvcore"), r["macs"].get("ptflops"),
                     r["top1_mean"], ci[0], ci[1], r["n_seeds"], r["n_failed"], r["delta_mean"], dci[0], dci[1],
-                    r["within_noise"], r.get("p_value"), r.get("p_holm"), r.get("mde"), r.get("underpowered"),
+                    r["within_noise"], r.get("verdict"), r.get("p_value"), r.get("p_holm"), r.get("method"),
+                    r.get("mde"), mr[0], mr[1], r.get("underpowered"),
                     r["published_top1"], r["published_delta"], r["latency_ms"],
                     r["throughput_img_s"], t.config["dataset"], t.config["schedule"]])
     return buf.getvalue()
@@ -392,4 +511,20 @@ def write_outputs(t: StudyTable, out_dir: Path) -> list[Path]:
 
 def to_json(t: StudyTable) -> dict:
     return {"study": t.study, "config": t.config, "baseline": t.baseline, "variants": t.rows, "failed": t.failed,
-            "power": t.power, "holm": t.holm}
+            "power": t.power, "holm": t.holm, "notes": t.notes, "test_fingerprint": t.fingerprint,
+            "seed_variance": None if t.seed_var is None else {"var": round(t.seed_var.var, 6), "df": t.seed_var.df}}
+
+
+def per_image_arrays(t: StudyTable) -> dict[str, np.ndarray]:
+    """`results --per-image FILE.npz`: every completed trial's per-image top-1 hits on the table's test set."""
+    names, seeds, rows = [], [], []
+    for row in t.rows:
+        for seed, hits in sorted(t.hits.get(row["variant"], {}).items()):
+            names.append(row["variant"])
+            seeds.append(seed)
+            rows.append(hits)
+    if not rows:
+        raise WorkbenchError(f"study {t.study!r}: no trial of this run carries per-image predictions (they are "
+                             f"kept from this version on); run it again with `workbench ablate`")
+    return {"correct": np.stack(rows), "variant": np.array(names), "seed": np.array(seeds, dtype=np.int64),
+            "test_fingerprint": np.array(t.fingerprint)}

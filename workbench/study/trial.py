@@ -123,8 +123,9 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
                           on_epoch=on_epoch, bad_checkpoint="restart", allow_large=item.allow_large,
                           threads=max(1, int(item.cpus)))  # a trial's share: pinned, so its figures repeat
         res = result.to_dict()
-        record["train"] = {k: v for k, v in res.items() if k not in ("history", "versions")}
+        record["train"] = {k: v for k, v in res.items() if k not in ("history", "versions", "per_image")}
         record["history"] = res.get("history", [])
+        record["per_image"] = res.get("per_image")  # the hits a study pairs models on (study/paired.py)
         record["versions"].update({f"train_{k}": v for k, v in (res.get("versions") or {}).items()})
         if result.status != "completed" or not math.isfinite(float(result.top1)):
             record.update(status="failed", failure="nan",

@@ -30,6 +30,7 @@ from workbench.arch.resolve import resolve_spec
 from workbench.arch.spec import ModelSpec
 from workbench.counting.memory import MicroBatchPlan, check_fits, eval_sizes, passes_for, plan_micro_batches
 from workbench.errors import WorkbenchError, os_error_line
+from workbench.training import predictions
 from workbench.training.batches import (
     EpochPlan,
     choose_source,
@@ -73,7 +74,8 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
     img_per_s: float = 0.0  # training images per second of training-step time
     wall_s: float = 0.0  # the whole run, evaluation and checkpoints included, summed over resumed segments
-    peak_mem_mb: float = 0.0  # CUDA: peak allocated; CPU: the process's peak resident set
+    peak_mem_mb: float = 0.0  # CUDA: peak allocated; CPU: peak resident set, over peak_mem_scope
+    peak_mem_scope: str = "run"  # "run": reset when this run started; "process": the process's lifetime peak
     device: str = "cpu"
     versions: dict = field(default_factory=dict)
     message: str = ""
@@ -84,6 +86,8 @@ class RunResult:
     n_test: int = 0  # held-out images top-1 is measured on: one image is 100 / n_test points
     refused_checkpoint: str | None = None  # a checkpoint set aside (unreadable, unsafe, foreign): run from epoch 0
     micro_batches: dict = field(default_factory=dict)  # size (px, as text) -> images per pass, where steps were split
+    data_path: str = "memory"  # "memory" (decoded arrays) or "stream" (an image folder decoded per step)
+    per_image: dict | None = None  # the last evaluation's hits per test image (training/predictions.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -122,9 +126,32 @@ def versions(device: torch.device) -> dict:
     return out
 
 
+def reset_peak_memory(device: torch.device) -> str:
+    """Start a run's peak-memory count; returns its scope ("run", or "process" where it cannot be reset).
+
+    A Ray worker runs trial after trial, so its lifetime peak (ru_maxrss) is some earlier trial's. Linux resets
+    the resident-set high-water mark (VmHWM) when "5" is written to /proc/self/clear_refs."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return "run"
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return "run"
+    except OSError:
+        return "process"
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -178,13 +205,20 @@ def load_for_path(name: str, data_dir: str | None, schedule: Schedule, device: t
     return ds, f"data path: {path} ({why}); {ds.describe()}"
 
 
+def data_path_of(ds: Dataset | ImageFolderSet) -> str:
+    return "stream" if isinstance(ds, ImageFolderSet) else "memory"
+
+
 # --- evaluation ------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, source, schedule: Schedule, device: torch.device) -> tuple[float, float]:
-    """Single-crop top-1 and top-5 (percent) on the held-out split."""
+def evaluate(model: torch.nn.Module, source, schedule: Schedule, device: torch.device,
+             hits: list | None = None) -> tuple[float, float]:
+    """Single-crop top-1 and top-5 (percent) on the held-out split. With `hits` (a list), the per-image top-1
+    and top-5 hits (two boolean numpy vectors, in the test split's order) are appended to it."""
     model.eval()
     correct1 = torch.zeros((), dtype=torch.long, device=device)
     correct5 = torch.zeros((), dtype=torch.long, device=device)
+    per1, per5 = [], []
     n = 0
     for x, y in source.test(schedule.eval_batch):
         if not source.augmented:
@@ -198,7 +232,12 @@ def evaluate(model: torch.nn.Module, source, schedule: Schedule, device: torch.d
         hit = top == y[:, None]
         correct1 += hit[:, 0].sum()
         correct5 += hit.any(dim=1).sum()
+        if hits is not None:  # kept on the device until the end: one transfer, no sync per batch
+            per1.append(hit[:, 0])
+            per5.append(hit.any(dim=1))
         n += len(y)
+    if hits is not None:
+        hits.extend([torch.cat(per1).cpu().numpy(), torch.cat(per5).cpu().numpy()])
     return 100.0 * correct1.item() / n, 100.0 * correct5.item() / n
 
 
@@ -296,6 +335,8 @@ class _Loop:
         self.wall_before = 0.0  # wall time of earlier segments of a resumed run
         self.train_images = 0
         self.train_seconds = 0.0
+        self.hits: list = []  # the last evaluation's per-image (top-1, top-5) hits
+        self.mem_scope = "run"
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -396,13 +437,17 @@ def _bar(enabled: bool, total: int, desc: str):
 def _result(loop: _Loop, status: str, message: str, device: torch.device, wall_s: float, out_dir) -> RunResult:
     h = loop.history
     done = status == "completed" and h
+    per_image = None
+    if done and loop.hits:
+        per_image = predictions.record(loop.hits[0], loop.hits[1], predictions.fingerprint_of(loop.ds))
     return RunResult(
         status=status, top1=h[-1]["top1"] if done else None, top5=h[-1]["top5"] if done else None,
         best_top1=max(r["top1"] for r in h) if h else None, epochs_run=len(h), history=list(h),
         img_per_s=loop.train_images / loop.train_seconds if loop.train_seconds else 0.0, wall_s=wall_s,
         peak_mem_mb=peak_memory_mb(device), device=str(device), versions=versions(device), message=message,
         params=count_params(loop.model)[0], schedule=loop.schedule.name, dataset=loop.ds.name,
-        out_dir=str(out_dir) if out_dir else None, n_test=len(loop.ds.test_y))
+        out_dir=str(out_dir) if out_dir else None, n_test=len(loop.ds.test_y), peak_mem_scope=loop.mem_scope,
+        data_path=data_path_of(loop.ds), per_image=per_image)
 
 
 def format_run(result: RunResult, model_name: str) -> str:
@@ -459,6 +504,7 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
     sched = get_schedule(schedule, overrides)
     threads = check_threads(threads)
     dev = resolve_device(device)
+    mem_scope = reset_peak_memory(dev)  # this run's peak, not an earlier run's in the same worker
     if not isinstance(spec, ModelSpec):
         spec = resolve_spec(spec)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -504,6 +550,7 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
     threads_before = torch.get_num_threads()
     try:
         loop = _Loop(spec, sched, ds, dev, int(seed), progress, threads, micro)
+        loop.mem_scope = mem_scope
         result = _epochs(loop, ck, out, created, config, on_epoch, t_start)
     finally:
         torch.set_num_threads(threads_before)
@@ -520,8 +567,6 @@ def _epochs(loop: _Loop, ck: dict | None, out: Path | None, created: bool, confi
     sched, dev, progress = loop.schedule, loop.device, loop.progress
     if ck:
         loop.load(ck["state"])
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
     segment_start = time.perf_counter()
 
     def wall() -> float:
@@ -539,7 +584,8 @@ def _epochs(loop: _Loop, ck: dict | None, out: Path | None, created: bool, confi
             raise
         t_eval = time.perf_counter()
         try:
-            top1, top5 = evaluate(loop.eval_model, loop.source, sched, dev)
+            loop.hits = []
+            top1, top5 = evaluate(loop.eval_model, loop.source, sched, dev, hits=loop.hits)
         except WorkbenchError:
             _drop_if_empty(out, created)
             raise
@@ -563,6 +609,10 @@ def _epochs(loop: _Loop, ck: dict | None, out: Path | None, created: bool, confi
                   f"top-5 {top5:.2f}%  {row['img_per_s']:.0f} img/s  {row['wall_s']:.0f} s", file=sys.stderr)
         if on_epoch is not None:
             on_epoch(loop.epoch, dict(row))
+    if status == "completed" and loop.history and not loop.hits:
+        # Resumed after its last epoch's checkpoint: that epoch's per-image hits were not kept, so score again
+        # (the same weights give the same hits).
+        evaluate(loop.eval_model, loop.source, sched, dev, hits=loop.hits)
 
     return _result(loop, status, message, dev, wall() if loop.history or status != "completed" else
                    time.perf_counter() - t_start, out)
