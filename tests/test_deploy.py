@@ -117,10 +117,13 @@ def test_latency_on_each_runtime_has_spread_and_provenance(runtime):
                              "torch-compile": "inductor cpu"}[runtime]
 
 
-def test_scale_to_a_latency_budget_measures_and_states_its_model_error(capsys, tmp_path):
+def test_scale_to_a_latency_budget_measures_and_states_its_model_error(capsys, tmp_path, monkeypatch):
     """A small honest run: v3-xxs at 64 px on eager PyTorch, a target inside the reachable range."""
+    from workbench import machine
     from workbench.arch.presets import get_preset
     from workbench.search.scale_latency import scale_to_latency
+
+    monkeypatch.setattr(machine, "BUSY_CORES", 1e9)  # the mechanics, whatever else this machine runs meanwhile
 
     base = get_preset("v3-xxs")
     with pytest.raises(WorkbenchError, match=r"reaches [0-9.]+-[0-9.]+ ms on torch"):
@@ -141,6 +144,26 @@ def test_scale_to_a_latency_budget_measures_and_states_its_model_error(capsys, t
                  "--resolution", "64", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "reaches" in err and not out.exists()
+
+
+def test_scale_to_a_latency_times_again_on_a_busy_machine_and_then_refuses(monkeypatch, capsys):
+    from workbench.arch.presets import get_preset
+    from workbench.counting import latency
+    from workbench.search import scale_latency
+
+    timings = []
+
+    def busy_timing(model, resolution, **kw):
+        timings.append(1)
+        return {"latency": {"median_ms": 5.0, "iqr_ms": 0.1}, "latency_ms": 5.0,
+                "load": {"other_cores": 1.6, "cores": 2, "loadavg_1m": 3.2, "busy": True}}
+
+    monkeypatch.setattr(latency, "measure_latency", busy_timing)
+    monkeypatch.setattr(scale_latency, "BUSY_PAUSE_S", 0.0)
+    said = []
+    with pytest.raises(WorkbenchError, match=r"the machine stayed busy while .* kept 1.6 of 2 cores busy"):
+        scale_latency.scale_to_latency(get_preset("v3-xxs"), 5.0, "torch", resolution=64, progress=said.append)
+    assert len(timings) == 1 + scale_latency.BUSY_RETRIES and "timing it again (1 of 2)" in said[0]
 
 
 TINY = """\

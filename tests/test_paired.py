@@ -121,7 +121,7 @@ def test_wilson_intervals_cover_a_top1_near_100_percent():
 
 def test_planning_ranges_bracket_the_point_and_grow_with_the_seed_noise():
     sv = paired.SeedVariance(var=0.5, df=8, models=5)
-    noise = paired.Noise(seed=1.0, image=100.0, flip=2000.0, models=5, seed_df=8, k_run=3)
+    noise = paired.Noise(per_seed=1.0, image=100.0, flip=0.0, models=5, seed_df=8, k_run=3, n_run=2000)
     plan = paired.planning(noise, sv, 3, 2000, target=2.4)
     assert plan["mde"]["low"] <= plan["mde"]["point"] <= plan["mde"]["high"]
     s = plan["seeds_needed"]

@@ -99,7 +99,7 @@ def test_bad_study_file_is_one_line_exit_2_and_store_untouched(workspace, capsys
     (["--ray-address", "127.0.0.1:1"], "no Ray head answers there"),
     (["--ray-address", "nohostport"], "expected HOST:PORT"),
     (["--seeds", "0,0"], "each seed may appear once"),
-    (["--gpus-per-trial", "-1"], "expected a number >= 0"),
+    (["--gpus-per-trial", "-1"], "expected a number of GPUs >= 0 or auto"),
     (["--schedule", "nope"], "nope"),
 ], ids=["missing-folder", "bad-scheme", "not-url", "closed-port", "bad-address", "seeds", "gpus", "schedule"])
 def test_bad_options_are_one_line_exit_2_and_store_untouched(workspace, capsys, args, message):

@@ -286,3 +286,41 @@ def test_a_study_on_a_two_node_ray_cluster_that_loses_its_worker_node_mid_trial(
                 current.unlink()
             else:
                 current.write_text(before)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_says_so_in_one_line_leaves_no_table_and_the_same_command_finishes(ws, signum):
+    tmp, env = ws
+    study = _study(tmp / "s.yaml", THREE, epochs=2)
+    cmd = ["ablate", "--study", str(study), "--out", str(tmp / "results")]
+    proc = subprocess.Popen(WORKBENCH + cmd, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    db = tmp / "ws" / "studies.db"
+    deadline, sent = time.time() + 200, False
+    try:
+        while time.time() < deadline and proc.poll() is None and not sent:
+            time.sleep(0.5)
+            try:
+                recs = _store(tmp).records("tiny") if db.exists() else []
+            except Exception:  # the study is not created yet
+                continue
+            if any(x.state == "COMPLETE" for x in recs) and any(x.state == "RUNNING" for x in recs):
+                # To the driver's process group, as a terminal's Ctrl-C or a scheduler's stop reaches it.
+                os.killpg(proc.pid, signum)
+                sent = True
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert sent, "the study finished before it could be interrupted"
+    assert proc.returncode == 128 + signum, err[-3000:]
+    lines = [ln for ln in err.splitlines() if ln.startswith("workbench:")]
+    assert len(lines) == 1 and lines[0].startswith("workbench: interrupted: ") and lines[0].endswith(
+        "given back; run the same command to continue"), err[-3000:]
+    assert "SIGTERM received" not in err and "Traceback" not in err and "PC: @" not in err, err[-3000:]
+    assert not (tmp / "results").exists() and out.strip() == ""  # no table that looks complete
+    r = _run(cmd, env, tmp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len([x for x in _store(tmp).records("tiny") if x.state == "COMPLETE"]) == 6
+    assert (tmp / "results" / "tiny.csv").is_file()

@@ -11,6 +11,36 @@ class WorkbenchError(ValueError):
     """Bad input from a user: a spec, an override, a preset name, a resolution, a file."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM: the command stops, says what it leaves in one line, and exits 128 + signal."""
+
+    def __init__(self, signum: int, line: str = "interrupted"):
+        super().__init__(line)
+        self.signum, self.line = signum, line
+
+    def said(self, line: str) -> "Interrupted":
+        """The same interrupt, with the line that says what the run leaves behind."""
+        return Interrupted(self.signum, line)
+
+
+def install_interrupt_handlers() -> None:
+    """SIGINT and SIGTERM (a scheduler, `kill`, a container stopping) both end a command the same way: running
+    trials are given back, one line says what is left, exit 128 + the signal. Installed by the CLI, and again
+    once Ray has started: its core worker installs a SIGTERM handler of its own that dumps a native stack and
+    aborts (exit 134)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise Interrupted(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+
+
 def first_line(exc: BaseException | str, limit: int = 300) -> str:
     """The first non-empty line of an exception's message (its type name when it has none), at most `limit`
     characters: what a one-line error may quote of another library's multi-line message."""

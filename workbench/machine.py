@@ -53,3 +53,53 @@ def total_memory() -> int | None:
 def machine_record() -> dict:
     return {"cpu": cpu_model(), "cores": usable_cores(), "os": f"{platform.system()} {platform.release()}",
             "python": platform.python_version()}
+
+
+# --- how busy the machine was while something was timed ----------------------------------------------------
+BUSY_CORES = 0.5  # other processes using more than half a core while we timed: the figure reads high
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds every core has spent busy since boot (/proc/stat: all but idle and iowait), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / ticks
+
+
+class LoadProbe:
+    """Around a timing: how many cores other processes kept busy meanwhile (this process's own CPU time, every
+    thread of it, taken out), and the load average. `with LoadProbe() as probe: ...; probe.record()`."""
+
+    def __enter__(self) -> "LoadProbe":
+        import time
+
+        self.t0, self.busy0, self.own0 = time.monotonic(), _busy_seconds(), time.process_time()
+        self.others: float | None = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import time
+
+        wall = time.monotonic() - self.t0
+        busy1, own1 = _busy_seconds(), time.process_time()
+        if self.busy0 is not None and busy1 is not None and wall > 0:
+            self.others = max(0.0, (busy1 - self.busy0 - (own1 - self.own0)) / wall)
+
+    def record(self) -> dict:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        return {"other_cores": None if self.others is None else round(self.others, 2),
+                "loadavg_1m": None if load is None else round(load, 2), "cores": usable_cores(),
+                "busy": self.others is not None and self.others > BUSY_CORES}
+
+
+def busy_warning(load: dict | None, what: str = "this was timed") -> str | None:
+    """One line when other processes kept the machine busy while `what`, else None."""
+    if not load or not load.get("busy"):
+        return None
+    return (f"warning: other processes kept {load['other_cores']:.1f} of {load['cores']} cores busy while {what} "
+            f"(load average {load['loadavg_1m']:.1f}); the figures read high and vary: time on a quiet machine")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from workbench.errors import WorkbenchError, os_error_line
+from workbench.errors import WorkbenchError, install_interrupt_handlers, os_error_line
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,23 +31,22 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (models, export, train, study, search, dashboard):
         module.register(sub)
     study.register_fidelity(sub)
+    for verb in sub.choices.values():  # every verb's tables fit 120 columns unless --wide
+        if "--wide" not in verb._option_string_actions:
+            verb.add_argument("--wide", action="store_true", help="every column and line at full width (tables "
+                              "and long lines are folded to 120 columns otherwise)")
     return parser
-
-
-def _terminated(signum, frame):  # noqa: ARG001 - signal handler signature
-    # SIGTERM (a scheduler, `kill`, a container stopping) ends the command like Ctrl-C: running trials are
-    # given back as interrupted and the local Ray is shut down, instead of dying with its helpers left behind.
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     import signal
-    import threading
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminated)
+    install_interrupt_handlers()
     try:
         args = build_parser().parse_args(argv)
+        from workbench.table import CONSOLE_WIDTH, set_console_width
+
+        set_console_width(None if getattr(args, "wide", False) else CONSOLE_WIDTH)
         return args.func(args)
     except WorkbenchError as e:
         print(f"workbench: error: {e}", file=sys.stderr)
@@ -57,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
             return _reader_left()
         print(f"workbench: error: {os_error_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("workbench: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"workbench: {getattr(e, 'line', 'interrupted')}", file=sys.stderr, flush=True)
+        return 128 + int(signum)
 
 
 def _reader_left() -> int:

@@ -8,6 +8,7 @@ import time
 
 from workbench.cli import options
 from workbench.errors import WorkbenchError
+from workbench.table import fold
 
 
 def register(sub) -> None:
@@ -106,8 +107,9 @@ def cmd_count(args) -> int:
     if args.latency:
         report.latency = measure_latency(MobileViT(spec, attention_impl=args.attention), resolution,
                                          device=args.device, batch=args.batch, warmup=args.warmup, iters=args.iters,
-                                         runtime=args.runtime, threads=threads)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report, spec))
+                                         runtime=args.runtime, threads=threads,
+                                         progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(json.dumps(report.to_dict(), indent=2) if args.json else fold(format_report(report, spec)))
     return 0
 
 

@@ -18,7 +18,8 @@ def add_ray(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", help="HOST:PORT of a running Ray cluster's head, or 'auto' "
                    "(default: start a local Ray)")
     p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: the study or space file's)")
-    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions pack trials on one GPU")
+    p.add_argument("--gpus-per-trial", type=gpus_arg, help="GPUs per trial (fractions pack trials on one GPU; 0: the "
+                   "CPU; auto: the GPU where there is one); default: the study or space file's resources")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep a completed trial's checkpoints (default: only its record and metrics stay)")
     add_allow_large(p)
@@ -51,7 +52,6 @@ def check_engine_args(args) -> None:
     from workbench.study.engine import check_ray_address
     from workbench.study.store import check_storage_url
 
-    nonneg("--gpus-per-trial", getattr(args, "gpus_per_trial", None))
     nonneg("--cpus-per-trial", getattr(args, "cpus_per_trial", None), positive=True)
     if getattr(args, "storage", None):
         check_storage_url(args.storage)
@@ -64,6 +64,15 @@ def engine_options(args) -> dict:
     return {"storage": args.storage, "ray_address": args.ray_address, "cpus_per_trial": args.cpus_per_trial,
             "gpus_per_trial": args.gpus_per_trial, "keep_checkpoints": args.keep_checkpoints,
             "allow_large": args.allow_large, "progress": not getattr(args, "quiet", False)}
+
+
+def gpus_arg(text: str) -> float | str:
+    from workbench.study.resources import parse_gpus
+
+    try:
+        return parse_gpus(text, "--gpus-per-trial")
+    except WorkbenchError as e:  # argparse words its own message around ArgumentTypeError's text
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[-1]) from None
 
 
 def nonneg(flag: str, value: float | None, positive: bool = False) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from workbench.cli import options
 from workbench.errors import WorkbenchError
+from workbench.table import fold
 
 
 def register(sub) -> None:
@@ -118,11 +119,12 @@ def cmd_scale(args) -> int:
             payload.update(study=table.study, study_file=str(path), ranking=ranked)
         print(json.dumps(payload, indent=2, default=str))
     else:
-        print(format_candidates(result))
+        print(fold(format_candidates(result)))
         print(f"wrote {out} (use it with `workbench count {out}`)")
         if trained:
             table, ranked, path = trained
-            print(format_ranking(ranked, table.study, path, f"{table.config['dataset']} / {table.config['schedule']}"))
+            print(fold(format_ranking(ranked, table.study, path,
+                                     f"{table.config['dataset']} / {table.config['schedule']}")))
     return 1 if trained and trained[0].failed else 0
 
 
@@ -157,7 +159,7 @@ def _scale_latency(args) -> int:
     if args.json:
         print(json.dumps({**result.to_dict(), "written": str(out)}, indent=2, default=str))
     else:
-        print(format_latency_scale(result))
+        print(fold(format_latency_scale(result)))
         print(f"wrote {out} (use it with `workbench count {out} --latency --runtime {args.runtime}`)")
     return 0
 
@@ -205,5 +207,5 @@ def cmd_search(args) -> int:
                          arch_list=args.arch_list, constraints=constraints, study_name=args.study,
                          dataset=args.dataset, schedule=args.schedule, schedule_overrides=overrides, seed=args.seed)
     out = run_search(space, opts)
-    print(json.dumps(vars(out), indent=2, default=str) if args.json else format_front(out, objectives))
+    print(json.dumps(vars(out), indent=2, default=str) if args.json else fold(format_front(out, objectives)))
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from workbench.cli import options
 from workbench.errors import WorkbenchError, masked_url
+from workbench.table import fold
 
 
 def register(sub) -> None:
@@ -203,7 +204,7 @@ def cmd_fidelity(args) -> int:
     store = Store(args.storage, create=False)
     dataset = normalize_dataset(args.dataset) if args.dataset else None
     doc = fidelity_report(store, options.study_name(args.study), args.reference, dataset, args.schedule, args.top_k)
-    print(json.dumps(doc, indent=2) if args.json else render(doc))
+    print(json.dumps(doc, indent=2) if args.json else fold(render(doc)))
     return 0
 
 
@@ -220,7 +221,7 @@ def cmd_ladder(args) -> int:
         from workbench.dashboard.figure import ladder_figure
 
         paths = write_ladder(doc, Path(args.out), ladder_figure)
-    print(json.dumps(doc, indent=2) if args.json else render_ladder(doc), flush=True)
+    print(json.dumps(doc, indent=2) if args.json else fold(render_ladder(doc)), flush=True)
     if paths:
         print(f"ladder written to {', '.join(str(p) for p in paths)}", file=sys.stderr)
     return 1 if any(r["failed"] for r in rungs) else 0

@@ -110,11 +110,18 @@ def format_latency(lat: dict) -> str:
         for key, label in (("latency", "latency (ms)"), ("throughput", "throughput (ms/batch)")):
             t = run.get(key)
             if t:
+                load = run.get(f"{key}_load") or {}
+                others = "-" if load.get("other_cores") is None else f"{load['other_cores']:.2f}"
                 rows.append([run["threads"], label, t["batch"], f"{t['median_ms']:.2f}", f"{t.get('iqr_ms', 0):.2f}",
-                             f"{t['p90_ms']:.2f}", f"{t['batch'] * 1000 / t['median_ms']:.1f}"])
+                             f"{t['p90_ms']:.2f}", f"{t['batch'] * 1000 / t['median_ms']:.1f}", others])
     p = lat.get("provenance") or {}
     title = (f"Latency and throughput: {p.get('runtime', 'torch')} {p.get('version', '')} "
              f"({p.get('provider', '')}) on {p.get('cpu', lat.get('device'))}, {p.get('cores', '?')} cores, "
              f"{lat.get('resolution')}x{lat.get('resolution')}; {lat.get('warmup', '?')} warm-up + "
              f"{lat['latency']['iterations']} timed runs each")
-    return render(["threads", "measure", "batch", "median", "IQR", "p90", "images/s"], rows, title=title)
+    from workbench.machine import busy_warning
+
+    table = render(["threads", "measure", "batch", "median", "IQR", "p90", "images/s", "others' cores"], rows,
+                   title=title + "; others' cores: how many cores other processes kept busy meanwhile")
+    warning = busy_warning(lat.get("load"))
+    return table + (f"\n{warning}" if warning else "")

@@ -32,7 +32,7 @@ from torch.utils.benchmark.utils.common import Measurement, TaskSpec, set_torch_
 _ext_log.setLevel(_level)
 
 from workbench.deploy.runtimes import Session, open_session  # noqa: E402
-from workbench.machine import cpu_model, usable_cores  # noqa: E402
+from workbench.machine import LoadProbe, cpu_model, usable_cores  # noqa: E402
 
 
 @dataclass
@@ -76,12 +76,13 @@ def default_threads() -> tuple[int, ...]:
 
 def measure_latency(model: nn.Module, resolution: int, device: str = "cpu", batch: int = 32, warmup: int = 5,
                     iters: int = 20, runtime: str = "torch", threads: tuple[int, ...] | int | None = None,
-                    throughput: bool = True) -> dict:
+                    throughput: bool = True, progress=None) -> dict:
     """Batch-1 latency and batch-`batch` throughput of `model` on `runtime`, at each thread count.
 
     The top-level `latency_ms`, `throughput_img_s`, `latency` and `throughput` are those of the first thread
     count; `by_threads` holds every one. `threads=None` keeps the thread count the process already has (a
-    study trial's share of the machine)."""
+    study trial's share of the machine). Each timing records how many cores other processes kept busy meanwhile
+    (`load`: the busiest); `progress(line)` hears of each timing as it ends."""
     if threads is None:
         threads = (torch.get_num_threads(),)
     elif isinstance(threads, int):
@@ -93,8 +94,13 @@ def measure_latency(model: nn.Module, resolution: int, device: str = "cpu", batc
             row = {"threads": n}
             for key, b in (("latency", 1), ("throughput", batch)) if throughput else (("latency", 1),):
                 session = open_session(model, runtime, resolution, batch=b, threads=n, device=device)
-                row[key] = asdict(time_session(session, warmup, iters))
+                with LoadProbe() as probe:
+                    row[key] = asdict(time_session(session, warmup, iters))
+                row[f"{key}_load"] = probe.record()
                 row["provider"], row["version"] = session.provider, session.version
+                if progress:
+                    progress(f"timed {runtime} at {n} thread{'s' if n != 1 else ''}, batch {b}: "
+                             f"{row[key]['median_ms']:.2f} ms median")
             runs.append(row)
     finally:
         model.train(was_training)
@@ -106,8 +112,15 @@ def measure_latency(model: nn.Module, resolution: int, device: str = "cpu", batc
            "provenance": {"runtime": runtime, "version": first["version"], "provider": first["provider"],
                           "threads": list(threads), "cpu": cpu_model(), "cores": usable_cores(),
                           "device": hardware, "resolution": resolution, "batch": batch if throughput else 1},
-           "latency_ms": first["latency"]["median_ms"], "latency": first["latency"], "by_threads": runs}
+           "latency_ms": first["latency"]["median_ms"], "latency": first["latency"], "by_threads": runs,
+           "load": _busiest([r.get(f"{k}_load") for r in runs for k in ("latency", "throughput")])}
     if throughput:
         out["throughput"] = first["throughput"]
         out["throughput_img_s"] = first["throughput"]["batch"] / (first["throughput"]["median_ms"] / 1000.0)
     return out
+
+
+def _busiest(loads: list[dict | None]) -> dict | None:
+    """The load record of the busiest timing of a measurement (the one most likely to read high)."""
+    known = [x for x in loads if x and x.get("other_cores") is not None]
+    return max(known, key=lambda x: x["other_cores"]) if known else None

@@ -146,6 +146,8 @@ def tables_section(data: ChartData) -> None:
     for (study, _), table in sorted(data.tables.items()):
         st.markdown(f"**{table_title(table)}**")
         st.dataframe(ablation_frame(table), hide_index=True)
+        for note in table.notes:  # incomplete, no per-image records, one seed: said before the figures are read
+            st.caption(note)
         st.caption(power_sentence(table, study))  # what this run could detect (the MDE column, in words)
         if len(table.rows) > 1:
             from workbench.dashboard.figure import ablation_figure

@@ -24,6 +24,9 @@ from workbench.counting.latency_model import LatencyModel, Point, held_back_erro
 from workbench.errors import WorkbenchError
 from workbench.search.scale import WIDTH_RANGE
 
+BUSY_RETRIES = 2  # a timing taken while other processes keep the cores busy is taken again, this many times
+BUSY_PAUSE_S = 5.0
+
 
 @dataclass
 class LatencyScaleResult:
@@ -93,12 +96,30 @@ def scale_to_latency(base: ModelSpec, target_ms: float, runtime: str = "onnxrunt
     measured: list[dict] = []
     points: dict[str, Point] = {}
 
+    def timed(spec) -> tuple[dict, dict]:
+        """One timing, taken again (up to BUSY_RETRIES times) while other processes keep the cores busy: a
+        latency model fitted to timings under a moving load ranks widths by the load, not the model."""
+        for attempt in range(BUSY_RETRIES + 1):
+            out = measure_latency(MobileViT(spec), resolution, runtime=runtime, threads=(threads,), warmup=warmup,
+                                  iters=iters, throughput=False)
+            load = out.get("load") or {}
+            if not load.get("busy"):
+                return out["latency"], load
+            if progress:
+                progress(f"{spec.name}: other processes kept {load['other_cores']:.1f} cores busy while it was "
+                         f"timed; timing it again ({attempt + 1} of {BUSY_RETRIES})")
+            time.sleep(BUSY_PAUSE_S)
+        raise WorkbenchError(f"the machine stayed busy while {spec.name} was timed (other processes kept "
+                             f"{load['other_cores']:.1f} of {load['cores']} cores busy, load average "
+                             f"{load['loadavg_1m']:.1f}): a latency target needs the cores to itself; stop the other "
+                             f"work and run the same command again")
+
     def measure(entry, role: str, predicted: float | None = None) -> float:
         w, spec, macs, params = entry
-        lat = measure_latency(MobileViT(spec), resolution, runtime=runtime, threads=(threads,), warmup=warmup,
-                              iters=iters, throughput=False)["latency"]
+        lat, load = timed(spec)
         measured.append({"name": spec.name, "width": w, "macs": macs, "params": params, "role": role,
-                         "latency_ms": lat["median_ms"], "iqr_ms": lat["iqr_ms"], "predicted_ms": predicted})
+                         "latency_ms": lat["median_ms"], "iqr_ms": lat["iqr_ms"], "predicted_ms": predicted,
+                         "other_cores": load.get("other_cores")})
         points[spec.name] = Point(spec.name, macs, params, lat["median_ms"])
         if progress:
             progress(f"measured {spec.name} ({role}): {lat['median_ms']:.2f} ms"
@@ -133,8 +154,7 @@ def scale_to_latency(base: ModelSpec, target_ms: float, runtime: str = "onnxrunt
         model = LatencyModel.fit(list(points.values()), runtime, machine)
     entry = next(e for e in sweep if e[1].name == best["name"])
     winner = replace(entry[1], name=f"{base.name}-lat{target_ms:g}ms-{runtime}")
-    again = measure_latency(MobileViT(winner), resolution, runtime=runtime, threads=(threads,), warmup=warmup,
-                            iters=iters, throughput=False)["latency"]["median_ms"]
+    again = timed(winner)[0]["median_ms"]
     notes = [] if held else ["too few calibration points to hold any back"]
     return LatencyScaleResult(target_ms, tolerance, runtime, threads, resolution, machine, winner, again,
                               best["latency_ms"], measured, errors, model, len(sweep), time.perf_counter() - t0,
@@ -146,8 +166,10 @@ def format_latency_scale(r: LatencyScaleResult) -> str:
 
     rows = [[m["name"], m["role"], f"{m['width']:g}", fmt_m(m["macs"]), fmt_m(m["params"], 3),
              f"{m['latency_ms']:.2f}", f"{m['iqr_ms']:.2f}",
-             "-" if m["predicted_ms"] is None else f"{m['predicted_ms']:.2f}"] for m in r.measured]
-    out = [render(["model", "role", "width", "MACs (M)", "params (M)", "measured ms", "IQR", "model ms"], rows,
+             "-" if m["predicted_ms"] is None else f"{m['predicted_ms']:.2f}",
+             "-" if m.get("other_cores") is None else f"{m['other_cores']:.2f}"] for m in r.measured]
+    out = [render(["model", "role", "width", "MACs (M)", "params (M)", "measured ms", "IQR", "model ms",
+                   "others' cores"], rows,
                   title=f"Scaling {r.winner.name.split('-lat')[0] if r.winner else ''} to {r.target_ms:g} ms "
                         f"(±{r.tolerance:.0%}) on {r.runtime}, {r.machine}, batch 1 at {r.resolution}x{r.resolution}")]
     err = ", ".join(f"{e:+.1%}" for e in r.held_back_errors) or "n/a"

@@ -22,7 +22,7 @@ from workbench.arch.spec import ModelSpec, override_keys
 from workbench.counting import COUNTERS, DEFAULT_COUNTERS
 from workbench.errors import WorkbenchError
 from workbench.fileio import find_named_file, unique_folders
-from workbench.study.files import RESOURCE_KEYS, LatencyPlan, _Checker, _latency, _scalar_text
+from workbench.study.files import LatencyPlan, _Checker, _latency, _resources, _scalar_text
 from workbench.yamlfile import load_yaml
 
 TOP_KEYS = ("name", "description", "base", "fixed", "parameters", "dataset", "schedule", "schedule_overrides",
@@ -64,7 +64,7 @@ class SearchSpace:
     schedule: str
     schedule_overrides: dict[str, str]
     cpus: float
-    gpus: float
+    gpus: float | str  # a count, or "auto" (study/resources.py)
     count_resolution: int
     counters: tuple[str, ...]
     latency: LatencyPlan | None = None  # how a trial measures latency_ms / throughput (None: not configured)
@@ -110,14 +110,13 @@ def parse_space(c: _Checker, data: Any, path: Path, text: str) -> SearchSpace:
         raise c.fail("parameters", "expected a non-empty mapping of SPEC_KEY: [choices] or {low, high}")
     params = [_param(c, str(k), v, known) for k, v in raw.items()]
     base = c.string("base", data["base"])
-    resources = c.keys("resources", data.get("resources", {}) or {}, RESOURCE_KEYS)
+    cpus, gpus = _resources(c, data.get("resources", {}))
     space = SearchSpace(
         name=c.string("name", data["name"]), path=path, description=str(data.get("description", "") or "").strip(),
         base=base, fixed=fixed, params=params, dataset=c.string("dataset", data["dataset"]),
         schedule=c.string("schedule", data["schedule"]),
         schedule_overrides=c.assignments("schedule_overrides", data.get("schedule_overrides")),
-        cpus=c.number("resources.cpus", resources.get("cpus", 1), minimum=0.01),
-        gpus=c.number("resources.gpus", resources.get("gpus", 0)),
+        cpus=cpus, gpus=gpus,
         count_resolution=c.integer("count_resolution", data.get("count_resolution", 256)),
         counters=tuple(data.get("counters", list(DEFAULT_COUNTERS))), latency=_latency(c, data.get("latency", False)),
         text=text)

@@ -41,6 +41,7 @@ def study_attrs(study: Study, config: RunConfig) -> dict:
             "objectives": labels(study.objectives),
             "variants": [{"name": v.name, "label": v.label, "preset": v.preset, "overrides": v.overrides,
                           "published": v.published} for v in study.variants],
+            "seeds": list(study.seeds),
             "last_config": {**config.to_dict(), "id": config_id(config)}}
 
 

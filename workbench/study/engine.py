@@ -20,9 +20,11 @@ store is touched. A full disk or a store that becomes unreadable stops the whole
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -34,16 +36,28 @@ from typing import Callable
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0: our progress only
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # the final report carries the record
+# Ctrl-C is ours: Tune's own SIGINT handler ends fit() quietly, and the command then wrote a partial table as if
+# the run had finished (exit 0).
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 from ray.tune.search import Searcher  # noqa: E402 - after the environment Tune reads
 from ray.tune.stopper import Stopper  # noqa: E402
 
-from workbench.errors import DiskFull, WorkbenchError, first_line, is_no_space, no_space_line  # noqa: E402
+from workbench.errors import (  # noqa: E402
+    DiskFull,
+    Interrupted,
+    WorkbenchError,
+    first_line,
+    install_interrupt_handlers,
+    is_no_space,
+    no_space_line,
+)
 from workbench.study.claims import Claims, this_owner  # noqa: E402
 from workbench.study.objectives import Objective, objective_values  # noqa: E402
 from workbench.study.progress import Progress  # noqa: E402
 from workbench.study.provenance import git_revision  # noqa: E402
 from workbench.study.rayproc import end_stale_ray, record_local_ray  # noqa: E402
+from workbench.study.resources import AUTO  # noqa: E402
 from workbench.study.store import Store, StoreUnreadable, workspace_dir  # noqa: E402
 from workbench.study.trial import FINAL_KEY, WorkItem, execute  # noqa: E402
 
@@ -61,7 +75,7 @@ class EngineOptions:
     storage: str | None = None
     ray_address: str | None = None
     cpus_per_trial: float | None = None  # None: the study file's or search space's resources
-    gpus_per_trial: float | None = None
+    gpus_per_trial: float | str | None = None  # a count or "auto"
     progress: bool = True
     # A claim with no heartbeat for this long is abandoned (any host); $WORKBENCH_STALE_AFTER_S sets it.
     stale_after_s: float = field(default_factory=lambda: stale_after_default())
@@ -89,7 +103,7 @@ class TrialSettings:
     counters: tuple[str, ...]
     latency: dict | None
     cpus: float
-    gpus: float
+    gpus: float | str  # "auto" until the engine resolves it (study/resources.py)
 
     @property
     def label(self) -> str:
@@ -98,7 +112,7 @@ class TrialSettings:
 
     @property
     def device(self) -> str:
-        return "cuda" if self.gpus > 0 else "cpu"
+        return "cuda" if isinstance(self.gpus, (int, float)) and self.gpus > 0 else "cpu"
 
 
 @dataclass
@@ -191,6 +205,7 @@ class Engine:
         self.store_broken = False  # the fatal error is the store's own: nothing more is written to it
         self.local_ray = False  # this process started the local Ray and records its processes (rayproc.py)
         self.dataset = None  # DatasetFacts, from preflight
+        self.auto_gpus: float | None = None  # what `resources: auto` came to on this run
         self.schedule = None  # the run's Schedule, from preflight
 
     @property
@@ -208,9 +223,12 @@ class Engine:
         from workbench.training.data import normalize_dataset
 
         o = self.options
+        gpus = o.gpus_per_trial if o.gpus_per_trial is not None else gpus
+        if gpus == AUTO and self.auto_gpus is not None:  # resolved once per run (preflight, or the cluster join)
+            gpus = self.auto_gpus
         return TrialSettings(normalize_dataset(dataset), schedule, dict(schedule_overrides), count_resolution,
                              tuple(counters), latency, o.cpus_per_trial if o.cpus_per_trial is not None else cpus,
-                             o.gpus_per_trial if o.gpus_per_trial is not None else gpus)
+                             gpus)
 
     def work_item(self, source: WorkSource, key: str, number: int, spec: dict, seed: int) -> WorkItem:
         s = source.settings
@@ -244,12 +262,35 @@ class Engine:
         from workbench.training.schedules import get_schedule
 
         s = source.settings
-        if not self.address:
-            check_local_resources(s.cpus, s.gpus)
         self.schedule = get_schedule(s.schedule, s.schedule_overrides)
         self.dataset = dataset_facts(s.dataset)
+        if s.gpus == AUTO and not self.address:
+            self._say(self._auto_gpus(source))
+            s = source.settings
+        if not self.address:
+            check_local_resources(s.cpus, s.gpus)
         for name, spec in source.specs():
             self.check_spec(source, name, spec)
+
+    def _auto_gpus(self, source: WorkSource) -> str:
+        """`resources: auto` on this machine: the GPU share its largest model needs, or the CPU."""
+        from workbench.counting.memory import estimate_memory, schedule_sizes
+        from workbench.study.resources import auto_gpus, local_gpu
+
+        gpu = local_gpu()
+        largest = None
+        if gpu is not None:
+            sizes = schedule_sizes(self.schedule, self.dataset.n_train)
+            largest = max((estimate_memory(spec.with_overrides({"num_classes": self.dataset.num_classes}), sizes,
+                                           training=True, activation_bytes=2).bytes
+                           for _, spec in source.specs()), default=None)
+        self.auto_gpus, line = auto_gpus(largest, gpu)
+        source.settings = dataclasses.replace(source.settings, gpus=self.auto_gpus)
+        return line
+
+    def _say(self, line: str) -> None:
+        if self.options.progress:
+            print(line, file=sys.stderr, flush=True)
 
     def check_spec(self, source: WorkSource, name: str, spec) -> None:
         """One model against the run's dataset, schedule and this machine's memory (WorkbenchError if not)."""
@@ -268,6 +309,12 @@ class Engine:
         ray = slots = None
         if self.address:  # a cluster's resources are known once joined: checked before the store as well
             ray = start_ray(self.address)
+            if s.gpus == AUTO:
+                from workbench.study.resources import cluster_gpus
+
+                self.auto_gpus, line = cluster_gpus(ray.cluster_resources().get("GPU", 0.0))
+                source.settings = s = dataclasses.replace(s, gpus=self.auto_gpus)
+                self._say(line)
             slots = trial_slots(ray, s.cpus, s.gpus)
         source.open(self)
         total, before, left = source.remaining()
@@ -283,7 +330,8 @@ class Engine:
         from ray import tune
 
         from workbench.study.trial import tune_trainable
-        self.progress = Progress(source.name, total, before, 0, slots, self.options.progress)
+        self.progress = Progress(source.name, total, before, 0, slots, self.options.progress,
+                                 epochs=self.schedule.epochs if self.schedule is not None else 0)
         self.progress.elsewhere = source.elsewhere
         self.progress.show(f"{left} to run on {s.label}, {slots} at a time ({s.cpus:g} CPU"
                            f"{'s' if s.cpus != 1 else ''}{f', {s.gpus:g} GPU' if s.gpus else ''} per trial)")
@@ -293,6 +341,7 @@ class Engine:
         beat.start()
         token = id(self)
         _ENGINES[token] = (self, source)
+        interrupted: Interrupted | None = None
         try:
             tune.Tuner(
                 tune.with_resources(trainable, {"cpu": s.cpus, "gpu": s.gpus}),
@@ -303,6 +352,8 @@ class Engine:
                                           storage_path=str((workspace_dir() / "ray_results").resolve()),
                                           stop=EngineStopper(token), verbose=0,
                                           failure_config=tune.FailureConfig(max_failures=0))).fit()
+        except KeyboardInterrupt as e:
+            interrupted = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
         except Exception as e:
             if self.fatal is None and is_no_space(e):  # Ray's own files under the workspace
                 self.fatal = DiskFull(f"{no_space_line(workspace_dir().resolve())}; stopping. What was recorded "
@@ -311,12 +362,15 @@ class Engine:
                 raise
         finally:
             stop.set()
-            if not self.store_broken:
-                self._release_unfinished(quiet=self.fatal is not None)
+            given_back = 0 if self.store_broken else self._release_unfinished(quiet=self.fatal is not None)
             _ENGINES.pop(token, None)
         self.tally.wall_s = time.monotonic() - t0
         if self.fatal is not None:
             raise self.fatal
+        if interrupted is not None:
+            done = self.tally.completed_before + self.tally.completed
+            raise interrupted.said(f"interrupted: {done} of {self.tally.total} complete, {given_back} given back; "
+                                   "run the same command to continue")
         return self.tally
 
     def run_inline(self, source: WorkSource, train_fn: Callable | None = None) -> Tally:
@@ -393,11 +447,14 @@ class Engine:
             record_local_ray()  # the workers and agents raylet has started by now
         if self.progress:
             self.progress.running = len(self.running)
+            self.progress.started(nxt.name)
             self.progress.show(f"started {nxt.name} (trial {nxt.number})")
         return {"item": nxt.item.to_dict()}
 
     def on_result(self, tune_id: str, result: dict) -> None:
         entry = self.running.get(tune_id)
+        if entry and self.progress and "epoch" in result and "top1" in result:
+            self.progress.epoch(entry[1].name, int(result["epoch"]), float(result["top1"]), result.get("wall_s"))
         if entry and "epoch" in result and "top1" in result:
             ok = self._guarded(self.store.report, entry[1].trial_id, int(result["epoch"]), float(result["top1"]),
                                default=True)
@@ -461,6 +518,8 @@ class Engine:
             return
         source.claims.finish(st.key, CLAIM_STATE[state])
         source.recorded(st, state, record)
+        if self.progress:
+            self.progress.finished(st.name)
         self._count(st, state, record)
 
     def _count(self, st: Started, state: str, record: dict) -> None:
@@ -491,6 +550,8 @@ class Engine:
     # --- keeping claims alive, and giving them back --------------------------------------------------------
     def _heartbeat(self, stop: threading.Event) -> None:
         while not stop.wait(min(HEARTBEAT_S, self.options.stale_after_s / 4)):
+            if self.progress:
+                self.progress.tick()
             with self.lock:
                 by_source: dict[int, tuple[WorkSource, list[str]]] = {}
                 for src, st in self.running.values():
@@ -506,9 +567,9 @@ class Engine:
                         ids = [t for t, (s2, st) in self.running.items() if s2 is src and st.key in lost]
                     self._taken_over(ids)
 
-    def _release_unfinished(self, quiet: bool = False) -> None:
+    def _release_unfinished(self, quiet: bool = False) -> int:
         """Trials still ours (Tune stopped early, Ctrl-C, a fatal stop): failed as interrupted, their claims
-        given back so the next run re-queues them at once. `quiet`: the run already said why it stops."""
+        given back so the next run re-queues them at once; how many. `quiet`: the run already said why it stops."""
         with self.lock:
             left = list(self.running.values())
             self.running.clear()
@@ -520,6 +581,7 @@ class Engine:
             except Exception as e:  # noqa: BLE001 - best effort on the way out; a dead owner is detected anyway
                 if not quiet:
                     log.warning("could not release %s: %s", st.name, first_line(e))
+        return len(left)
 
 
 def counts_from_report(result: dict) -> dict:
@@ -612,6 +674,8 @@ def start_ray(address: str | None):
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise WorkbenchError(f"cannot start or join Ray{f' at {address}' if address else ''}: "
                              f"{first_line(e)}") from None
+    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):  # a CLI run: keep its handlers over Ray's
+        install_interrupt_handlers()
     for name in ("ray", "ray.tune", "ray.train", "ray.air"):
         logging.getLogger(name).setLevel(logging.ERROR)
     # Records of Tune's child loggers reach Ray's handlers without passing the parents' filters: filter there.

@@ -83,7 +83,7 @@ class Study:
     seeds: list[int]
     objectives: list[tuple[str, str]]  # (metric, "max" | "min")
     cpus: float
-    gpus: float
+    gpus: float | str  # a count, or "auto": the GPU where there is one (study/resources.py)
     count_resolution: int
     counters: tuple[str, ...]
     latency: LatencyPlan | None
@@ -209,9 +209,7 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
         seeds = list(range(c.integer("seeds", seeds_raw, maximum=MAX_SEEDS)))
 
     objectives = _objectives(c, data.get("objectives", ["top1:max"]))
-    res = c.keys("resources", data.get("resources", {}) or {}, RESOURCE_KEYS)
-    cpus = c.number("resources.cpus", res.get("cpus", 1), minimum=0.01)
-    gpus = c.number("resources.gpus", res.get("gpus", 0))
+    cpus, gpus = _resources(c, data.get("resources", {}))
     count_resolution = c.integer("count_resolution", data.get("count_resolution", 256))
     for v in variants:
         try:
@@ -234,6 +232,21 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
                  seeds=seeds, objectives=objectives, cpus=cpus, gpus=gpus, count_resolution=count_resolution,
                  counters=tuple(counters_raw), latency=latency, text=text,
                  latency_ratios=_ratios(c, data.get("latency_ratios"), {v.name for v in variants}))
+
+
+def _resources(c: _Checker, raw: Any) -> tuple[float, float | str]:
+    """`resources: auto` (1 CPU, the GPU where there is one) or {cpus: N, gpus: N | auto}."""
+    from workbench.study.resources import AUTO, parse_gpus
+
+    if raw == AUTO:
+        return 1.0, AUTO
+    res = c.keys("resources", raw or {}, RESOURCE_KEYS)
+    cpus = c.number("resources.cpus", res.get("cpus", 1), minimum=0.01)
+    try:
+        gpus = parse_gpus(res.get("gpus", 0), "resources.gpus")
+    except WorkbenchError as e:
+        raise c.fail("resources.gpus", str(e).split(": ", 1)[-1]) from None
+    return cpus, gpus
 
 
 def _dataset(c: _Checker, raw: Any) -> str:

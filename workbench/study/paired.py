@@ -27,6 +27,7 @@ says so. With one seed there is no interval at all: the image terms alone would 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -168,15 +169,21 @@ def compare(terms: PairTerms, sv: SeedVariance, top1_a: float | None = None, top
 # --- planning: MDE, seeds and images needed -----------------------------------------------------------
 @dataclass(frozen=True)
 class Noise:
-    """The three variance components of a delta (points^2): seed (S, per seed), image (Bi, per image) and flip
-    (E, per seed and image), with the seed estimate's df at k_run seeds over `models` models."""
+    """The variance components of a delta (points^2): per seed (S), per image (Bi) and per seed and image (E, the
+    flips), with the seed estimate's df at k_run seeds over `models` models. The seed part is kept as measured,
+    `per_seed` = 2 sigma^2 = S + E/n_run, so that its uncertainty (`scaled`) moves what was estimated."""
 
-    seed: float
+    per_seed: float
     image: float
     flip: float
     models: int
     seed_df: int
     k_run: int
+    n_run: int = 0
+
+    @property
+    def seed(self) -> float:
+        return max(self.per_seed - (self.flip / self.n_run if self.n_run else 0.0), 0.0)
 
     def var(self, k: int, n: int) -> float:
         """n = 0: a test set of unrecorded size, whose terms are then unknown and left out."""
@@ -192,7 +199,7 @@ class Noise:
         return math.inf if seed_part <= 0 else v * v / (seed_part * seed_part / dof)
 
     def scaled(self, factor: float) -> "Noise":
-        return Noise(self.seed * factor, self.image, self.flip, self.models, self.seed_df, self.k_run)
+        return dataclasses.replace(self, per_seed=self.per_seed * factor)
 
 
 def noise_of(sv: SeedVariance, terms: list[PairTerms]) -> Noise | None:
@@ -204,9 +211,8 @@ def noise_of(sv: SeedVariance, terms: list[PairTerms]) -> Noise | None:
     flip = float(np.median([t.interaction * t.n * t.k for t in paired]))
     image = float(np.median([max(t.n * (t.image - t.interaction), 0.0) for t in paired]))
     n = int(np.median([t.n for t in paired]))
-    seed = max(2.0 * sv.var - flip / n, 0.0)
     k = int(np.median([t.k for t in paired]))
-    return Noise(seed, image, flip, sv.models, sv.df, k)
+    return Noise(2.0 * sv.var, image, flip, sv.models, sv.df, k, n)
 
 
 def _power(delta: float, var: float, df: float, alpha: float = ALPHA) -> float:

@@ -48,6 +48,11 @@ class StudyTable:
     # variant -> seed -> per-image top-1 hits on the table's test set (not part of the JSON)
     hits: dict[str, dict[int, np.ndarray]] = field(default_factory=dict, repr=False)
     fingerprint: str | None = None  # the test set the hits were scored on
+    status: dict = field(default_factory=dict)  # planned, complete, running, failed trials of the run
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.status) and self.status["complete"] < self.status["planned"]
 
 
 def _configs(records: list[TrialRecord]) -> dict[str, dict]:
@@ -93,6 +98,7 @@ def build_table(store: Store, study_name: str, dataset: str | None = None, sched
     t = StudyTable(study_name, config, baseline, [], [], holm=holm)
     t.rows = [_row(name, [r for r in mine if r.attrs.get("variant") == name], t) for name in order
               if any(r.attrs.get("variant") == name for r in mine)]
+    _status(t, layout, mine)
     _attach_hits(t, mine)
     n_test = _n_test(mine)
     t.seed_var = paired.seed_variance({r["variant"]: r["top1_by_seed"] for r in t.rows})
@@ -131,6 +137,25 @@ def _row(name: str, trials: list[TrialRecord], t: StudyTable) -> dict:
         "published_throughput_img_s": published.get("throughput_img_s"),
         "_records": done,
     }
+
+
+def _status(t: StudyTable, layout: dict, mine: list[TrialRecord]) -> None:
+    """How far the run is: its planned trials (the study's variants x seeds where the store knows them), those
+    complete, running and failed; one note when the table shows only part of it."""
+    complete = sum(r["n_seeds"] for r in t.rows)
+    running = sum(r["n_running"] for r in t.rows)
+    failed = len(t.failed)
+    seeds = layout.get("seeds")
+    variants = layout.get("variants") or []
+    planned = len(variants) * len(seeds) if seeds and variants else complete + running + failed
+    t.status = {"planned": max(planned, complete), "complete": complete, "running": running, "failed": failed}
+    if complete < t.status["planned"]:
+        doing = f", {running} running" if running else ""
+        why = ("still running: figures will change as trials finish" if running else
+               f"run `workbench ablate --study {t.study}` with the same settings to finish it")
+        t.notes.append(f"incomplete: {complete}/{t.status['planned']} trials complete{doing}"
+                       f"{f', {failed} failed' if failed else ''}; this table and its power figures cover the complete "
+                       f"ones only ({why})")
 
 
 def _n_test(mine: list[TrialRecord]) -> int:
@@ -234,11 +259,10 @@ def _row_noise(sv: paired.SeedVariance, terms: paired.PairTerms, base_top1: floa
     if terms.image is not None and terms.interaction is not None:
         flip = terms.interaction * terms.n * terms.k
         image = max(terms.n * (terms.image - terms.interaction), 0.0)
-        seed = max(2.0 * sv.var - flip / terms.n, 0.0)
     else:
         p = (base_top1 or 0.0) / 100.0
-        image, flip, seed = 2e4 * p * (1 - p), 0.0, 2.0 * sv.var
-    return paired.Noise(seed, image, flip, sv.models, sv.df, terms.k)
+        image, flip = 2e4 * p * (1 - p), 0.0
+    return paired.Noise(2.0 * sv.var, image, flip, sv.models, sv.df, terms.k, terms.n)
 
 
 def _verdicts(t: StudyTable) -> None:
@@ -308,11 +332,13 @@ def power_sentence(t: StudyTable, study_ref: str | None = None) -> str:
                     f"detects; `workbench ablate --study {ref} --seeds 3` adds two.")
         return "Power: no paired seeds yet, so nothing can be said about what this run can detect."
     images = f"{p['n_test']:,} test images" if p["n_test"] else "a test set of unrecorded size"
+    so_far = (f"So far ({t.status['complete']} of {t.status['planned']} trials complete): w" if t.incomplete
+              else "W")
     paired_word = "paired by seed and image" if p["method"] == paired.PAIRED else \
         "an unpaired bound: the store has no per-image records"
     lo, hi = p["mde_range"]
     spread = f"{lo:.2f} to {hi:.2f} over the seed noise's 95% interval; " if f"{lo:.2f}" != f"{hi:.2f}" else ""
-    head = (f"With {p['seeds']} seeds on {p['dataset']} ({images}) this run detects a top-1 difference of "
+    head = (f"{so_far}ith {p['seeds']} seeds on {p['dataset']} ({images}) this run detects a top-1 difference of "
             f"{p['mde']:.2f} points or more ({spread}80% power, 5% level, {paired_word})")
     target = p["paper_min_delta"]
     if target is None:
@@ -384,7 +410,7 @@ def table_cells(t: StudyTable, mark: str = "x") -> tuple[list[str], list[list[st
         noise = r.get("verdict") or "-"
         pub = "-" if r["published_top1"] is None else f"{r['published_top1']:.2f}" + (
             f" ({r['published_delta']:+.1f})" if r["published_delta"] is not None else "")
-        mde = "-" if r.get("mde") is None else f"{r['mde']:.2f}" + (" underpowered" if r.get("underpowered") else "")
+        mde = "-" if r.get("mde") is None else f"{r['mde']:.2f}" + (" (!)" if r.get("underpowered") else "")
         seeds = str(r["n_seeds"]) + (f" ({r['n_failed']} failed)" if r["n_failed"] else "") + \
             (f" ({r['n_running']} running)" if r["n_running"] else "")
         row = ([r["variant"]] + ([r["label"]] if labelled else [])
@@ -411,7 +437,7 @@ def title(t: StudyTable) -> str:
             f"seeds (Wilson 95% interval, seed and test-set noise); Δ paired by seed and test image, 95% interval "
             f"with the seed variance pooled over the table; noise? on "
             f"{'Holm-adjusted p over the rows' if t.holm else 'each row’s own p (--no-holm)'}; MDE: the Δ 80% power "
-            f"finds at the 5% level (underpowered: the paper's Δ is smaller); params and MACs of the model as "
+            f"finds at the 5% level ((!): underpowered, the paper's Δ is smaller); params and MACs of the model as "
             f"specified{f' at {res}x{res}' if res else ''}")
 
 
@@ -511,7 +537,7 @@ def write_outputs(t: StudyTable, out_dir: Path) -> list[Path]:
 
 def to_json(t: StudyTable) -> dict:
     return {"study": t.study, "config": t.config, "baseline": t.baseline, "variants": t.rows, "failed": t.failed,
-            "power": t.power, "holm": t.holm, "notes": t.notes, "test_fingerprint": t.fingerprint,
+            "power": t.power, "holm": t.holm, "notes": t.notes, "status": t.status, "test_fingerprint": t.fingerprint,
             "seed_variance": None if t.seed_var is None else {"var": round(t.seed_var.var, 6), "df": t.seed_var.df}}
 
 

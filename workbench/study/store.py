@@ -266,8 +266,9 @@ class Store:
             return optuna.load_study(study_name=name, storage=self.storage)
         except KeyError:
             names = self.study_names()
-            raise WorkbenchError(f"study {name!r} is not in {masked_url(self.url)}; it holds: "
-                                 f"{', '.join(names) or 'no studies'}") from None
+            raise WorkbenchError(f"study {name!r} is not in {masked_url(self.url)} (it holds: "
+                                 f"{', '.join(names) or 'no studies'}); run `workbench ablate --study {name}` first"
+                                 ) from None
 
     # --- trials -------------------------------------------------------------------------------------
     @retried
