@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workbench.arch.blocks import ATTENTION_IMPLS, ConvNormAct, MultiHeadSelfAttention
+from workbench.arch.blocks import ConvNormAct
 from workbench.arch.tasks import TaskSpec
-from workbench.errors import WorkbenchError
 
 
 class SeparableConv(nn.Module):
@@ -30,8 +29,8 @@ class SeparableConv(nn.Module):
 
 
 class Resize(nn.Module):
-    """Bilinear resize to `size` (or to the side of the tensor passed as `like`): zero MACs by the paper's rules,
-    4 per output element by fvcore, 1 by ptflops (its F.interpolate patch)."""
+    """Bilinear resize to `size` (align_corners=False; the identity when the size is already that): zero MACs by
+    the paper's rules, 4 per output element by fvcore, 1 by ptflops (its F.interpolate patch)."""
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         if tuple(x.shape[-2:]) == tuple(size):
@@ -54,12 +53,8 @@ class TaskModel(nn.Module):
         return self.backbone.attention_impl
 
     def set_attention_impl(self, impl: str) -> "TaskModel":
-        if impl not in ATTENTION_IMPLS:
-            raise WorkbenchError(f"attention impl {impl!r}: accepted values are {' | '.join(ATTENTION_IMPLS)}")
+        """The backbone's v1 attention as explicit matmuls or F.scaled_dot_product_attention (no head attends)."""
         self.backbone.set_attention_impl(impl)
-        for m in self.modules():
-            if isinstance(m, MultiHeadSelfAttention):
-                m.impl = impl
         return self
 
     def training_only(self) -> list[nn.Module]:

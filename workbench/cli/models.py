@@ -65,7 +65,7 @@ def cmd_models(args) -> int:
     from workbench.arch.presets import PRESETS
     from workbench.table import fmt_int, fmt_m, render
 
-    args.resolution = args.resolution or 256
+    args.resolution = 256 if args.resolution is None else args.resolution
     t0 = time.perf_counter()
     if args.counter is None:  # closed form: exact params and paper/fvcore MACs in milliseconds
         from workbench.counting.analytic import analytic_count
