@@ -18,28 +18,33 @@ ATTENTION_IMPLS = ("sdpa", "matmul")
 
 
 class ConvNormAct(nn.Sequential):
-    """Conv2d (padding (k-1)//2) -> optional BatchNorm2d -> optional SiLU."""
+    """Conv2d (padding dilation*(k-1)//2, so stride 1 keeps the size) -> optional BatchNorm2d -> optional activation
+    (SiLU in the backbones; the task heads pass nn.ReLU, as the seed's segmentation and detection configs do)."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1,
-                 norm: bool = True, act: bool = True, bias: bool = False):
+                 norm: bool = True, act: bool = True, bias: bool = False, dilation: int = 1,
+                 activation: type[nn.Module] = nn.SiLU):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=bias)
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2 * dilation, dilation=dilation,
+                              groups=groups, bias=bias)
         if norm:
             self.bn = nn.BatchNorm2d(cout)
         if act:
-            self.act = nn.SiLU()
+            self.act = activation()
 
 
 class InvertedResidual(nn.Module):
     """MobileNetV2 block: 1x1 expand to `hidden` (skipped when hidden == cin) -> depthwise 3x3 -> 1x1 project;
-    residual when shapes match. `hidden` comes from the resolved spec (`ResolvedStage.mv2_hidden`)."""
+    residual when shapes match. `hidden` comes from the resolved spec (`ResolvedStage.mv2_hidden`); `dilation`
+    dilates the depthwise conv (a segmentation backbone's dilated stages, ml-cvnets' output_stride)."""
 
-    def __init__(self, cin: int, cout: int, stride: int, hidden: int, expand: bool = True):
+    def __init__(self, cin: int, cout: int, stride: int, hidden: int, expand: bool = True, dilation: int = 1):
         super().__init__()
         layers: list[nn.Module] = []
         if expand:
             layers.append(ConvNormAct(cin, hidden, 1))
-        layers += [ConvNormAct(hidden, hidden, 3, stride, groups=hidden), ConvNormAct(hidden, cout, 1, act=False)]
+        layers += [ConvNormAct(hidden, hidden, 3, stride, groups=hidden, dilation=dilation),
+                   ConvNormAct(hidden, cout, 1, act=False)]
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
 
@@ -175,14 +180,15 @@ class MobileViTBlock(nn.Module):
 
     The fusion conv sees cat(fusion input, global features): the fusion input is the block input (v1) or
     the local features (v3); the global features are the projection's C channels, or the raw d channels
-    when there is no projection (v2-based v3).
+    when there is no projection (v2-based v3). `dilation` dilates the local 3x3 conv (the v2-based code does so
+    in a segmentation backbone's dilated stages; the v1-based code leaves it at 1).
     """
 
-    def __init__(self, stage: ResolvedStage, opt: BlockOptions, dropout: float = 0.0):
+    def __init__(self, stage: ResolvedStage, opt: BlockOptions, dropout: float = 0.0, dilation: int = 1):
         super().__init__()
         c, d = stage.channels, stage.attn_dim
         self.opt = opt
-        self.local_conv = ConvNormAct(c, c, 3, groups=c if opt.local_conv == "depthwise" else 1)
+        self.local_conv = ConvNormAct(c, c, 3, groups=c if opt.local_conv == "depthwise" else 1, dilation=dilation)
         self.local_proj = nn.Conv2d(c, d, 1, bias=False)
         self.global_rep = GlobalRepresentation(stage, opt.attention, dropout)
         self.projection = ConvNormAct(d, c, 1, act=opt.out_act) if opt.projection else None

@@ -1,4 +1,5 @@
-"""The builder: `create_model(preset | spec file | ModelSpec)` -> a MobileViT `nn.Module`."""
+"""The builder: `create_model(preset | spec file | ModelSpec | TaskSpec, task=...)` -> a MobileViT `nn.Module`: the
+classifier, or a DeepLabv3 / SSDLite model on the same backbone (segmentation.py, detection.py)."""
 
 from __future__ import annotations
 
@@ -15,32 +16,48 @@ from workbench.arch.blocks import (
     MobileViTBlock,
     MultiHeadSelfAttention,
 )
-from workbench.arch.resolve import resolve_spec
+from workbench.arch.detection import SSDLite
+from workbench.arch.segmentation import Segmenter
 from workbench.arch.spec import ModelSpec, ResolvedSpec
+from workbench.arch.tasks import TaskSpec, dilation_plan, resolve_model
 from workbench.errors import WorkbenchError
 
 
 class MobileViT(nn.Module):
-    """stem -> layer1..layer5 (MV2 stacks, then MV2 + MobileViT block) -> [1x1 expansion] -> pool -> linear."""
+    """stem -> layer1..layer5 (MV2 stacks, then MV2 + MobileViT block) -> [1x1 expansion] -> pool -> linear.
 
-    def __init__(self, spec: ModelSpec, attention_impl: str = "sdpa", dropout: float = 0.0):
+    As a task model's backbone (`classifier=False`) it stops at layer5, without the expansion conv and the
+    classifier (ml-cvnets deletes both), its state_dict keys those of the classifier's backbone; `output_stride`
+    16 or 8 dilates layer5 (and layer4) instead of striding them, and `dilate_block` dilates the MobileViT blocks'
+    local 3x3 conv there too (tasks.dilation_plan)."""
+
+    def __init__(self, spec: ModelSpec, attention_impl: str = "sdpa", dropout: float = 0.0, *,
+                 classifier: bool = True, output_stride: int | None = None, dilate_block: bool = False):
         """`dropout` acts in the transformer layers (cvnets' mit.dropout: a training choice, not architecture);
         the classifier's dropout is the spec's head.dropout."""
         super().__init__()
         self.spec = spec
         r = spec.resolve()
+        plan = dilation_plan(r, output_stride)
         self.stem = ConvNormAct(3, r.stem_channels, 3, r.stem_stride)
         for st in r.stages:
             expand = st.expansion != 1
+            p = plan[st.name]
             mv2 = [InvertedResidual(st.in_channels if i == 0 else st.channels, st.channels,
-                                    st.stride if i == 0 else 1, hidden, expand)
+                                    p.stride if i == 0 else 1, hidden, expand, p.mv2_dilation if i == 0 else 1)
                    for i, hidden in enumerate(st.mv2_hidden)]
-            layers = mv2 if st.kind == "mv2" else mv2 + [MobileViTBlock(st, r.block, dropout)]
+            block_dilation = p.block_dilation if dilate_block else 1
+            layers = mv2 if st.kind == "mv2" else mv2 + [MobileViTBlock(st, r.block, dropout, block_dilation)]
             self.add_module(st.name, nn.Sequential(*layers))
-        self.head_conv = ConvNormAct(r.stages[-1].channels, r.head_channels, 1) if r.head_channels else nn.Identity()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(r.dropout)
-        self.classifier = nn.Linear(r.out_channels, r.num_classes)
+        self.has_classifier = classifier
+        if classifier:
+            self.head_conv = ConvNormAct(r.stages[-1].channels, r.head_channels, 1) if r.head_channels \
+                else nn.Identity()
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.dropout = nn.Dropout(r.dropout)
+            self.classifier = nn.Linear(r.out_channels, r.num_classes)
+        else:
+            self.head_conv = nn.Identity()
         self.set_attention_impl(attention_impl)
 
     @property
@@ -62,7 +79,17 @@ class MobileViT(nn.Module):
         x = self.layer5(self.layer4(self.layer3(self.layer2(self.layer1(x)))))
         return self.head_conv(x)
 
+    def forward_taps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every stage's output by name (layer1 ... layer5): what the task heads read."""
+        taps = {}
+        x = self.stem(x)
+        for name in ("layer1", "layer2", "layer3", "layer4", "layer5"):
+            x = taps[name] = getattr(self, name)(x)
+        return taps
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.has_classifier:  # a task model's backbone: its last feature map
+            return self.forward_features(x)
         x = self.pool(self.forward_features(x)).flatten(1)
         return self.classifier(self.dropout(x))
 
@@ -94,10 +121,28 @@ def init_weights(model: nn.Module, scheme: str) -> nn.Module:
     return model
 
 
-def create_model(model: str | Path | ModelSpec, overrides: Mapping[str, Any] | list[str] | None = None,
-                 attention_impl: str = "sdpa") -> MobileViT:
-    """Build a model from a preset name, a spec file or a `ModelSpec`."""
-    return MobileViT(resolve_spec(model, overrides), attention_impl)
+TASK_MODELS = {"segmentation": Segmenter, "detection": SSDLite}
+
+
+def build_task_model(spec: TaskSpec, attention_impl: str = "sdpa", dropout: float = 0.0) -> nn.Module:
+    """The task model of a `TaskSpec`: its backbone (dilated as the head asks, no classifier) and its head."""
+    seg = spec.task == "segmentation"
+    backbone = MobileViT(spec.backbone, attention_impl, dropout, classifier=False,
+                         output_stride=spec.head.output_stride if seg else None,
+                         dilate_block=seg and spec.head.dilate_block)
+    return TASK_MODELS[spec.task](spec, backbone)
+
+
+def create_model(model: str | Path | ModelSpec | TaskSpec, overrides: Mapping[str, Any] | list[str] | None = None,
+                 attention_impl: str = "sdpa", task: str | None = None) -> nn.Module:
+    """Build a model from a preset name (classification or task), a spec file, a `ModelSpec` or a `TaskSpec`.
+
+    `task` None keeps what the name says (a classifier for a backbone preset); "segmentation" or "detection" on
+    a backbone puts the head its family's config builds on it (tasks.default_task_spec)."""
+    spec = resolve_model(model, overrides, task)
+    if isinstance(spec, TaskSpec):
+        return build_task_model(spec, attention_impl)
+    return MobileViT(spec, attention_impl)
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:

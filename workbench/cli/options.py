@@ -132,3 +132,14 @@ def runtime_threads(args) -> tuple[int, ...]:
     if not threads or min(threads) < 1:
         raise WorkbenchError(f"--threads {args.threads!r}: accepted values are positive integers, comma-separated")
     return threads
+
+
+def model_resolution(spec, raw) -> int:
+    """--resolution checked against the model's backbone; 256 for a classifier and a task model's own side (512
+    segmentation, 320 detection) when none is given."""
+    from workbench.arch.resolve import check_resolution
+    from workbench.arch.tasks import TaskSpec
+
+    if isinstance(spec, TaskSpec):
+        return check_resolution(spec.backbone, spec.resolution if raw is None else raw)
+    return check_resolution(spec, 256 if raw is None else raw)

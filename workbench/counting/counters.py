@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from workbench.arch.model import count_params
+from workbench.arch.tasks import show_value
 from workbench.counting import DEFAULT_COUNTERS
 from workbench.counting.flop_counter import count_flopcounter
 from workbench.counting.fvcore_counter import count_fvcore
@@ -28,6 +29,8 @@ class CountReport:
     results: dict[str, CounterResult]
     reconciliation: dict[str, list[Line]] = field(default_factory=dict)
     latency: dict | None = None
+    # a task model's params by part: backbone, head, training_only (an auxiliary head), inference (backbone + head)
+    params_parts: dict[str, int] | None = None
 
     @property
     def macs(self) -> dict[str, int]:
@@ -36,6 +39,7 @@ class CountReport:
     def to_dict(self) -> dict:
         out = {"model": self.model, "resolution": self.resolution, "params": self.params,
                "trainable_params": self.trainable_params, "macs": self.macs,
+               **({"params_parts": self.params_parts} if self.params_parts is not None else {}),
                "breakdown": {n: r.breakdown for n, r in self.results.items()},
                "provenance": {n: r.provenance for n, r in self.results.items()},
                "unsupported_ops": {n: r.unsupported for n, r in self.results.items() if r.unsupported},
@@ -60,19 +64,32 @@ def count(model: nn.Module, resolution: int, counters: tuple[str, ...] = DEFAULT
         results[c] = paper if c == "paper" else measure(model, resolution)
     recon = {c: reconcile(paper, results[c], facts) for c in counters if c != "paper"}
     label = name or getattr(getattr(model, "spec", None), "name", type(model).__name__)
-    return CountReport(label, resolution, total, trainable, results, recon)
+    parts = model.param_parts() if hasattr(model, "param_parts") else None
+    return CountReport(label, resolution, total, trainable, results, recon, params_parts=parts)
 
 
 def format_report(report: CountReport, spec) -> str:
     """The count as tables: totals by counter, the per-operator breakdown, the reconciliation, latency."""
     from workbench.table import fmt_int, fmt_m, render
 
-    r = spec.resolve()
+    backbone = getattr(spec, "backbone", spec)  # a TaskSpec's, or the classifier's own spec
+    r = backbone.resolve()
     paper = report.results.get("paper")
     out = [f"{report.model} ({spec.family}) at {report.resolution}x{report.resolution}: "
-           f"{fmt_int(report.params)} params ({fmt_int(report.trainable_params)} trainable)",
-           "channels " + " / ".join(str(s.channels) for s in r.stages) + f", head {r.out_channels}; block "
-           + ", ".join(f"{k}={v}" for k, v in vars(spec.block).items()), ""]
+           f"{fmt_int(report.params)} params ({fmt_int(report.trainable_params)} trainable)"]
+    if report.params_parts is not None:
+        p = report.params_parts
+        aux = (f", training-only auxiliary head {fmt_int(p['training_only'])} (not run at inference)"
+               if p["training_only"] else "")
+        out += [f"{spec.task}, {spec.head_kind} head: backbone {fmt_int(p['backbone'])} + head {fmt_int(p['head'])} "
+                f"= {fmt_int(p['inference'])} at inference (what the paper's Tables 3/4 count as the backbone's "
+                f"params){aux}",
+                f"{spec.head_kind} " + ", ".join(f"{k}={show_value(v)}" for k, v in vars(spec.head).items()),
+                "channels " + " / ".join(str(s.channels) for s in r.stages) + "; block "
+                + ", ".join(f"{k}={v}" for k, v in vars(backbone.block).items()), ""]
+    else:
+        out += ["channels " + " / ".join(str(s.channels) for s in r.stages) + f", head {r.out_channels}; block "
+                + ", ".join(f"{k}={v}" for k, v in vars(spec.block).items()), ""]
     rows = []
     for name, res in report.results.items():
         ratio = f"{res.total / paper.total:.4f}" if paper else "-"

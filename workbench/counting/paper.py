@@ -1,9 +1,12 @@
 """The papers' MAC rules (the ml-cvnets profiler), applied by forward hooks on a real model.
 
-Rules (the README's "Counting" section): conv k*k*Cin*Cout*Hout*Wout/groups (+Cout*Hout*Wout with a bias);
-linear T*(in*out + out); v1 attention matmuls 2*(B*P)*N*d^2 (the profiler's quirk, not the true 2*(B*P)*N^2*d);
-everything else zero. The same pass records the structural facts other counters weigh differently
-(biases, normalised elements, the true attention cost), so `reconcile` can explain every difference.
+Rules (the README's "Counting" section): conv k*k*Cin*Cout*Hout*Wout/groups (+Cout*Hout*Wout with a bias), the
+same for a dilated conv (dilation changes which inputs a tap reads, not how many) and for each half of a
+separable conv; linear T*(in*out + out); v1 attention matmuls 2*(B*P)*N*d^2 (the profiler's quirk, not the true
+2*(B*P)*N^2*d); everything else zero: norms, activations, pooling (ASPP's image pooling and SSDLite's pooled
+level included: only their 1x1 convs count) and resizes (the heads' upsampling). The same pass records the
+structural facts other counters weigh differently (biases, normalised elements, the true attention cost), so
+`reconcile` can explain every difference.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from workbench.arch.blocks import (
     LinearSelfAttention,
     MultiHeadSelfAttention,
 )
+from workbench.arch.heads import Resize
 from workbench.counting.report import (
     CounterResult,
     attention_impl,
@@ -39,9 +43,11 @@ class Facts:
     ln_elements: int = 0
     gn_elements: int = 0
     pool_elements: int = 0  # input elements of the global average pool
-    upsample_elements: int = 0  # output elements of the patch-grid resizes (only when H, W % patch != 0)
+    upsample_elements: int = 0  # output elements of bilinear resizes: the patch grid's (only when H, W % patch != 0)
+    # and the task heads' (ASPP's pooled branch, the segmentation logits to the input's side)
     silu_elements: int = 0
-    relu_elements: int = 0  # ReLU(v) in the v2 separable attention
+    relu_elements: int = 0  # ReLU(v) in the v2 separable attention (F.relu)
+    relu_module_elements: int = 0  # nn.ReLU outputs: the task heads' activations
 
 
 def count_paper(model: nn.Module, resolution: int) -> tuple[CounterResult, Facts]:
@@ -93,10 +99,17 @@ def count_paper(model: nn.Module, resolution: int) -> tuple[CounterResult, Facts
     def silu_hook(m, inp, out):
         facts.silu_elements += out.numel()
 
+    def relu_hook(m, inp, out):
+        facts.relu_module_elements += out.numel()
+
+    def resize_hook(m, inp, out):
+        if tuple(inp[0].shape[-2:]) != tuple(out.shape[-2:]):
+            facts.upsample_elements += out.numel()
+
     hooks = {nn.Conv2d: conv_hook, nn.Linear: linear_hook, MultiHeadSelfAttention: attention_hook,
              GlobalRepresentation: global_hook, nn.BatchNorm2d: bn_hook, nn.LayerNorm: ln_hook,
              nn.GroupNorm: gn_hook, nn.AdaptiveAvgPool2d: pool_hook, nn.SiLU: silu_hook,
-             LinearSelfAttention: linear_attention_hook}
+             LinearSelfAttention: linear_attention_hook, nn.ReLU: relu_hook, Resize: resize_hook}
     handles = [m.register_forward_hook(hooks[type(m)]) for m in model.modules() if type(m) in hooks]
     was_training = model.training
     model.eval()

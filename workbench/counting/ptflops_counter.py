@@ -10,6 +10,7 @@ from collections import Counter
 from torch import nn
 
 from workbench.arch.blocks import MultiHeadSelfAttention
+from workbench.arch.heads import Resize
 from workbench.counting.report import (
     CounterResult,
     attention_impl,
@@ -22,7 +23,8 @@ from workbench.errors import first_line
 _MODULE_CATEGORY = {nn.Conv2d: "conv", nn.Linear: "linear", nn.BatchNorm2d: "norm", nn.LayerNorm: "norm",
                     nn.GroupNorm: "norm"}
 _TENSOR_ATTENTION_OPS = {"matmul", "mm", "bmm", "addmm", "baddbmm"}
-_ZERO_COST = (nn.Dropout, nn.Identity, nn.SiLU)  # SiLU is counted through ptflops' F.silu patch
+# SiLU and Resize are counted through ptflops' F.silu and F.interpolate patches; dropout is the identity in eval
+_ZERO_COST = (nn.Dropout, nn.Dropout2d, nn.Identity, nn.SiLU, Resize)
 
 
 def count_ptflops(model: nn.Module, resolution: int) -> CounterResult:

@@ -51,10 +51,10 @@ def predict(counter: str, paper: CounterResult, facts: Facts, attention_impl: st
             "attention": attn,
             "norm": (2 * facts.bn_elements + facts.ln_elements + 2 * facts.gn_elements,
                      "BatchNorm/GroupNorm 2, LayerNorm 1 per element (it misses LayerNorm's affine)"),
-            "other": (facts.silu_elements + facts.relu_elements + 2 * facts.pool_elements
-                      + facts.upsample_elements,
-                      "SiLU/ReLU 1 per element; global pool counted twice (module hook and F.adaptive_avg_pool2d "
-                      "patch); resize 1 per output element"),
+            "other": (facts.silu_elements + facts.relu_elements + 2 * facts.relu_module_elements
+                      + 2 * facts.pool_elements + facts.upsample_elements,
+                      "SiLU/ReLU 1 per element, nn.ReLU twice (module hook and F.relu patch); global pool counted "
+                      "twice (module hook and F.adaptive_avg_pool2d patch); resize 1 per output element"),
         }
     if counter == "flopcounter":
         cpu_sdpa = sdpa and paper.provenance.get("device", "cpu") == "cpu"  # counts run on CPU unless told

@@ -3,7 +3,8 @@
 The TorchScript-based exporter (`dynamo=False`) is used: it exports both attention kinds (explicit matmuls
 and F.scaled_dot_product_attention) in well under a second per model, and in eval mode it folds every
 BatchNorm into the convolution before it, as ONNX Runtime's graph optimiser would. Batch is fixed, or a
-named dynamic axis. Any export failure becomes one line naming the operator.
+named dynamic axis. Any export failure becomes one line naming the operator. A model with several outputs
+names them (`output_names`: a detection model's box offsets and class logits); each is checked.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ INPUT, OUTPUT = "image", "logits"
 TOLERANCE = 1e-4
 
 
+def output_names(model: nn.Module) -> tuple[str, ...]:
+    """The graph's output names: the model's own (`output_names`), else the one `logits`."""
+    return tuple(getattr(model, "output_names", (OUTPUT,)))
+
+
 @dataclass
 class ExportResult:
     onnx_bytes: bytes
@@ -42,19 +48,21 @@ class ExportResult:
 
 def export_onnx(model: nn.Module, resolution: int, batch: int = 1, dynamic_batch: bool = False,
                 opset: int = OPSET) -> ExportResult:
-    """The eval-mode model as ONNX bytes (one NCHW float32 input `image`, one output `logits`)."""
+    """The eval-mode model as ONNX bytes (one NCHW float32 input `image`; outputs `logits`, or the model's
+    `output_names`)."""
     onnx = require("onnx", what="ONNX export")
     was_training = model.training
     model.eval()
     x = torch.zeros(batch, 3, resolution, resolution, device=next(model.parameters()).device)
     buf = io.BytesIO()
-    axes = {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}} if dynamic_batch else None
+    outputs = list(output_names(model))
+    axes = {name: {0: "batch"} for name in [INPUT] + outputs} if dynamic_batch else None
     try:
         # the exporter prints the graph it was building when it fails; the one-line error says enough
         with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic; the check below decides
             torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=opset, input_names=[INPUT],
-                              output_names=[OUTPUT], dynamic_axes=axes, do_constant_folding=True)
+                              output_names=outputs, dynamic_axes=axes, do_constant_folding=True)
     except Exception as e:  # noqa: BLE001 - every exporter failure becomes one line
         raise WorkbenchError(f"ONNX export failed at operator {_operator(e)}: {first_line(e, 200)}") from None
     finally:
@@ -74,7 +82,7 @@ def _operator(e: Exception) -> str:
 
 def verify_onnx(result: ExportResult, model: nn.Module, batch: int = 1, seed: int = 0,
                 threads: int = 1) -> float:
-    """Max |ONNX Runtime - PyTorch| over the logits of one random batch."""
+    """Max |ONNX Runtime - PyTorch| over every output of one random batch."""
     ort = require("onnxruntime", what="checking an ONNX export")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -85,8 +93,11 @@ def verify_onnx(result: ExportResult, model: nn.Module, batch: int = 1, seed: in
     model.eval()
     try:
         with torch.no_grad():
-            ref = model.to("cpu")(x).numpy()
+            ref = model.to("cpu")(x)
     finally:
         model.train(was_training)
-    got = session.run([OUTPUT], {INPUT: x.numpy()})[0]
-    return float(np.abs(got - ref).max())
+    refs = [t.numpy() for t in (ref if isinstance(ref, (tuple, list)) else (ref,))]
+    got = session.run(list(output_names(model)), {INPUT: x.numpy()})
+    if len(got) != len(refs) or any(g.shape != r.shape for g, r in zip(got, refs)):
+        return float("inf")
+    return max(float(np.abs(g - r).max()) for g, r in zip(got, refs))

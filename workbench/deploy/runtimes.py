@@ -59,7 +59,7 @@ def open_session(model: nn.Module, runtime: str, resolution: int, batch: int = 1
         return torch.randn(batch, 3, resolution, resolution, device=dev)
 
     if runtime == "onnxruntime":
-        from workbench.deploy.onnx_export import INPUT, OUTPUT, export_onnx
+        from workbench.deploy.onnx_export import INPUT, export_onnx, output_names
 
         ort = require("onnxruntime", what="--runtime onnxruntime")
         exported = export_onnx(model, resolution, batch=batch)
@@ -70,9 +70,10 @@ def open_session(model: nn.Module, runtime: str, resolution: int, batch: int = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         provider = "CPUExecutionProvider"
         sess = ort.InferenceSession(exported.onnx_bytes, opts, providers=[provider])
+        outputs = list(output_names(model))
 
         def ort_run(feed):
-            return sess.run([OUTPUT], feed)
+            return sess.run(outputs, feed)
 
         return Session("onnxruntime", ort.__version__, provider, threads, batch, resolution, ort_run,
                        lambda: {INPUT: torch_input().cpu().numpy()})
