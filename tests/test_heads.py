@@ -269,9 +269,14 @@ def test_head_specs_are_frozen_data():
 
 # --- the CLI --------------------------------------------------------------------------------------
 def run(capsys, *argv):
+    """rc, stdout, stderr; text output must fit 120 columns, and is returned with its folds undone (single
+    spaces) so that a sentence can be looked for whatever the width it was folded at."""
     rc = main(list(argv))
     out, err = capsys.readouterr()
-    return rc, out, err
+    if "--json" in argv:
+        return rc, out, err
+    assert max((len(line) for line in out.splitlines()), default=0) <= 120, out
+    return rc, " ".join(out.split()), err
 
 
 def test_models_lists_the_task_presets(capsys):

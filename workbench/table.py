@@ -54,7 +54,7 @@ def render(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | N
 
     right = [numeric(i) for i in range(len(headers))]
     if width is not None:
-        _narrow(widths, right, headers, width)
+        _narrow(widths, right, headers, cells, width)
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
@@ -71,12 +71,19 @@ def render(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | N
     return "\n".join(out)
 
 
-def _narrow(widths: list[int], right: list[bool], headers: Sequence[str], width: int) -> None:
-    """Shrink the widest text columns, in place, until the table fits `width` (or none can shrink more)."""
+def _narrow(widths: list[int], right: list[bool], headers: Sequence[str], cells: list[list[str]],
+            width: int) -> None:
+    """Shrink columns, in place, until the table fits `width` (or none can shrink more): text columns wrap down
+    to MIN_WRAPPED, a number column only folds its header (its numbers stay whole); never below a header word."""
+    def floor(i: int) -> int:
+        word = max((len(w) for w in str(headers[i]).split()), default=1)
+        values = max((len(r[i]) for r in cells), default=0)
+        return max(word, values if right[i] else min(MIN_WRAPPED, widths[i]))
+
     while sum(widths) + 2 * (len(widths) - 1) > width:
-        text = [i for i in range(len(widths)) if not right[i] and widths[i] > MIN_WRAPPED]
-        if not text:
+        slack = [(widths[i] - floor(i), i) for i in range(len(widths))]
+        room, i = max(slack)
+        if room <= 0:
             return
-        i = max(text, key=lambda j: widths[j])
         excess = sum(widths) + 2 * (len(widths) - 1) - width
-        widths[i] = max(MIN_WRAPPED, widths[i] - excess, max((len(w) for w in str(headers[i]).split()), default=1))
+        widths[i] -= min(room, excess)
