@@ -63,6 +63,7 @@ def test_chart_shows_measured_bubbles_published_points_and_the_front(monkeypatch
     assert "8 trial(s)" in at.caption[0].value
 
 
+@pytest.mark.slow
 def test_filters_and_axis_change_what_is_shown(monkeypatch, db):
     at = run_app(monkeypatch, f"sqlite:///{db}")
     at.sidebar.multiselect(key="study").set_value(["beta"]).run()

@@ -17,8 +17,9 @@ from dashboard_store import seeded_db
 from headless_chromium import CHROMIUM, ChromiumPage
 
 pytest.importorskip("websockets", reason="the websockets client (the dev extra) is not installed: it drives Chromium")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent: install Debian's chromium "
-                                "(apt-get install -y chromium) to run the browser test")
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent: install Debian's chromium "
+                                 "(apt-get install -y chromium) to run the browser test")]
 
 # The bubble layer's marks (Vega's SVG renderer draws each point as a path in a symbol group).
 CHART_READY = """(() => {

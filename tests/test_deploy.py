@@ -26,6 +26,7 @@ def _seeded(spec, impl: str = "sdpa") -> MobileViT:
     return MobileViT(spec, attention_impl=impl).eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_exports_and_onnxruntime_agrees_at_256(name):
     model = _seeded(PRESETS[name])
@@ -98,6 +99,7 @@ def test_a_missing_extra_names_it(monkeypatch, capsys, tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime", "torch-compile"])
 def test_latency_on_each_runtime_has_spread_and_provenance(runtime):
     from workbench.counting.latency import measure_latency

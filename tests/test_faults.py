@@ -28,6 +28,8 @@ import pytest
 
 from workbench.study.store import Store
 
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
 WORKBENCH = [sys.executable, "-m", "workbench.cli"]
 ROOT = Path(__file__).resolve().parents[1]
 DROP_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]

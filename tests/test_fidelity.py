@@ -147,6 +147,7 @@ def test_results_show_mde_underpowered_and_the_power_sentence(tmp_path, capsys):
 
 
 
+@pytest.mark.slow
 def test_ladder_runs_each_rung_once_and_reports_cost_and_fidelity(tmp_path, capsys):
     from dashboard_store import architecture_key, fake_trainer
 

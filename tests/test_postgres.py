@@ -22,8 +22,9 @@ from workbench.study.store import Store
 
 pytest.importorskip("psycopg", reason="psycopg, the PostgreSQL driver, is not installed: pip install -e '.[dev]' "
                     "(or the postgres extra) installs it")
-pytestmark = pytest.mark.skipif(pg_bin() is None, reason="no PostgreSQL binaries (initdb, pg_ctl): install "
-                                "Debian's postgresql package (.ci/run does)")
+pytestmark = [pytest.mark.postgres, pytest.mark.slow,
+              pytest.mark.skipif(pg_bin() is None, reason="no PostgreSQL binaries (initdb, pg_ctl): install Debian's "
+                                 "postgresql package (.ci/run does)")]
 
 
 @pytest.fixture(scope="module")

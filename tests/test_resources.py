@@ -52,13 +52,13 @@ def test_the_engine_resolves_auto_before_anything_runs(monkeypatch, capsys, cuda
     source = StudySource(study, RunConfig(study.dataset, study.schedule, dict(study.schedule_overrides)))
     source.prepare(engine)
     engine.preflight(source)
-    err = capsys.readouterr().err
+    assert capsys.readouterr().err == ""  # said when the run starts, so bad input found later stays one line
     if cuda:  # v1-S at the smoke schedule needs far less than 1/8 of 16 GB
         assert source.settings.gpus == 0.125 and source.settings.device == "cuda"
-        assert "resources: auto: 0.125 GPU per trial on Fake GPU" in err
+        assert "resources: auto: 0.125 GPU per trial on Fake GPU" in engine.resources_line
     else:
         assert source.settings.gpus == 0.0 and source.settings.device == "cpu"
-        assert "no CUDA GPU on this machine" in err
+        assert "no CUDA GPU on this machine" in engine.resources_line
 
 
 def test_gpus_per_trial_takes_auto_or_a_count(capsys):

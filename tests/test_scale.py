@@ -77,6 +77,7 @@ def test_cli_json_and_written_spec(capsys, tmp_path):
     assert rc == 0 and json.loads(capsys.readouterr().out)["params"] == best["params"]
 
 
+@pytest.mark.slow
 def test_scale_train_ranks_the_candidates_by_top1(tmp_path):
     import os
     import subprocess

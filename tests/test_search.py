@@ -124,6 +124,8 @@ def test_constraints_filter_with_the_analytic_counter(tmp_path):
     assert c.violation(small) is None and "params" in c.violation(big)
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_a_real_search_prunes_records_and_resumes(tmp_path):
     path = write(tmp_path, TINY)
     env = {**os.environ, "WORKBENCH_WORKSPACE": str(tmp_path / "ws")}
@@ -252,6 +254,8 @@ def _search_cmd(path: Path, trials: int) -> list[str]:
             "--pruner", "none", "--quiet", "--json", "--trials", str(trials), "--sched", "epochs=2"]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_two_search_processes_share_one_budget(tmp_path):
     path = write(tmp_path, TINY)
     env = {**os.environ, "WORKBENCH_WORKSPACE": str(tmp_path / "ws")}
@@ -265,6 +269,8 @@ def test_two_search_processes_share_one_budget(tmp_path):
     assert len(trained) == 4 and all(r.state == "COMPLETE" for r in trained)
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_kill_9_mid_search_then_the_same_command_completes_the_budget(tmp_path):
     path = write(tmp_path, TINY)
     env = {**os.environ, "WORKBENCH_WORKSPACE": str(tmp_path / "ws")}

@@ -7,6 +7,8 @@ import os
 import sqlite3
 import time
 
+import pytest
+
 from workbench.study.claims import Claims, owner_is_dead, this_owner
 from workbench.study.store import Store
 
@@ -30,6 +32,7 @@ def _race(url: str, out: mp.Queue) -> None:
     out.put(won)
 
 
+@pytest.mark.slow
 def test_four_processes_racing_claim_each_item_exactly_once(tmp_path):
     url = f"sqlite:///{tmp_path / 'race.db'}"
     ctx = mp.get_context("spawn")

@@ -17,6 +17,8 @@ import pytest
 
 from workbench.study.store import Store
 
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
 WORKBENCH = [sys.executable, "-m", "workbench.cli"]
 
 

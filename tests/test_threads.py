@@ -110,6 +110,7 @@ def test_a_pinned_count_or_omp_num_threads_or_a_gpu_means_no_choosing(monkeypatc
         torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_a_run_records_its_threads_per_epoch_and_gives_the_callers_count_back(monkeypatch):
     from workbench.arch.resolve import resolve_spec
     from workbench.training.train import train_model

@@ -206,6 +206,7 @@ class Engine:
         self.local_ray = False  # this process started the local Ray and records its processes (rayproc.py)
         self.dataset = None  # DatasetFacts, from preflight
         self.auto_gpus: float | None = None  # what `resources: auto` came to on this run
+        self.resources_line = ""  # and the line that says so, printed as the run starts
         self.schedule = None  # the run's Schedule, from preflight
 
     @property
@@ -265,7 +266,7 @@ class Engine:
         self.schedule = get_schedule(s.schedule, s.schedule_overrides)
         self.dataset = dataset_facts(s.dataset)
         if s.gpus == AUTO and not self.address:
-            self._say(self._auto_gpus(source))
+            self.resources_line = self._auto_gpus(source)  # said when the run starts: bad input stays one line
             s = source.settings
         if not self.address:
             check_local_resources(s.cpus, s.gpus)
@@ -288,9 +289,7 @@ class Engine:
         source.settings = dataclasses.replace(source.settings, gpus=self.auto_gpus)
         return line
 
-    def _say(self, line: str) -> None:
-        if self.options.progress:
-            print(line, file=sys.stderr, flush=True)
+
 
     def check_spec(self, source: WorkSource, name: str, spec) -> None:
         """One model against the run's dataset, schedule and this machine's memory (WorkbenchError if not)."""
@@ -312,9 +311,8 @@ class Engine:
             if s.gpus == AUTO:
                 from workbench.study.resources import cluster_gpus
 
-                self.auto_gpus, line = cluster_gpus(ray.cluster_resources().get("GPU", 0.0))
+                self.auto_gpus, self.resources_line = cluster_gpus(ray.cluster_resources().get("GPU", 0.0))
                 source.settings = s = dataclasses.replace(s, gpus=self.auto_gpus)
-                self._say(line)
             slots = trial_slots(ray, s.cpus, s.gpus)
         source.open(self)
         total, before, left = source.remaining()
@@ -333,6 +331,8 @@ class Engine:
         self.progress = Progress(source.name, total, before, 0, slots, self.options.progress,
                                  epochs=self.schedule.epochs if self.schedule is not None else 0)
         self.progress.elsewhere = source.elsewhere
+        if self.resources_line and self.options.progress:
+            print(self.resources_line, file=sys.stderr, flush=True)
         self.progress.show(f"{left} to run on {s.label}, {slots} at a time ({s.cpus:g} CPU"
                            f"{'s' if s.cpus != 1 else ''}{f', {s.gpus:g} GPU' if s.gpus else ''} per trial)")
         trainable = tune.with_parameters(tune_trainable, train_fn=self.options.train_fn)

@@ -494,7 +494,7 @@ def render_console(t: StudyTable, wide: bool = False) -> str:
         headers, rows, notes = fit_columns(headers, rows, CONSOLE_WIDTH)
         heading = textwrap.fill(heading, CONSOLE_WIDTH)
     extra = [textwrap.fill(n, CONSOLE_WIDTH) if not wide else n for n in t.notes]
-    out = "\n".join([render(headers, rows, title=heading)] + notes + extra)
+    out = "\n".join([render(headers, rows, title=heading, width=None if wide else CONSOLE_WIDTH)] + notes + extra)
     for f in t.failed:
         out += f"\nfailed: {f['variant']} seed {f['seed']} (trial {f['trial']}): {f['error']}"
     return out
