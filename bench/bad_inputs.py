@@ -169,12 +169,13 @@ def checkpoint_run(d: Path, damage: Callable[[Path], None]) -> list[str]:
 
 def planted_item(d: Path, damage: Callable[[Path], None]) -> list[str]:
     """A study whose (only) item finds a damaged checkpoint in its run folder."""
+    from workbench.engine.plan import RunPlan
     from workbench.study.files import load_study
-    from workbench.study.items import RunConfig, plan_items
+    from workbench.study.items import plan_items
 
     path = study(d)
     s = load_study(path)
-    item = plan_items(s, RunConfig(s.dataset, s.schedule, dict(s.schedule_overrides)))[0]
+    item = plan_items(s, RunPlan(s.dataset, s.schedule, dict(s.schedule_overrides)))[0]
     folder = d / "ws" / "runs" / s.name / item.key.replace(":", "-")
     folder.mkdir(parents=True)
     (folder / "checkpoint.pt").write_bytes(b"")

@@ -47,11 +47,11 @@ def main() -> int:
     import yaml
 
     from workbench.counting.analytic import analytic_count
+    from workbench.engine.pareto import hypervolume
+    from workbench.engine.store import Store
     from workbench.search.samplers import sample_architectures
     from workbench.search.search import SearchOptions, run_search
     from workbench.search.space import load_space
-    from workbench.study.pareto import hypervolume
-    from workbench.study.store import Store
     from workbench.table import render
 
     space = load_space(args.space)

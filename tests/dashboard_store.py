@@ -102,14 +102,14 @@ def seed_study(url: str, study_file: Path, top1: dict[tuple[str, int], float], r
     top1 is keyed by (variant name, seed); items named in `running` ("variant/seedN") are left RUNNING
     after two live epoch reports, those in `fail` are recorded as failed trials.
     """
+    from workbench.engine.engine import Engine, EngineOptions, Started
+    from workbench.engine.plan import RunPlan
+    from workbench.engine.trial import FINAL_KEY, execute
     from workbench.study.ablate import StudySource
-    from workbench.study.engine import Engine, EngineOptions, Started
     from workbench.study.files import load_study
-    from workbench.study.items import RunConfig
-    from workbench.study.trial import FINAL_KEY, execute
 
     study = load_study(str(study_file))
-    config = RunConfig(study.dataset, study.schedule, dict(study.schedule_overrides))
+    config = RunPlan(study.dataset, study.schedule, dict(study.schedule_overrides))
     engine = Engine(EngineOptions(storage=url, progress=False, run_dirs=False))
     source = StudySource(study, config)
     source.open(engine)

@@ -12,7 +12,7 @@ from dashboard_store import seeded_db
 from streamlit.testing.v1 import AppTest
 
 from workbench.dashboard import STORAGE_ENV
-from workbench.study.store import Store
+from workbench.engine.store import Store
 
 APP = Path(__file__).resolve().parents[1] / "dashboards" / "pareto.py"
 

@@ -11,8 +11,8 @@ from dashboard_store import ALPHA_TOP1, seeded_db
 
 from workbench.dashboard.chart_data import ablation_frame, front, plotted
 from workbench.dashboard.readonly import ReadOnlyStore, StoreProblem, read_chart_data
+from workbench.engine.store import Store
 from workbench.study.results import build_table, table_cells
-from workbench.study.store import Store
 
 
 @pytest.fixture

@@ -106,7 +106,7 @@ def test_browser_shows_the_rendered_bubble_chart(dashboard, tmp_path):
 def test_page_follows_a_study_that_writes_without_slowing_it(dashboard, db):
     """The store changes under the open page (a running trial fails): the writer is not held up, and the
     page shows the change by itself within a few check intervals."""
-    from workbench.study.store import Store
+    from workbench.engine.store import Store
 
     with ChromiumPage(dashboard) as page:
         assert "1 running" in page.wait_for(CAPTION, timeout_s=90)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.study.store import Store
+from workbench.engine.store import Store
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -111,11 +111,12 @@ def _error_lines(stderr: str) -> list[str]:
 
 
 def _run_dir(ws: Path, study_path: Path, variant: str, seed: int = 0) -> Path:
+    from workbench.engine.plan import RunPlan
     from workbench.study.files import load_study
-    from workbench.study.items import RunConfig, plan_items
+    from workbench.study.items import plan_items
 
     study = load_study(str(study_path))
-    config = RunConfig(dataset=study.dataset, schedule=study.schedule, schedule_overrides=study.schedule_overrides)
+    config = RunPlan(dataset=study.dataset, schedule=study.schedule, schedule_overrides=study.schedule_overrides)
     item = next(it for it in plan_items(study, config) if it.variant.name == variant and it.seed == seed)
     return ws / "runs" / study.name / item.key.replace(":", "-")
 
@@ -229,11 +230,11 @@ def test_a_store_truncated_mid_run_stops_the_driver_in_one_line_and_results_says
     from dashboard_store import seed_study, study_yaml
 
     from workbench.cli import main
+    from workbench.engine.engine import Engine, EngineOptions
+    from workbench.engine.plan import RunPlan
+    from workbench.engine.store import StoreUnreadable
     from workbench.study.ablate import StudySource
-    from workbench.study.engine import Engine, EngineOptions
     from workbench.study.files import load_study
-    from workbench.study.items import RunConfig
-    from workbench.study.store import StoreUnreadable
     from workbench.training.train import RunResult
 
     db = tmp_path / "studies.db"
@@ -251,7 +252,7 @@ def test_a_store_truncated_mid_run_stops_the_driver_in_one_line_and_results_says
         on_epoch(1, {"epoch": 1, "top1": 10.0})
         return RunResult("completed", 10.0, 50.0, 10.0, 1, [{"epoch": 1, "top1": 10.0}])
 
-    config = RunConfig(study.dataset, study.schedule, dict(study.schedule_overrides))
+    config = RunPlan(study.dataset, study.schedule, dict(study.schedule_overrides))
     engine = Engine(EngineOptions(storage=url, progress=False, run_dirs=False))
     with pytest.raises(StoreUnreadable) as e:
         engine.run_inline(StudySource(study, config), train_fn=truncating_train)

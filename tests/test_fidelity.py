@@ -14,11 +14,11 @@ from dashboard_store import seed_study, study_yaml
 from scipy import stats
 
 from workbench.cli import main
+from workbench.engine.store import Store
 from workbench.errors import WorkbenchError
 from workbench.study import fidelity as fid
 from workbench.study import paired
 from workbench.study.results import build_table, power_sentence
-from workbench.study.store import Store
 
 VARIANTS = {"a": "", "b": "block.fusion_conv: 3x3", "c": "layer3.width: 1.5", "d": "layer4.width: 1.5"}
 PUBLISHED = {"a": "{top1: 70.0}", "b": "{top1: 71.0}", "c": "{top1: 72.0}", "d": "{top1: 73.0}"}
@@ -166,10 +166,10 @@ def test_ladder_runs_each_rung_once_and_reports_cost_and_fidelity(tmp_path, caps
     options = RunOptions(storage=f"sqlite:///{tmp_path / 'l.db'}", progress=False, run_dirs=False, train_fn=train)
     # The store already holds the whole study (4 variants, 3 seeds) under rung "two"'s settings: that rung
     # trains nothing and is judged on the ladder's 3 variants and 2 seeds alone (with d, tau would be 0.67).
-    from workbench.study.engine import Engine
-    from workbench.study.items import RunConfig
+    from workbench.engine.engine import Engine
+    from workbench.engine.plan import RunPlan
 
-    Engine(options).run_inline(StudySource(study, RunConfig("digits", "smoke", {"epochs": "2"}), False))
+    Engine(options).run_inline(StudySource(study, RunPlan("digits", "smoke", {"epochs": "2"}), False))
     ladder = load_ladder(str(tmp_path / "steps.yaml"))
     rungs = run_ladder(ladder, options, inline=True)
     assert [r["rung"] for r in rungs] == ["one", "two"] and all(r["trials"] == 6 for r in rungs)

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 LAYERS = [("workbench", "workbench.errors", "workbench.fileio", "workbench.table", "workbench.machine",
            "workbench.yamlfile"),
           ("workbench.arch",), ("workbench.deploy",), ("workbench.counting",), ("workbench.training",),
-          ("workbench.study",), ("workbench.search",), ("workbench.dashboard",), ("workbench.cli",)]
+          ("workbench.engine",), ("workbench.study", "workbench.search"), ("workbench.dashboard",), ("workbench.cli",)]
 
 
 def module_name(path: Path) -> str:

@@ -11,7 +11,6 @@ from workbench.arch.resolve import resolve_spec
 from workbench.counting import memory
 from workbench.counting.memory import estimate_memory, plan_micro_batches
 from workbench.errors import WorkbenchError
-from workbench.study.items import resolved_schedule
 from workbench.training.schedules import get_schedule
 from workbench.training.train import _config_mismatch, forward_backward, train_model
 
@@ -116,11 +115,10 @@ def test_a_batch_larger_than_the_training_set_is_planned_as_the_set_and_said(tmp
 
 
 def test_micro_batch_at_auto_keeps_old_item_keys_and_old_checkpoints_resumable():
-    from workbench.study.items import RunConfig
+    from workbench.engine.plan import RunPlan
 
-    assert "micro_batch" not in resolved_schedule(RunConfig(dataset="digits", schedule="smoke", schedule_overrides={}))
-    assert "micro_batch" in resolved_schedule(RunConfig(dataset="digits", schedule="smoke",
-                                                        schedule_overrides={"micro_batch": "8"}))
+    assert "micro_batch" not in RunPlan(dataset="digits", schedule="smoke", schedule_overrides={}).key_fields
+    assert "micro_batch" in RunPlan("digits", "smoke", {"micro_batch": "8"}).key_fields
     now = {"dataset": "d", "seed": 0, "train_images": 1, "test_images": 1, "classes": ["a"],
            "schedule": get_schedule("smoke").to_dict(), "spec": {}}
     before = {**now, "schedule": {k: v for k, v in now["schedule"].items() if k != "micro_batch"}}

@@ -9,8 +9,8 @@ import optuna
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from workbench.engine.pareto import crowding_distance, dominates, hypervolume, nondominated_sort, rank_points
 from workbench.search.moasha import MOAshaRungs, rung_epochs
-from workbench.study.pareto import crowding_distance, dominates, hypervolume, nondominated_sort, rank_points
 
 ACC_MACS = [("top1", "max"), ("macs_paper", "min")]
 
@@ -114,7 +114,7 @@ def test_per_trial_random_sampler_gives_trial_n_the_same_values_in_any_order():
 
 def test_the_dashboard_lists_a_stopped_trial_with_what_it_reached():
     from workbench.dashboard.chart_data import _trial_row
-    from workbench.study.store import TrialRecord
+    from workbench.engine.store import TrialRecord
 
     attrs = {"stopped_at_epoch": 2, "top1_at_stop": 41.5, "rung_values": {"top1": 41.5, "macs_paper": 9e6},
              "counts": {"params": 500_000, "macs": {"paper": 9_000_000}}, "variant": "t3"}

@@ -5,7 +5,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workbench.study.pareto import dominates, pareto_front
+from workbench.engine.pareto import dominates, pareto_front
 
 
 def test_accuracy_vs_macs_front():

@@ -17,8 +17,8 @@ import pytest
 from pg_server import PASSWORD, pg_bin, start_server
 from test_study_runs import TWO, WORKBENCH, _attempts, _study
 
+from workbench.engine.store import Store
 from workbench.errors import WorkbenchError
-from workbench.study.store import Store
 
 pytest.importorskip("psycopg", reason="psycopg, the PostgreSQL driver, is not installed: pip install -e '.[dev]' "
                     "(or the postgres extra) installs it")
@@ -106,7 +106,7 @@ def test_two_drivers_a_kill_9_and_a_server_restart_lose_nothing(pg, tmp_path):
 
 
 def _claims(url: str) -> list:
-    from workbench.study.claims import Claims
+    from workbench.engine.claims import Claims
 
     return sorted((c.item, c.state, c.owner, c.trial_id, round(time.time() - c.heartbeat))
                   for c in Claims(Store(url, create=False).engine, "pg").all().values())

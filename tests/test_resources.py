@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from workbench.cli import main
+from workbench.engine import resources
+from workbench.engine.engine import Engine, EngineOptions
+from workbench.engine.plan import RunPlan
 from workbench.errors import WorkbenchError
-from workbench.study import resources
 from workbench.study.ablate import StudySource
-from workbench.study.engine import Engine, EngineOptions
 from workbench.study.files import load_study, parse_study
-from workbench.study.items import RunConfig
 
 GB = 10**9
 
@@ -49,15 +49,15 @@ def test_the_engine_resolves_auto_before_anything_runs(monkeypatch, capsys, cuda
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1 if cuda else 0)
     study = load_study("table6")
     engine = Engine(EngineOptions(progress=True))
-    source = StudySource(study, RunConfig(study.dataset, study.schedule, dict(study.schedule_overrides)))
+    source = StudySource(study, RunPlan(study.dataset, study.schedule, dict(study.schedule_overrides)))
     source.prepare(engine)
     engine.preflight(source)
     assert capsys.readouterr().err == ""  # said when the run starts, so bad input found later stays one line
     if cuda:  # v1-S at the smoke schedule needs far less than 1/8 of 16 GB
-        assert source.settings.gpus == 0.125 and source.settings.device == "cuda"
+        assert source.plan.gpus == 0.125 and source.plan.device == "cuda"
         assert "resources: auto: 0.125 GPU per trial on Fake GPU" in engine.resources_line
     else:
-        assert source.settings.gpus == 0.0 and source.settings.device == "cpu"
+        assert source.plan.gpus == 0.0 and source.plan.device == "cpu"
         assert "no CUDA GPU on this machine" in engine.resources_line
 
 
@@ -72,8 +72,8 @@ def test_auto_stays_resolved_when_the_source_prepares_again(monkeypatch, capsys)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     study = load_study("table6")
     engine = Engine(EngineOptions(progress=False))
-    source = StudySource(study, RunConfig(study.dataset, study.schedule, dict(study.schedule_overrides)))
+    source = StudySource(study, RunPlan(study.dataset, study.schedule, dict(study.schedule_overrides)))
     source.prepare(engine)
     engine.preflight(source)
     source.prepare(engine)  # what open() does
-    assert source.settings.gpus == 0.125 and engine.work_item(source, "k", 0, {}, 0).device == "cuda"
+    assert source.plan.gpus == 0.125 and engine.work_item(source, "k", 0, {}, 0).device == "cuda"

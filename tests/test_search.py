@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from workbench.cli import main
+from workbench.engine.objectives import parse_objectives
+from workbench.engine.store import Store
 from workbench.errors import WorkbenchError
 from workbench.search.search import Constraints, check_feasible, format_front, summarize
 from workbench.search.space import load_space
-from workbench.study.objectives import parse_objectives
-from workbench.study.store import Store
 
 TINY = """name: tiny
 base: v3-xxs
@@ -175,8 +175,8 @@ def _plant_trial(tmp_path, owner: str, heartbeat_age_s: float) -> int:
     """A RUNNING search trial claimed by `owner` (another host), its last heartbeat `heartbeat_age_s` ago."""
     import sqlalchemy as sa
 
-    from workbench.study.claims import CLAIMS
-    from workbench.study.engine import Engine
+    from workbench.engine.claims import CLAIMS
+    from workbench.engine.engine import Engine
 
     source, opts = _search_source(tmp_path, trials=1)
     engine = Engine(opts)
@@ -195,7 +195,7 @@ def test_a_relative_dataset_path_reaches_the_trials_absolute(tmp_path, monkeypat
     """Trials run in other folders (Ray's, another host's): a `--dataset npz:rel` made every trial fail."""
     import numpy as np
 
-    from workbench.study.engine import Engine
+    from workbench.engine.engine import Engine
 
     (tmp_path / "rel").mkdir()
     for split, n in (("train", 8), ("test", 4)):
@@ -203,11 +203,11 @@ def test_a_relative_dataset_path_reaches_the_trials_absolute(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     source, opts = _search_source(tmp_path, trials=1, dataset="npz:rel")
     source.prepare(Engine(opts))
-    assert source.settings.dataset == f"npz:{tmp_path / 'rel'}"
+    assert source.plan.dataset == f"npz:{tmp_path / 'rel'}"
 
 
 def test_a_search_trial_of_a_silent_process_on_another_host_is_taken_over(tmp_path):
-    from workbench.study.engine import Engine
+    from workbench.engine.engine import Engine
 
     planted = _plant_trial(tmp_path, "some-other-host|4242|1", heartbeat_age_s=1000)
     source, opts = _search_source(tmp_path, trials=2)
@@ -219,7 +219,7 @@ def test_a_search_trial_of_a_silent_process_on_another_host_is_taken_over(tmp_pa
 
 
 def test_a_search_trial_with_a_live_heartbeat_elsewhere_counts_and_is_left_alone(tmp_path):
-    from workbench.study.engine import Engine
+    from workbench.engine.engine import Engine
 
     planted = _plant_trial(tmp_path, "some-other-host|4242|1", heartbeat_age_s=1)
     source, opts = _search_source(tmp_path, trials=2)
@@ -231,7 +231,7 @@ def test_a_search_trial_with_a_live_heartbeat_elsewhere_counts_and_is_left_alone
 def test_the_engine_beats_the_heartbeat_of_every_running_trial(tmp_path, monkeypatch):
     import threading
 
-    from workbench.study import engine as engine_mod
+    from workbench.engine import engine as engine_mod
 
     source, opts = _search_source(tmp_path, trials=1)
     engine = engine_mod.Engine(opts)
@@ -307,16 +307,16 @@ def test_kill_9_mid_search_then_the_same_command_completes_the_budget(tmp_path):
 def test_latency_and_fvcore_objectives_are_measured_before_training_not_failed_after(tmp_path):
     """The space counts with `paper` only and has no latency block: an fvcore-MACs and a latency objective
     still get their figures (the counter added, latency timed with the defaults before training)."""
-    from workbench.study.engine import Engine
+    from workbench.engine.engine import Engine
 
     objectives = [("top1", "max"), ("latency_ms", "min"), ("macs_fvcore", "min")]
     source, opts = _search_source(tmp_path, trials=2, objectives=objectives)
     tally = Engine(opts).run_inline(source, train_fn=_quick_train)
     assert tally.completed == 2 and tally.failed == 0
-    assert "fvcore" in source.settings.counters and source.settings.latency["resolution"] == 64
+    assert "fvcore" in source.plan.counters and source.plan.latency["resolution"] == 64
     for r in Store(opts.storage, create=False).records(source.name):
         assert r.state == "COMPLETE" and r.values[1] == r.attrs["latency"]["latency_ms"] > 0
-        assert r.attrs["latency"]["settings"] == source.settings.latency and r.values[2] > 0
+        assert r.attrs["latency"]["settings"] == source.plan.latency and r.values[2] > 0
     # the front's table shows the latency objective in a column of its own (MACs have theirs already)
     table = format_front(summarize(Store(opts.storage, create=False), source.name, objectives), objectives)
     lines = table.splitlines()
@@ -325,8 +325,8 @@ def test_latency_and_fvcore_objectives_are_measured_before_training_not_failed_a
 
 
 def test_the_list_sampler_trains_its_architectures_in_order(tmp_path):
+    from workbench.engine.engine import Engine
     from workbench.search.samplers import sample_architectures
-    from workbench.study.engine import Engine
 
     space = load_space(str(write(tmp_path, TINY)))
     archs = sample_architectures(space, 3, seed=5)

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from workbench.study.claims import Claims, owner_is_dead, this_owner
-from workbench.study.store import Store
+from workbench.engine.claims import Claims, owner_is_dead, this_owner
+from workbench.engine.store import Store
 
 ITEMS = [f"v{i}:0:x" for i in range(12)]
 
@@ -60,7 +60,7 @@ def test_a_dead_owner_is_taken_over_and_a_live_or_finished_one_is_not(tmp_path):
     dead = this_owner().split("|")[0] + f"|{proc.pid}|1"
     assert owner_is_dead(dead) and not owner_is_dead(this_owner())
     with store.engine.begin() as conn:
-        from workbench.study.claims import CLAIMS
+        from workbench.engine.claims import CLAIMS
 
         conn.execute(CLAIMS.insert().values(study="s", item="dead", state="running", owner=dead, trial_id=None,
                                             heartbeat=time.time()))
@@ -83,7 +83,7 @@ def test_a_killed_process_not_yet_reaped_counts_as_dead():
     import socket
     import subprocess
 
-    from workbench.study.claims import process_start
+    from workbench.engine.claims import process_start
 
     proc = subprocess.Popen(["sleep", "60"])
     owner = f"{socket.gethostname()}|{proc.pid}|{process_start(proc.pid)}"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.study.store import Store
+from workbench.engine.store import Store
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -59,11 +59,12 @@ def _attempts(tmp: Path, study: str = "tiny") -> dict[str, int]:
 
 def _run_dir(tmp: Path, study_path: Path, variant: str, seed: int) -> Path:
     """Where the engine puts (variant, seed)'s run folder, from the same planning code."""
+    from workbench.engine.plan import RunPlan
     from workbench.study.files import load_study
-    from workbench.study.items import RunConfig, plan_items
+    from workbench.study.items import plan_items
 
     study = load_study(str(study_path))
-    config = RunConfig(dataset=study.dataset, schedule=study.schedule, schedule_overrides=study.schedule_overrides)
+    config = RunPlan(dataset=study.dataset, schedule=study.schedule, schedule_overrides=study.schedule_overrides)
     item = next(it for it in plan_items(study, config) if it.variant.name == variant and it.seed == seed)
     return tmp / "ws" / "runs" / study.name / item.key.replace(":", "-")
 
@@ -104,7 +105,7 @@ def test_a_failing_trial_is_stored_as_failed_and_the_others_complete(ws):
 
 
 def _alive(pid: int, started: str) -> bool:
-    from workbench.study.rayproc import alive
+    from workbench.engine.rayproc import alive
 
     return alive(pid, started)
 
@@ -141,7 +142,7 @@ def test_kill_9_mid_study_then_the_same_command_finishes_without_retraining(ws):
     assert len(completed_before) < 6
     # The killed driver could not shut its local Ray down: trial workers it started train on for a while.
     # Its record names them; what the next start does first (end_stale_ray) ends those, and only those.
-    from workbench.study.rayproc import end_stale_ray
+    from workbench.engine.rayproc import end_stale_ray
 
     records = list((tmp / "ray-records").glob("*.json"))
     assert len(records) == 1, records

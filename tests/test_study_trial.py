@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from workbench.arch.presets import get_preset
-from workbench.study.trial import WorkItem, execute
+from workbench.engine.trial import WorkItem, execute
 from workbench.training.train import RunResult
 
 SPEC = get_preset("v1-xxs").with_overrides({"width": "0.25"})

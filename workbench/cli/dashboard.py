@@ -47,7 +47,7 @@ def cmd_dashboard(args) -> int:  # does not return: the process becomes the Stre
     import os
 
     from workbench.dashboard import STORAGE_ENV
-    from workbench.study.store import check_storage_url, default_storage_url, sqlite_path
+    from workbench.engine.store import check_storage_url, default_storage_url, sqlite_path
 
     url = args.storage or default_storage_url()
     check_storage_url(url)

@@ -49,8 +49,8 @@ def add_set(p: argparse.ArgumentParser) -> None:
 
 def check_engine_args(args) -> None:
     """--storage, --ray-address and the per-trial resources, checked before anything is created."""
-    from workbench.study.engine import check_ray_address
-    from workbench.study.store import check_storage_url
+    from workbench.engine.engine import check_ray_address
+    from workbench.engine.store import check_storage_url
 
     nonneg("--cpus-per-trial", getattr(args, "cpus_per_trial", None), positive=True)
     if getattr(args, "storage", None):
@@ -67,7 +67,7 @@ def engine_options(args) -> dict:
 
 
 def gpus_arg(text: str) -> float | str:
-    from workbench.study.resources import parse_gpus
+    from workbench.engine.resources import parse_gpus
 
     try:
         return parse_gpus(text, "--gpus-per-trial")

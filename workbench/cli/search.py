@@ -175,6 +175,7 @@ def _latency_runtime(name: str) -> str:
 
 def cmd_search(args) -> int:
     from workbench.arch.spec import parse_assignments
+    from workbench.engine.objectives import parse_objectives
     from workbench.search.scale import parse_amount
     from workbench.search.search import (
         Constraints,
@@ -183,7 +184,6 @@ def cmd_search(args) -> int:
         run_search,
     )
     from workbench.search.space import load_space
-    from workbench.study.objectives import parse_objectives
     from workbench.training.schedules import get_schedule
 
     space = load_space(args.space)

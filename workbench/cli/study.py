@@ -52,13 +52,11 @@ def add_holm(p) -> None:
 
 def cmd_ablate(args) -> int:
     from workbench.arch.spec import parse_assignments
+    from workbench.engine.plan import RunPlan
+    from workbench.engine.store import workspace_dir
     from workbench.study.ablate import RunOptions, run_study
     from workbench.study.files import load_study
-    from workbench.study.items import RunConfig
     from workbench.study.results import build_table, power_sentence, render_console, write_outputs
-    from workbench.study.store import workspace_dir
-    from workbench.training.data import normalize_dataset
-    from workbench.training.schedules import get_schedule
 
     study = load_study(args.study)
     if args.seeds:
@@ -68,14 +66,12 @@ def cmd_ablate(args) -> int:
     # The file's schedule overrides were chosen for its own schedule; another schedule starts clean.
     overrides = dict(study.schedule_overrides) if schedule == study.schedule else {}
     overrides.update(parse_assignments(args.schedule_set))
-    get_schedule(schedule, overrides)  # a bad schedule name or field fails now, before the store is touched
-    config = RunConfig(dataset=normalize_dataset(args.dataset or study.dataset), schedule=schedule,
-                       schedule_overrides=overrides)
+    # The run resolved once, here: a bad dataset, schedule name or field fails now, before the store is touched.
+    plan = RunPlan.resolve(args.dataset or study.dataset, schedule, overrides)
     if args.latency_ratios_only:
         return _latency_ratios(study, args)
-    summary, store = run_study(study, config, RunOptions(**options.engine_options(args),
-                                                         retry_failed=args.retry_failed))
-    table = build_table(store, study.name, config.dataset, config.schedule, holm=args.holm)
+    summary, store = run_study(study, plan, RunOptions(**options.engine_options(args), retry_failed=args.retry_failed))
+    table = build_table(store, study.name, plan.dataset, plan.schedule, holm=args.holm)
     print(render_console(table, wide=args.wide))
     paths = write_outputs(table, Path(args.out) if args.out else workspace_dir() / "results")
     if study.latency_ratios:
@@ -100,9 +96,9 @@ def wrapped(text: str, wide: bool = False) -> str:
 
 def _latency_ratios(study, args) -> int:
     """Measure and print the study's latency ratios; written beside its table as NAME_latency_ratios.json."""
+    from workbench.engine.store import workspace_dir
     from workbench.fileio import atomic_write
     from workbench.study.latency_ratios import format_ratios, measure_ratios
-    from workbench.study.store import workspace_dir
 
     if not study.latency_ratios:
         raise WorkbenchError(f"study {study.name}: it has no latency_ratios block (see table5.yaml)")
@@ -119,6 +115,7 @@ def _latency_ratios(study, args) -> int:
 
 
 def cmd_results(args) -> int:
+    from workbench.engine.store import Store
     from workbench.study.results import (
         build_table,
         per_image_arrays,
@@ -127,7 +124,6 @@ def cmd_results(args) -> int:
         to_json,
         write_outputs,
     )
-    from workbench.study.store import Store
     from workbench.training.data import normalize_dataset
 
     name = options.study_name(args.study)
@@ -198,7 +194,7 @@ def cmd_fidelity(args) -> int:
         from workbench.errors import WorkbenchError
 
         raise WorkbenchError("fidelity: give --study NAME (or --ladder [FILE])")
-    from workbench.study.store import Store
+    from workbench.engine.store import Store
     from workbench.training.data import normalize_dataset
 
     store = Store(args.storage, create=False)

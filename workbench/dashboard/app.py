@@ -23,10 +23,10 @@ from workbench.dashboard.chart_data import (
     plotted,
 )
 from workbench.dashboard.readonly import ReadOnlyStore, StoreProblem, read_chart_data
+from workbench.engine.store import default_storage_url
 from workbench.errors import WorkbenchError, first_line, masked_url
 from workbench.study.results import power_sentence
 from workbench.study.results import title as table_title
-from workbench.study.store import default_storage_url
 
 DEFAULT_REFRESH_S = 5
 MAX_DEFAULT_CURVES = 6

@@ -12,9 +12,9 @@ from datetime import datetime
 
 import pandas as pd
 
-from workbench.study.pareto import pareto_front
+from workbench.engine.pareto import pareto_front
+from workbench.engine.store import Store, TrialRecord
 from workbench.study.results import StudyTable, build_table, table_cells
-from workbench.study.store import Store, TrialRecord
 
 # x-axis choices: column -> axis title. Top-1 is always the y axis.
 X_AXES = {"macs_paper": "MACs (M), paper counter", "macs_fvcore": "MACs (M), fvcore", "params": "Parameters (M)"}

@@ -14,14 +14,14 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
-from workbench.errors import WorkbenchError, first_line, masked_url, scrubbed
-from workbench.study.store import (
+from workbench.engine.store import (
     Store,
     check_storage_url,
     default_storage_url,
     driver_url,
     sqlite_path,
 )
+from workbench.errors import WorkbenchError, first_line, masked_url, scrubbed
 
 OPTUNA_TABLES = {"studies", "trials", "trial_user_attributes", "version_info"}
 

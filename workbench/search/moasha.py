@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from workbench.study.objectives import Objective
-from workbench.study.pareto import rank_points
+from workbench.engine.objectives import Objective, metrics_of
+from workbench.engine.pareto import rank_points
 
 
 def rung_epochs(epochs: int, grace: int = 1, eta: int = 2) -> list[int]:
@@ -106,8 +106,8 @@ class MOAshaScheduler(FIFOScheduler):
         for t in trials:
             for epoch in self.rule.rungs:
                 if epoch in t.intermediate_values:
-                    vector = vector_of({**costs_of(t.user_attrs), "top1": t.intermediate_values[epoch]},
-                                       self.rule.objectives)
+                    at_rung = {**metrics_of(t.user_attrs, costs_only=True), "top1": t.intermediate_values[epoch]}
+                    vector = vector_of(at_rung, self.rule.objectives)
                     if vector is not None:
                         self.rule.recorded.setdefault(epoch, {})[f"study-trial-{t.number}"] = vector
                         n += 1
@@ -117,10 +117,3 @@ class MOAshaScheduler(FIFOScheduler):
         return f"MO-ASHA rungs {self.rule.rungs}, eta {self.rule.eta}"
 
 
-def costs_of(attrs: dict) -> dict[str, float]:
-    """The costs a stored trial's record holds, under their objective names (as trial.known_costs sends them)."""
-    counts, lat = attrs.get("counts") or {}, attrs.get("latency") or {}
-    out = {"params": counts.get("params"), "latency_ms": lat.get("latency_ms"),
-           "throughput_img_s": lat.get("throughput_img_s")}
-    out.update({f"macs_{k}": v for k, v in (counts.get("macs") or {}).items()})
-    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float))}

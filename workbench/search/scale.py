@@ -248,17 +248,17 @@ def format_candidates(result: ScaleResult) -> str:
 def train_candidates(result: ScaleResult, dataset: str, schedule: str, schedule_overrides: dict[str, str],
                      seeds: int, storage: str | None, ray_address: str | None, progress: bool):
     """`scale --train`: the candidates become a study, trained by the engine; returns (table, ranked rows, path)."""
+    from workbench.engine.plan import RunPlan
+    from workbench.engine.store import workspace_dir
     from workbench.study.ablate import RunOptions, run_study
     from workbench.study.files import load_study
-    from workbench.study.items import RunConfig
     from workbench.study.results import build_table
-    from workbench.study.store import workspace_dir
 
     path = candidates_study(result, dataset, schedule, schedule_overrides, seeds, workspace_dir() / "scale")
     study = load_study(str(path))
-    config = RunConfig(dataset=study.dataset, schedule=study.schedule, schedule_overrides=study.schedule_overrides)
-    _, store = run_study(study, config, RunOptions(storage=storage, ray_address=ray_address, progress=progress))
-    table = build_table(store, study.name, config.dataset, config.schedule)
+    plan = RunPlan(dataset=study.dataset, schedule=study.schedule, schedule_overrides=study.schedule_overrides)
+    _, store = run_study(study, plan, RunOptions(storage=storage, ray_address=ray_address, progress=progress))
+    table = build_table(store, study.name, plan.dataset, plan.schedule)
     ranked = sorted(table.rows, key=lambda r: -(r["top1_mean"] if r["top1_mean"] is not None else -1e9))
     return table, ranked, path
 

@@ -21,23 +21,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from workbench.engine.claims import owner_is_dead
+from workbench.engine.engine import HEARTBEAT_S, Engine, EngineOptions
+from workbench.engine.objectives import Objective, labels, needs_latency, optuna_directions, with_needed_counters
+from workbench.engine.pareto import pareto_front
+from workbench.engine.plan import RunPlan
+from workbench.engine.source import DONE, WAIT, Started, WorkSource
+from workbench.engine.store import Store
 from workbench.errors import WorkbenchError, masked_url
 from workbench.search.samplers import SAMPLERS, load_arch_list, make_sampler
 from workbench.search.space import SearchSpace
-from workbench.study.claims import owner_is_dead
-from workbench.study.engine import (
-    DONE,
-    HEARTBEAT_S,
-    WAIT,
-    Engine,
-    EngineOptions,
-    Started,
-    WorkSource,
-)
 from workbench.study.files import LatencyPlan
-from workbench.study.objectives import Objective, labels, needs_latency, optuna_directions, with_needed_counters
-from workbench.study.pareto import pareto_front
-from workbench.study.store import Store
 
 PRUNERS = ("moasha", "asha", "none")
 MAX_REJECTS = 2000  # candidates the constraints may reject in a row before the search gives up
@@ -145,22 +139,19 @@ class SearchSource(WorkSource):
         self.rejects = 0
         self.last_reap = 0.0
         self.arch_list = load_arch_list(opts.arch_list, space) if opts.sampler == "list" and opts.arch_list else None
-
-    @property
-    def schedule(self) -> str:
-        return self.opts.schedule or self.space.schedule
-
-    @property
-    def schedule_overrides(self) -> dict:
-        base = dict(self.space.schedule_overrides) if self.schedule == self.space.schedule else {}
-        return {**base, **self.opts.schedule_overrides}
+        # The run resolved once: the space's dataset and schedule, or the command's (the space's own schedule
+        # overrides apply to its own schedule only).
+        schedule = opts.schedule or space.schedule
+        base = dict(space.schedule_overrides) if schedule == space.schedule else {}
+        self.run_plan = RunPlan.resolve(opts.dataset or space.dataset, schedule, {**base, **opts.schedule_overrides},
+                                        count_resolution=space.count_resolution,
+                                        counters=tuple(with_needed_counters(self.objectives, space.counters)),
+                                        latency=latency_settings(space, self.objectives), cpus=space.cpus,
+                                        gpus=space.gpus)
 
     def prepare(self, engine: Engine) -> None:
         super().prepare(engine)
-        sp = self.space
-        self.settings = engine.settings(self.opts.dataset or sp.dataset, self.schedule, self.schedule_overrides,
-                                        sp.count_resolution, with_needed_counters(self.objectives, sp.counters),
-                                        latency_settings(sp, self.objectives), sp.cpus, sp.gpus)
+        self.plan = engine.plan_for(self.run_plan)
 
     def specs(self) -> list[tuple[str, object]]:
         """The space's base with its fixed values: every candidate is it with sampled values on top (each is
@@ -303,9 +294,8 @@ class SearchSource(WorkSource):
         from ray.tune.schedulers import ASHAScheduler
 
         from workbench.search.moasha import MOAshaScheduler, rung_epochs
-        from workbench.training.schedules import get_schedule
 
-        epochs = get_schedule(self.schedule, self.schedule_overrides).epochs
+        epochs = int(self.plan.fields["epochs"])
         pruner = pruner_for(self.opts)
         # Rungs at epochs grace, grace*eta, ... below the last epoch: a trial that reaches its last epoch
         # always finishes, so it is never cut after paying for the whole schedule.
@@ -337,8 +327,6 @@ def latency_settings(space: SearchSpace, objectives: list[Objective]) -> dict | 
 
 
 def run_search(space: SearchSpace, opts: SearchOptions) -> SearchOutcome:
-    from workbench.training.schedules import get_schedule
-
     t0 = time.monotonic()
     if opts.trials < 1:
         raise WorkbenchError(f"--trials {opts.trials}: must be >= 1")
@@ -355,7 +343,6 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> SearchOutcome:
     if source.arch_list is not None and opts.trials > len(source.arch_list):
         raise WorkbenchError(f"--trials {opts.trials}: the --arch-list {opts.arch_list} holds only "
                              f"{len(source.arch_list)} architectures")
-    get_schedule(source.schedule, source.schedule_overrides)
     engine = Engine(opts)
     engine.run(source)
     outcome = summarize(engine.store, source.name, opts.objectives)

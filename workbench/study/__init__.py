@@ -1,8 +1,8 @@
-"""Studies: declarative study files run by one engine on Ray Tune and recorded in an Optuna storage.
+"""Ablation studies: study files run on the engine, and what is read from their records.
 
-files.py (study files) -> items.py (variant x seed work items) -> ablate.py (the items as a source of work)
--> engine.py (claims, heartbeats, Ray Tune, recording; search.py's sampler is its other source) -> trial.py
-(build, count, train, latency in a worker) -> store.py + claims.py (the durable record) -> results.py,
-stats.py, pareto.py (the paper-shaped table, fronts). objectives.py names what a study optimises.
+files.py (study files; published.py: the paper's rows they point at) -> items.py (variant x seed work items)
+-> ablate.py (the items as a source of work for workbench.engine) -> results.py (the paper-shaped table, from
+the store; paired.py: deltas paired by seed and test image, power), fidelity.py (rank fidelity over models),
+ladder.py (one study under several cheap settings), latency_ratios.py (Table 5's ratios).
 `shipped/` holds copies of the repository's studies/ for installs without the source tree.
 """

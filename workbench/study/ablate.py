@@ -9,25 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workbench.study.engine import (
-    DONE,
-    WAIT,
-    Engine,
-    EngineOptions,
-    Started,
-    Tally,
-    WorkSource,
-)
+from workbench.engine.engine import Engine, EngineOptions
+from workbench.engine.objectives import labels, optuna_directions
+from workbench.engine.plan import RunPlan
+from workbench.engine.source import DONE, WAIT, Started, Tally, WorkSource
+from workbench.engine.store import Store
 from workbench.study.files import Study
-from workbench.study.items import (
-    Item,
-    RunConfig,
-    config_id,
-    plan_items,
-    resolved_schedule,
-)
-from workbench.study.objectives import labels, optuna_directions
-from workbench.study.store import Store
+from workbench.study.items import Item, plan_items
 
 
 @dataclass
@@ -35,34 +23,33 @@ class RunOptions(EngineOptions):
     retry_failed: bool = False  # re-run items whose last attempt failed (killed ones are always re-run)
 
 
-def study_attrs(study: Study, config: RunConfig) -> dict:
+def study_attrs(study: Study, plan: RunPlan) -> dict:
     """What `results` and the dashboard need to lay out the study without its file."""
     return {"description": study.description, "baseline": study.baseline, "study_file": study.text,
             "objectives": labels(study.objectives),
             "variants": [{"name": v.name, "label": v.label, "preset": v.preset, "overrides": v.overrides,
                           "published": v.published} for v in study.variants],
             "seeds": list(study.seeds),
-            "last_config": {**config.to_dict(), "id": config_id(config)}}
+            "last_config": {**plan.to_dict(), "id": plan.config_id}}
 
 
 class StudySource(WorkSource):
     """The study's items under one run configuration; the next is the first this process can claim."""
 
-    def __init__(self, study: Study, config: RunConfig, retry_failed: bool = False):
-        self.study, self.config, self.retry_failed = study, config, retry_failed
+    def __init__(self, study: Study, plan: RunPlan, retry_failed: bool = False):
+        self.study, self.retry_failed = study, retry_failed
         self.name = study.name
         self.objectives = study.objectives
-        self.items = plan_items(study, config)
-        self.schedule_resolved = resolved_schedule(config)
-        self.config_id = config_id(config)
+        self.run_plan = plan  # dataset and schedule as the command resolved them; prepare adds the study's part
+        self.items = plan_items(study, plan)
         self.attempted: set[str] = set()  # an item is tried at most once per run of this process
 
     def prepare(self, engine: Engine) -> None:
         super().prepare(engine)
         s = self.study
-        latency = vars(s.latency) if s.latency else None
-        self.settings = engine.settings(self.config.dataset, self.config.schedule, self.config.schedule_overrides,
-                                        s.count_resolution, s.counters, latency, s.cpus, s.gpus)
+        self.plan = engine.plan_for(self.run_plan.replace(
+            count_resolution=s.count_resolution, counters=tuple(s.counters),
+            latency=vars(s.latency) if s.latency else None, cpus=s.cpus, gpus=s.gpus))
 
     def specs(self) -> list[tuple[str, object]]:
         return [(v.name, v.spec) for v in self.study.variants]
@@ -71,7 +58,7 @@ class StudySource(WorkSource):
         self.prepare(engine)
         s = self.study
         optuna_study = engine.store.open_study(s.name, optuna_directions(s.objectives))
-        for k, v in study_attrs(s, self.config).items():
+        for k, v in study_attrs(s, self.plan).items():
             optuna_study.set_user_attr(k, v)
         self.study_id = optuna_study._study_id
         super().open(engine)
@@ -139,11 +126,11 @@ class StudySource(WorkSource):
         return {**self.engine.trial_attrs(self), "item": it.key, "variant": v.name, "label": v.label,
                 "seed": it.seed, "preset": v.preset, "overrides": v.overrides, "block": dict(vars(v.spec.block)),
                 "spec": v.spec.to_dict(), "published": v.published, "baseline": v.name == self.study.baseline,
-                "config_id": self.config_id, "schedule_resolved": self.schedule_resolved}
+                "config_id": self.plan.config_id, "schedule_resolved": self.plan.key_fields}
 
 
-def run_study(study: Study, config: RunConfig, options: RunOptions) -> tuple[Tally, Store]:
-    """Run every unfinished item of `study` under `config`; returns what this process did and the store."""
+def run_study(study: Study, plan: RunPlan, options: RunOptions) -> tuple[Tally, Store]:
+    """Run every unfinished item of `study` under `plan`; returns what this process did and the store."""
     engine = Engine(options)
-    tally = engine.run(StudySource(study, config, options.retry_failed))
+    tally = engine.run(StudySource(study, plan, options.retry_failed))
     return tally, engine.store

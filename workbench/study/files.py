@@ -18,9 +18,9 @@ from typing import Any, Mapping
 from workbench.arch.resolve import check_resolution, resolve_spec
 from workbench.arch.spec import ModelSpec
 from workbench.counting import COUNTERS, DEFAULT_COUNTERS
+from workbench.engine.objectives import needs_latency, parse_objective, with_needed_counters
 from workbench.errors import WorkbenchError
 from workbench.fileio import find_named_file, names_in, unique_folders
-from workbench.study.objectives import needs_latency, parse_objective, with_needed_counters
 from workbench.study.published import lookup_published
 from workbench.training.data import normalize_dataset
 from workbench.yamlfile import load_yaml
@@ -236,7 +236,7 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
 
 def _resources(c: _Checker, raw: Any) -> tuple[float, float | str]:
     """`resources: auto` (1 CPU, the GPU where there is one) or {cpus: N, gpus: N | auto}."""
-    from workbench.study.resources import AUTO, parse_gpus
+    from workbench.engine.resources import AUTO, parse_gpus
 
     if raw == AUTO:
         return 1.0, AUTO

@@ -167,11 +167,10 @@ def rung_cost(records: list, cid: str, variants: list[str] | None = None,
 
 def run_ladder(ladder: Ladder, options, top_k: int | None = None, inline: bool = False) -> list[dict]:
     """Run every rung (only what the store lacks) and measure it: one dict per rung, cost and fidelity."""
+    from workbench.engine.engine import Engine
+    from workbench.engine.plan import RunPlan
     from workbench.study.ablate import StudySource
-    from workbench.study.engine import Engine
     from workbench.study.fidelity import fidelity_report
-    from workbench.study.items import RunConfig, config_id
-    from workbench.training.schedules import get_schedule
 
     rungs = resolve_data(ladder)
     study = load_study(ladder.study)
@@ -182,14 +181,13 @@ def run_ladder(ladder: Ladder, options, top_k: int | None = None, inline: bool =
     names = [v.name for v in study.variants]
     out = []
     for rung in rungs:
-        config = RunConfig(rung.dataset, rung.schedule, dict(rung.overrides))
+        plan = RunPlan(rung.dataset, rung.schedule, dict(rung.overrides))  # resolve_data made the path absolute
         engine = Engine(options)
-        source = StudySource(study, config, getattr(options, "retry_failed", False))
+        source = StudySource(study, plan, getattr(options, "retry_failed", False))
         tally = engine.run_inline(source) if inline else engine.run(source)
-        cid = config_id(config)
-        sched = get_schedule(rung.schedule, rung.overrides)
+        cid = plan.config_id
         row = {"rung": rung.name, "dataset": rung.dataset, "schedule": rung.schedule, "set": rung.overrides,
-               "resolution": sched.resolution, "trained_now": tally.completed, "failed": tally.failed,
+               "resolution": plan.fields["resolution"], "trained_now": tally.completed, "failed": tally.failed,
                **rung_cost(engine.store.records(study.name), cid, names, study.seeds)}
         try:
             doc = fidelity_report(engine.store, study.name, ladder.reference, config_id=cid, top_k=top_k,

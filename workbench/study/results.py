@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from workbench.engine.store import Store, TrialRecord
 from workbench.errors import WorkbenchError
 from workbench.fileio import write_all
 from workbench.study import paired
-from workbench.study.store import Store, TrialRecord
 
 # Table 6's columns: a mark when a variant's block has the value (the paper's names for the changes).
 MARKS = {

@@ -42,6 +42,7 @@ class WorkItem:
     latency: dict | None = None  # LatencyPlan fields, or None = not measured
     keep_checkpoints: bool = False
     allow_large: bool = False  # train even when the estimated memory exceeds the worker machine's
+    schedule_fields: dict | None = None  # the schedule as the driver resolved it (engine/plan.py): not resolved again
     extra: dict = field(default_factory=dict)  # source-specific facts the worker passes through
 
     def to_dict(self) -> dict:
@@ -82,7 +83,8 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
     from workbench.arch.model import MobileViT
     from workbench.arch.spec import ModelSpec
     from workbench.counting.counters import count
-    from workbench.study.provenance import hardware, library_versions
+    from workbench.engine.objectives import metrics_of
+    from workbench.engine.provenance import hardware, library_versions
 
     t0 = time.perf_counter()
     record: dict = {"hardware": hardware(), "versions": library_versions(), "run_dir": item.run_dir}
@@ -110,7 +112,7 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
                 if not (record["latency"].get("load") or {}).get("busy"):
                     break
             record["latency"]["settings"] = dict(lat)
-        costs = known_costs(record)
+        costs = metrics_of(record, costs_only=True)
         stage = "train"
         if train_fn is None:
             from workbench.training.train import train_model as train_fn
@@ -121,7 +123,13 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
         def on_epoch(epoch: int, metrics: dict) -> None:
             report({**costs, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
 
-        result = train_fn(spec, item.dataset, item.schedule, overrides=item.schedule_overrides, seed=item.seed,
+        if item.schedule_fields is not None:  # the driver's resolution, as it is
+            from workbench.training.schedules import Schedule
+
+            schedule, overrides = Schedule(**item.schedule_fields), None
+        else:
+            schedule, overrides = item.schedule, item.schedule_overrides
+        result = train_fn(spec, item.dataset, schedule, overrides=overrides, seed=item.seed,
                           device=item.device, out_dir=item.run_dir, resume=bool(run_dir), progress=False,
                           on_epoch=on_epoch, bad_checkpoint="restart", allow_large=item.allow_large,
                           threads=max(1, int(item.cpus)))  # a trial's share: pinned, so its figures repeat
@@ -146,16 +154,6 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return _done(record, t0)
-
-
-def known_costs(record: dict) -> dict[str, float]:
-    """The objective figures known before training (params, MACs by each counter, latency), under their
-    objective names; sent with every epoch's report so that an early-stopping rung can rank on them."""
-    counts, lat = record.get("counts") or {}, record.get("latency") or {}
-    out = {"params": counts.get("params"), "latency_ms": lat.get("latency_ms"),
-           "throughput_img_s": lat.get("throughput_img_s")}
-    out.update({f"macs_{k}": v for k, v in (counts.get("macs") or {}).items()})
-    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float))}
 
 
 def _done(record: dict, t0: float) -> dict:

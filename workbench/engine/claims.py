@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from workbench.study.store import retried
+from workbench.engine.store import retried
 
 METADATA = sa.MetaData()
 CLAIMS = sa.Table(

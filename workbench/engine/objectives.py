@@ -46,17 +46,32 @@ def labels(objectives: list[Objective]) -> list[str]:
     return [f"{m}:{d}" for m, d in objectives]
 
 
+def metrics_of(record: dict, costs_only: bool = False) -> dict[str, float]:
+    """Every metric a trial's record holds, under its objective name (the one vocabulary: objectives, the epoch
+    reports' costs, MO-ASHA's rungs and the front's columns read it here). `costs_only`: what is known before
+    training (params, MACs by each counter, latency), which every epoch report carries."""
+    train, counts, lat = record.get("train") or {}, record.get("counts") or {}, record.get("latency") or {}
+    out = {"params": counts.get("params"), "latency_ms": lat.get("latency_ms"),
+           "throughput_img_s": lat.get("throughput_img_s")}
+    out.update({f"macs_{k}": v for k, v in (counts.get("macs") or {}).items()})
+    if not costs_only:
+        out.update(top1=train.get("top1"), top5=train.get("top5"))
+    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def counts_of(metrics: dict) -> dict:
+    """Metrics back in a record's `counts` shape (a trial stopped early has only what its reports carried)."""
+    macs = {k[5:]: int(v) for k, v in metrics.items() if k.startswith("macs_") and isinstance(v, (int, float))}
+    params = metrics.get("params")
+    return {"params": int(params) if isinstance(params, (int, float)) else None, "macs": macs}
+
+
 def objective_value(metric: str, record: dict) -> float:
     """The figure `metric` names in a trial's record; a missing one is an error that says what to add."""
-    train, counts, lat = record.get("train") or {}, record.get("counts") or {}, record.get("latency") or {}
-    table = {"top1": train.get("top1"), "top5": train.get("top5"), "params": counts.get("params"),
-             "latency_ms": lat.get("latency_ms"), "throughput_img_s": lat.get("throughput_img_s")}
-    if metric.startswith("macs_"):
-        table[metric] = (counts.get("macs") or {}).get(metric[5:])
-    value = table.get(metric)
+    value = metrics_of(record).get(metric)
     if value is None:
         raise WorkbenchError(f"objective {metric}: the trial did not measure it (add the counter or latency)")
-    return float(value)
+    return value
 
 
 def objective_values(record: dict, objectives: list[Objective]) -> list[float] | None:

@@ -20,52 +20,32 @@ store is touched. A full disk or a store that becomes unreadable stops the whole
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable
 
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0: our progress only
-os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # the final report carries the record
-# Ctrl-C is ours: Tune's own SIGINT handler ends fit() quietly, and the command then wrote a partial table as if
-# the run had finished (exit 0).
-os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-
-from ray.tune.search import Searcher  # noqa: E402 - after the environment Tune reads
-from ray.tune.stopper import Stopper  # noqa: E402
-
-from workbench.errors import (  # noqa: E402
-    DiskFull,
-    Interrupted,
-    WorkbenchError,
-    first_line,
-    install_interrupt_handlers,
-    is_no_space,
-    no_space_line,
-)
-from workbench.study.claims import Claims, this_owner  # noqa: E402
-from workbench.study.objectives import Objective, objective_values  # noqa: E402
-from workbench.study.progress import Progress  # noqa: E402
-from workbench.study.provenance import git_revision  # noqa: E402
-from workbench.study.rayproc import end_stale_ray, record_local_ray  # noqa: E402
-from workbench.study.resources import AUTO  # noqa: E402
-from workbench.study.store import Store, StoreUnreadable, workspace_dir  # noqa: E402
-from workbench.study.trial import FINAL_KEY, WorkItem, execute  # noqa: E402
+from workbench.engine.claims import this_owner
+from workbench.engine.objectives import counts_of, objective_values
+from workbench.engine.plan import RunPlan
+from workbench.engine.progress import Progress
+from workbench.engine.provenance import git_revision
+from workbench.engine.rayproc import end_stale_ray, record_local_ray
+from workbench.engine.raystart import check_local_resources, check_ray_address, start_ray, trial_slots
+from workbench.engine.resources import AUTO
+from workbench.engine.source import DONE, WAIT, Started, Tally, WorkSource
+from workbench.engine.store import Store, StoreUnreadable, workspace_dir
+from workbench.engine.trial import FINAL_KEY, WorkItem, execute
+from workbench.errors import DiskFull, Interrupted, WorkbenchError, first_line, is_no_space, no_space_line
 
 HEARTBEAT_S = 10.0  # at most; never more than a quarter of the stale limit
 STALE_AFTER_S = 120.0  # default of $WORKBENCH_STALE_AFTER_S
 MAX_REQUEUES = 2  # per item and run: a trial whose Ray worker died (a node lost) is run again this often
-WAIT = "wait"  # nothing to claim now, but another process holds work that may yet be abandoned: ask again
-DONE = "done"  # nothing left anywhere
 CLAIM_STATE = {"COMPLETE": "done", "PRUNED": "done", "FAIL": "failed"}
 log = logging.getLogger(__name__)
 
@@ -90,99 +70,6 @@ def stale_after_default() -> float:
         return max(1.0, float(os.environ.get("WORKBENCH_STALE_AFTER_S", STALE_AFTER_S)))
     except ValueError:
         return STALE_AFTER_S
-
-
-@dataclass(frozen=True)
-class TrialSettings:
-    """What every trial of one run shares: data, schedule, how it is counted, what it may use."""
-
-    dataset: str
-    schedule: str
-    schedule_overrides: dict
-    count_resolution: int
-    counters: tuple[str, ...]
-    latency: dict | None
-    cpus: float
-    gpus: float | str  # "auto" until the engine resolves it (study/resources.py)
-
-    @property
-    def label(self) -> str:
-        extra = ",".join(f"{k}={v}" for k, v in sorted(self.schedule_overrides.items()))
-        return f"{self.dataset} / {self.schedule}" + (f" ({extra})" if extra else "")
-
-    @property
-    def device(self) -> str:
-        return "cuda" if isinstance(self.gpus, (int, float)) and self.gpus > 0 else "cpu"
-
-
-@dataclass
-class Started:
-    """A trial a source has claimed and created in the store; the engine runs it."""
-
-    key: str  # the claim's key
-    trial_id: int  # the Optuna trial recording this attempt
-    number: int
-    name: str  # how progress lines name it
-    item: WorkItem
-    t0: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class Tally:
-    """What one run of the engine did."""
-
-    total: int
-    completed_before: int = 0
-    completed: int = 0
-    stopped: int = 0  # early-stopped by a scheduler
-    failed: int = 0
-    failed_items: list[str] = field(default_factory=list)
-    requeued: int = 0  # attempts lost with their Ray worker and run again
-    epochs: int = 0
-    wall_s: float = 0.0
-
-
-class WorkSource(ABC):
-    """What to run next. Subclasses: the study's items (ablate), the sampler's candidates (search)."""
-
-    name: str  # the Optuna study
-    objectives: list[Objective]
-    settings: TrialSettings
-    engine: "Engine"
-    claims: Claims
-    elsewhere: int = 0  # trials other live processes are running now, for the progress line
-
-    def prepare(self, engine: "Engine") -> None:
-        """Bind to the engine and set `settings`, touching nothing: preflight reads them before the store."""
-        self.engine = engine
-
-    def specs(self) -> list[tuple[str, object]]:
-        """(name, ModelSpec) of the models known before the run, checked before the store is touched."""
-        return []
-
-    def open(self, engine: "Engine") -> None:
-        """Bind to the engine's store; create or load the Optuna study. Called once, before anything runs."""
-        self.engine = engine
-        self.claims = Claims(engine.store.engine, self.name, engine.options.stale_after_s)
-
-    @abstractmethod
-    def remaining(self) -> tuple[int, int, int]:
-        """(total, finished before this run, left to run here); left 0 means nothing to start."""
-
-    @abstractmethod
-    def next(self) -> Started | str:
-        """The next trial, claimed and created in the store; or WAIT, or DONE."""
-
-    def scheduler(self):
-        """A Ray Tune scheduler that may stop trials early, or None (every trial runs to its end)."""
-        return None
-
-    def recorded(self, started: Started, state: str, record: dict) -> None:
-        """Called after a trial's outcome is in the store."""
-
-    def requeue(self, started: Started) -> None:
-        """Make `started`'s work claimable again by this process (its attempt died with its Ray worker)."""
-        self.claims.release(started.key)
 
 
 class Engine:
@@ -217,37 +104,33 @@ class Engine:
         return self._store
 
     # --- what sources use ---------------------------------------------------------------------------
-    def settings(self, dataset: str, schedule: str, schedule_overrides: dict, count_resolution: int,
-                 counters, latency: dict | None, cpus: float, gpus: float) -> TrialSettings:
-        """The run's shared trial settings, with the engine's --cpus/--gpus-per-trial over the file's. The dataset's
-        path is made absolute here, in the driver: trials run in other folders (and on other hosts)."""
-        from workbench.training.data import normalize_dataset
-
+    def plan_for(self, plan: RunPlan) -> RunPlan:
+        """A source's plan with the engine's --cpus/--gpus-per-trial over the file's, and `resources: auto` as this
+        run resolved it (once, in preflight or on joining a cluster)."""
         o = self.options
-        gpus = o.gpus_per_trial if o.gpus_per_trial is not None else gpus
-        if gpus == AUTO and self.auto_gpus is not None:  # resolved once per run (preflight, or the cluster join)
+        gpus = o.gpus_per_trial if o.gpus_per_trial is not None else plan.gpus
+        if gpus == AUTO and self.auto_gpus is not None:
             gpus = self.auto_gpus
-        return TrialSettings(normalize_dataset(dataset), schedule, dict(schedule_overrides), count_resolution,
-                             tuple(counters), latency, o.cpus_per_trial if o.cpus_per_trial is not None else cpus,
-                             gpus)
+        return plan.replace(cpus=o.cpus_per_trial if o.cpus_per_trial is not None else plan.cpus, gpus=gpus)
 
     def work_item(self, source: WorkSource, key: str, number: int, spec: dict, seed: int) -> WorkItem:
-        s = source.settings
+        p = source.plan
         run_dir = None
         if self.options.run_dirs:
             run_dir = str((workspace_dir() / "runs" / source.name / key.replace(":", "-")).resolve())
         return WorkItem(key=key, trial_number=number, owner=self.owner, spec=spec,
-                        count_resolution=s.count_resolution, counters=list(s.counters), dataset=s.dataset,
-                        schedule=s.schedule, schedule_overrides=dict(s.schedule_overrides), seed=seed,
-                        device=s.device, cpus=s.cpus, run_dir=run_dir, latency=s.latency,
-                        keep_checkpoints=self.options.keep_checkpoints, allow_large=self.options.allow_large)
+                        count_resolution=p.count_resolution, counters=list(p.counters), dataset=p.dataset,
+                        schedule=p.schedule, schedule_overrides=dict(p.schedule_overrides), seed=seed,
+                        device=p.device, cpus=p.cpus, run_dir=run_dir, latency=p.latency,
+                        keep_checkpoints=self.options.keep_checkpoints, allow_large=self.options.allow_large,
+                        schedule_fields=dict(p.fields))
 
     def trial_attrs(self, source: WorkSource) -> dict:
         """The attributes every trial of `source` carries besides its own (variant, seed, spec, ...)."""
-        s = source.settings
-        return {"study": source.name, "dataset": s.dataset, "schedule": s.schedule,
-                "schedule_overrides": dict(s.schedule_overrides), "count_resolution": s.count_resolution,
-                "resources": {"cpus": s.cpus, "gpus": s.gpus}, "git_revision": git_revision(),
+        p = source.plan
+        return {"study": source.name, "dataset": p.dataset, "schedule": p.schedule,
+                "schedule_overrides": dict(p.schedule_overrides), "count_resolution": p.count_resolution,
+                "resources": {"cpus": p.cpus, "gpus": p.gpus}, "git_revision": git_revision(),
                 "owner": self.owner}
 
     def running_keys(self, source: WorkSource) -> set[str]:
@@ -260,23 +143,22 @@ class Engine:
         dataset's files, every known model against the schedule's sizes and the machine's memory, and (for
         a local Ray) the CPUs and GPUs a trial asks for."""
         from workbench.training.preflight import dataset_facts
-        from workbench.training.schedules import get_schedule
 
-        s = source.settings
-        self.schedule = get_schedule(s.schedule, s.schedule_overrides)
-        self.dataset = dataset_facts(s.dataset)
-        if s.gpus == AUTO and not self.address:
+        p = source.plan
+        self.schedule = p.schedule_object()
+        self.dataset = dataset_facts(p.dataset)
+        if p.gpus == AUTO and not self.address:
             self.resources_line = self._auto_gpus(source)  # said when the run starts: bad input stays one line
-            s = source.settings
+            p = source.plan
         if not self.address:
-            check_local_resources(s.cpus, s.gpus)
+            check_local_resources(p.cpus, p.gpus)
         for name, spec in source.specs():
             self.check_spec(source, name, spec)
 
     def _auto_gpus(self, source: WorkSource) -> str:
         """`resources: auto` on this machine: the GPU share its largest model needs, or the CPU."""
         from workbench.counting.memory import estimate_memory, schedule_sizes
-        from workbench.study.resources import auto_gpus, local_gpu
+        from workbench.engine.resources import auto_gpus, local_gpu
 
         gpu = local_gpu()
         largest = None
@@ -286,7 +168,7 @@ class Engine:
                                            training=True, activation_bytes=2).bytes
                            for _, spec in source.specs()), default=None)
         self.auto_gpus, line = auto_gpus(largest, gpu)
-        source.settings = dataclasses.replace(source.settings, gpus=self.auto_gpus)
+        source.plan = source.plan.replace(gpus=self.auto_gpus)
         return line
 
 
@@ -295,7 +177,7 @@ class Engine:
         """One model against the run's dataset, schedule and this machine's memory (WorkbenchError if not)."""
         from workbench.training.preflight import check_training
 
-        check_training(spec, self.dataset, self.schedule, device=source.settings.device,
+        check_training(spec, self.dataset, self.schedule, device=source.plan.device,
                        allow_large=self.options.allow_large, what=f"{source.name}: {name}")
 
     # --- the run -------------------------------------------------------------------------------------
@@ -304,16 +186,9 @@ class Engine:
         t0 = time.monotonic()
         source.prepare(self)
         self.preflight(source)
-        s = source.settings
         ray = slots = None
         if self.address:  # a cluster's resources are known once joined: checked before the store as well
-            ray = start_ray(self.address)
-            if s.gpus == AUTO:
-                from workbench.study.resources import cluster_gpus
-
-                self.auto_gpus, self.resources_line = cluster_gpus(ray.cluster_resources().get("GPU", 0.0))
-                source.settings = s = dataclasses.replace(s, gpus=self.auto_gpus)
-            slots = trial_slots(ray, s.cpus, s.gpus)
+            ray, slots = self._join_cluster(source)
         source.open(self)
         total, before, left = source.remaining()
         self.tally = Tally(total=total, completed_before=before)
@@ -324,34 +199,15 @@ class Engine:
             end_stale_ray(lambda line: print(line, file=sys.stderr, flush=True))
             ray = start_ray(None)
             self.local_ray = record_local_ray() is not None
-            slots = trial_slots(ray, s.cpus, s.gpus)
-        from ray import tune
-
-        from workbench.study.trial import tune_trainable
-        self.progress = Progress(source.name, total, before, 0, slots, self.options.progress,
-                                 epochs=self.schedule.epochs if self.schedule is not None else 0)
-        self.progress.elsewhere = source.elsewhere
-        if self.resources_line and self.options.progress:
-            print(self.resources_line, file=sys.stderr, flush=True)
-        self.progress.show(f"{left} to run on {s.label}, {slots} at a time ({s.cpus:g} CPU"
-                           f"{'s' if s.cpus != 1 else ''}{f', {s.gpus:g} GPU' if s.gpus else ''} per trial)")
-        trainable = tune.with_parameters(tune_trainable, train_fn=self.options.train_fn)
+            slots = trial_slots(ray, source.plan.cpus, source.plan.gpus)
+        self._start_progress(source, total, before, left, slots)
         stop = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True)
-        beat.start()
-        token = id(self)
-        _ENGINES[token] = (self, source)
+        threading.Thread(target=self._heartbeat, args=(stop,), daemon=True).start()
         interrupted: Interrupted | None = None
+        from workbench.engine import tune
+
         try:
-            tune.Tuner(
-                tune.with_resources(trainable, {"cpu": s.cpus, "gpu": s.gpus}),
-                tune_config=tune.TuneConfig(search_alg=StoreSearcher(token), scheduler=source.scheduler(),
-                                            num_samples=-1, max_concurrent_trials=slots, reuse_actors=True,
-                                            trial_dirname_creator=lambda t: f"trial-{t.trial_id}"),
-                run_config=tune.RunConfig(name=f"{source.name}-{int(time.time())}-{os.getpid()}",
-                                          storage_path=str((workspace_dir() / "ray_results").resolve()),
-                                          stop=EngineStopper(token), verbose=0,
-                                          failure_config=tune.FailureConfig(max_failures=0))).fit()
+            tune.fit(self, source, slots)
         except KeyboardInterrupt as e:
             interrupted = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
         except Exception as e:
@@ -363,7 +219,6 @@ class Engine:
         finally:
             stop.set()
             given_back = 0 if self.store_broken else self._release_unfinished(quiet=self.fatal is not None)
-            _ENGINES.pop(token, None)
         self.tally.wall_s = time.monotonic() - t0
         if self.fatal is not None:
             raise self.fatal
@@ -372,6 +227,26 @@ class Engine:
             raise interrupted.said(f"interrupted: {done} of {self.tally.total} complete, {given_back} given back; "
                                    "run the same command to continue")
         return self.tally
+
+    def _join_cluster(self, source: WorkSource):
+        """Join the cluster at --ray-address; `resources: auto` becomes one GPU per trial where it has any."""
+        ray = start_ray(self.address)
+        if source.plan.gpus == AUTO:
+            from workbench.engine.resources import cluster_gpus
+
+            self.auto_gpus, self.resources_line = cluster_gpus(ray.cluster_resources().get("GPU", 0.0))
+            source.plan = source.plan.replace(gpus=self.auto_gpus)
+        return ray, trial_slots(ray, source.plan.cpus, source.plan.gpus)
+
+    def _start_progress(self, source: WorkSource, total: int, before: int, left: int, slots: int) -> None:
+        p = source.plan
+        self.progress = Progress(source.name, total, before, 0, slots, self.options.progress,
+                                 epochs=self.schedule.epochs if self.schedule is not None else 0)
+        self.progress.elsewhere = source.elsewhere
+        if self.resources_line and self.options.progress:
+            print(self.resources_line, file=sys.stderr, flush=True)
+        self.progress.show(f"{left} to run on {p.label}, {slots} at a time ({p.cpus:g} CPU"
+                           f"{'s' if p.cpus != 1 else ''}{f', {p.gpus:g} GPU' if p.gpus else ''} per trial)")
 
     def run_inline(self, source: WorkSource, train_fn: Callable | None = None) -> Tally:
         """Run `source` one trial at a time in this process, without Ray: the same claims and records, for
@@ -437,7 +312,7 @@ class Engine:
         if self.progress:
             self.progress.elsewhere = source.elsewhere  # after a takeover too: those are ours now
         if nxt == DONE:
-            return Searcher.FINISHED
+            return DONE
         if nxt == WAIT:
             time.sleep(0.5)  # another process holds work; look again soon (it may die)
             return None
@@ -484,7 +359,7 @@ class Engine:
             rung = {m: result[m] for m, _ in source.objectives if isinstance(result.get(m), (int, float))}
             state, record = "PRUNED", {"stopped_at_epoch": epoch, "top1_at_stop": result.get("top1"),
                                        "epochs_trained": epoch, "rung_values": rung,
-                                       "counts": counts_from_report(result)}
+                                       "counts": counts_of(result)}
         else:
             if record is None:
                 record = {"status": "failed", "failure": "worker",
@@ -584,147 +459,3 @@ class Engine:
         return len(left)
 
 
-def counts_from_report(result: dict) -> dict:
-    """The counts a trial sent with its epoch reports (trial.known_costs), in a record's `counts` shape."""
-    macs = {k[5:]: int(v) for k, v in result.items() if k.startswith("macs_") and isinstance(v, (int, float))}
-    params = result.get("params")
-    return {"params": int(params) if isinstance(params, (int, float)) else None, "macs": macs}
-
-
-# Tune pickles its configuration (searcher included) into the experiment folder; the searcher refers to
-# the live engine through this registry instead of carrying the store's engine and locks.
-_ENGINES: dict[int, tuple[Engine, WorkSource]] = {}
-
-
-class EngineStopper(Stopper):
-    """Stops a trial whose claim another process took over, and every trial once the run has a fatal error.
-    Tune pickles it with the experiment: it refers to the live engine through the registry, like the
-    searcher."""
-
-    def __init__(self, token: int):
-        self._token = token
-
-    def _engine(self) -> "Engine | None":
-        entry = _ENGINES.get(self._token)
-        return entry[0] if entry else None
-
-    def __call__(self, trial_id: str, result: dict) -> bool:
-        engine = self._engine()
-        return engine is not None and (trial_id in engine.taken or engine.fatal is not None)
-
-    def stop_all(self) -> bool:
-        engine = self._engine()
-        return engine is not None and engine.fatal is not None
-
-
-class StoreSearcher(Searcher):
-    """Hands Tune the source's next trial when a slot frees; FINISHED when the source has none left."""
-
-    def __init__(self, token: int):
-        super().__init__()
-        self._token = token
-
-    def suggest(self, trial_id: str):
-        engine, source = _ENGINES[self._token]
-        return engine.suggest(source, trial_id)
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        _ENGINES[self._token][0].on_result(trial_id, result)
-
-    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-        _ENGINES[self._token][0].on_complete(trial_id, result, error)
-
-    def save(self, checkpoint_path: str) -> None:
-        """Nothing to save: the store is the searcher's state, and it is already durable."""
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Nothing to restore: a new run reads the store."""
-
-
-# --- Ray ---------------------------------------------------------------------------------------------------
-def check_ray_address(address: str, source: str = "--ray-address") -> str:
-    """'auto', or HOST:PORT of a reachable Ray head (tested with a TCP connect, so a typo fails in seconds)."""
-    if address == "auto":
-        return address
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise WorkbenchError(f"{source} {address!r}: expected HOST:PORT of a Ray head (e.g. 10.0.0.5:6379) "
-                             "or 'auto'")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as e:
-        raise WorkbenchError(f"{source} {address!r}: no Ray head answers there ({e.strerror or e})") from None
-    return address
-
-
-def start_ray(address: str | None):
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    try:
-        if address:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        else:
-            # "local": always a fresh Ray for this command. Without it ray.init() joins whatever cluster
-            # `ray start` last recorded in /tmp/ray, even one that has since been stopped. Ray announces on
-            # every start that it turned token authentication on (the safe default we want): not news here.
-            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-            ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise WorkbenchError(f"cannot start or join Ray{f' at {address}' if address else ''}: "
-                             f"{first_line(e)}") from None
-    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):  # a CLI run: keep its handlers over Ray's
-        install_interrupt_handlers()
-    for name in ("ray", "ray.tune", "ray.train", "ray.air"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    # Records of Tune's child loggers reach Ray's handlers without passing the parents' filters: filter there.
-    for handler in logging.getLogger("ray").handlers + logging.getLogger().handlers:
-        if not any(isinstance(f, _NoSpaceFilter) for f in handler.filters):
-            handler.addFilter(_NoSpaceFilter())
-    return ray
-
-
-class _NoSpaceFilter(logging.Filter):
-    """Ray Tune logs a failed write of its own experiment files (under the workspace) with a traceback; on a
-    full disk that is the engine's one-line stop to say (every running engine's `fatal`), not Tune's."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if not (is_no_space(exc) if exc is not None else "no space left" in record.getMessage().lower()):
-            return True
-        for engine, _ in list(_ENGINES.values()):
-            if engine.fatal is None:
-                engine.fatal = DiskFull(f"{no_space_line(workspace_dir().resolve())}; stopping. What was recorded "
-                                        "stays; free some space and run the same command again")
-        return False
-
-
-def check_local_resources(cpus: float, gpus: float) -> None:
-    """A local Ray gets this machine: a trial may not ask for more CPUs or GPUs than it has (checked before
-    Ray starts or the store is opened, so a study that can never run leaves nothing behind)."""
-    from workbench.machine import usable_cores
-
-    cores = usable_cores()
-    if cpus > cores:
-        raise WorkbenchError(f"a trial asks for {cpus:g} CPUs; this machine has {cores} (set resources.cpus in the "
-                             "study or space file, or --cpus-per-trial; or join a bigger cluster with --ray-address)")
-    if gpus > 0:
-        import torch
-
-        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if gpus > have:
-            raise WorkbenchError(f"a trial asks for {gpus:g} GPU{'s' if gpus != 1 else ''}; this machine has "
-                                 f"{have} (set resources.gpus: 0 or --gpus-per-trial 0 to train on the CPU)")
-
-
-def trial_slots(ray, cpus: float, gpus: float) -> int:
-    res = ray.cluster_resources()
-    have_cpu, have_gpu = res.get("CPU", 0.0), res.get("GPU", 0.0)
-    if cpus > have_cpu or gpus > have_gpu:
-        raise WorkbenchError(f"a trial asks for {cpus:g} CPUs and {gpus:g} GPUs; the Ray cluster has "
-                             f"{have_cpu:g} CPUs and {have_gpu:g} GPUs (change --cpus-per-trial/--gpus-per-trial)")
-    slots = int(have_cpu // cpus)
-    if gpus > 0:
-        slots = min(slots, int(round(have_gpu / gpus, 6)))
-    return max(1, slots)

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from workbench.engine.claims import owner_is_dead, process_start, this_owner
 from workbench.fileio import atomic_write
-from workbench.study.claims import owner_is_dead, process_start, this_owner
 
 
 def record_dir() -> Path:
