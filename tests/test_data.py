@@ -213,3 +213,13 @@ def test_streamed_and_resident_sources_agree(npz_dir):
     tests_r = torch.cat([y for _, y in ResidentBatches(ds, cpu).test(4)])
     tests_s = torch.cat([y for _, y in StreamedBatches(ds, cpu, workers=0).test(4)])
     torch.testing.assert_close(tests_r, tests_s)
+
+
+def test_preflight_counts_a_single_file_split_as_the_loader_makes_it(tmp_path):
+    from workbench.training.preflight import dataset_facts
+
+    # 7 images of class 0 and 4 of class 1: every 5th of each class is held out, so 1 test image, not 11 // 5 = 2.
+    y = np.array([0] * 7 + [1] * 4)
+    path = write_npz(tmp_path / "one.npz", n=11, y=y)
+    ds, facts = load_dataset(f"npz:{path}"), dataset_facts(f"npz:{path}")
+    assert (facts.n_train, facts.n_test) == (len(ds.train_y), len(ds.test_y)) == (10, 1)

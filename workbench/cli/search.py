@@ -184,7 +184,6 @@ def cmd_search(args) -> int:
         run_search,
     )
     from workbench.search.space import load_space
-    from workbench.training.schedules import get_schedule
 
     space = load_space(args.space)
     try:
@@ -199,8 +198,6 @@ def cmd_search(args) -> int:
         max_latency_ms=args.max_latency_ms, latency_resolution=space.count_resolution,
         latency_runtime=_latency_runtime(args.latency_runtime))
     overrides = parse_assignments(args.sched)
-    get_schedule(args.schedule or space.schedule, overrides if args.schedule else
-                 {**space.schedule_overrides, **overrides})
     options.check_engine_args(args)
     opts = SearchOptions(**options.engine_options(args), objectives=objectives, trials=args.trials,
                          sampler=args.sampler, pruner=args.pruner, grace=args.grace_epochs, eta=args.reduction_factor,

@@ -130,7 +130,8 @@ def cmd_results(args) -> int:
     if args.per_image and not args.per_image.endswith(".npz"):
         raise WorkbenchError(f"--per-image {args.per_image!r}: expected a file name ending in .npz")
     store = Store(args.storage, create=False)
-    dataset = normalize_dataset(args.dataset) if args.dataset else None  # as ablate stores it: paths absolute
+    # As ablate stored it (a path made absolute); the data need not be on this machine to read its results.
+    dataset = normalize_dataset(args.dataset, must_exist=False) if args.dataset else None
     table = build_table(store, name, dataset, args.schedule, holm=args.holm)
     arrays = per_image_arrays(table) if args.per_image else None  # refused before anything is written
     if args.json:
@@ -198,7 +199,7 @@ def cmd_fidelity(args) -> int:
     from workbench.training.data import normalize_dataset
 
     store = Store(args.storage, create=False)
-    dataset = normalize_dataset(args.dataset) if args.dataset else None
+    dataset = normalize_dataset(args.dataset, must_exist=False) if args.dataset else None
     doc = fidelity_report(store, options.study_name(args.study), args.reference, dataset, args.schedule, args.top_k)
     print(json.dumps(doc, indent=2) if args.json else fold(render(doc)))
     return 0

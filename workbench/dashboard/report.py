@@ -45,7 +45,11 @@ def report_markdown(table: StudyTable, data: ChartData, x: str, figure_name: str
 
 def build_report(url: str | None, study: str, dataset: str | None = None, schedule: str | None = None,
                  x: str = "macs_paper", colour_by: str = "variant") -> dict[str, bytes]:
-    """File name -> content, all rendered, nothing written."""
+    """File name -> content, all rendered, nothing written. `dataset` as typed: a relative path matches the run
+    the store recorded with it made absolute."""
+    from workbench.training.data import normalize_dataset
+
+    dataset = normalize_dataset(dataset, must_exist=False) if dataset else None
     table, data = study_run(url, study, dataset, schedule)
     config = table.config
     title = f"{study}: {config['dataset']} / {config['schedule']}"

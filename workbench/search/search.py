@@ -338,8 +338,8 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> SearchOutcome:
         raise WorkbenchError(f"--sampler {opts.sampler!r}: accepted values are {' | '.join(SAMPLERS)}")
     if opts.sampler == "list" and not opts.arch_list:
         raise WorkbenchError("--sampler list needs --arch-list FILE (a YAML list of architectures)")
+    source = SearchSource(space, opts)  # resolves the run (dataset, schedule); reads and checks --arch-list
     check_feasible(space, opts.constraints, seed=opts.seed)
-    source = SearchSource(space, opts)  # reads and checks --arch-list
     if source.arch_list is not None and opts.trials > len(source.arch_list):
         raise WorkbenchError(f"--trials {opts.trials}: the --arch-list {opts.arch_list} holds only "
                              f"{len(source.arch_list)} architectures")

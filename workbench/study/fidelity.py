@@ -430,7 +430,8 @@ def fidelity_report(store, study: str, reference: str, dataset: str | None = Non
     else:
         from workbench.training.data import normalize_dataset
 
-        other = build_table(store, ref.study, normalize_dataset(ref.dataset) if ref.dataset else None, ref.schedule)
+        dataset = normalize_dataset(ref.dataset, must_exist=False) if ref.dataset else None
+        other = build_table(store, ref.study, dataset, ref.schedule)
         values, by_seed = reference_values(other)
         if other.config.get("id") == table.config.get("id") and ref.study == study:
             raise WorkbenchError(f"--reference {reference!r} selects the run being judged; name another "

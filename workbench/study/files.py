@@ -251,7 +251,7 @@ def _resources(c: _Checker, raw: Any) -> tuple[float, float | str]:
 
 def _dataset(c: _Checker, raw: Any) -> str:
     try:
-        return normalize_dataset(c.string("dataset", raw))
+        return normalize_dataset(c.string("dataset", raw), must_exist=False)
     except WorkbenchError as e:
         raise c.fail("dataset", str(e)) from None
 

@@ -21,14 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.arch.spec import LIMITS
 from workbench.errors import WorkbenchError, first_line, os_error_line
 from workbench.fileio import atomic_write
+from workbench.training.folders import IMAGE_SUFFIXES, MAX_CLASSES  # noqa: F401 - part of this module's face
 
 DEFAULT_DATASET = "digits"
 DATASET_FORMS = "digits | npz:PATH | cifar10 | cifar100 | imagefolder:PATH"
-MAX_CLASSES = int(LIMITS["num_classes"])  # the largest head the builder accepts
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 
 
 @dataclass
@@ -236,23 +234,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "workbench"))
 
 
-def _list_split(root: Path, split: str) -> tuple[list[Path], list[str], list[str]]:
-    folder = root / split
-    if not folder.is_dir():
-        raise WorkbenchError(f"imagefolder:{root}: missing {split}/ (expected {split}/CLASS/IMAGE files)")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files, labels = [], []
-    for c in classes:
-        for f in sorted((folder / c).iterdir()):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(f)
-                labels.append(c)
-    if not files:
-        raise WorkbenchError(f"imagefolder:{root}: no images under {split}/CLASS/ "
-                             f"(suffixes {', '.join(IMAGE_SUFFIXES)})")
-    return files, labels, classes
-
-
 def decode_image(path: Path, size: int) -> np.ndarray:
     """Shorter side to `size`, centre square crop, RGB uint8: the cache keeps what any crop could use."""
     from PIL import Image, UnidentifiedImageError
@@ -284,16 +265,15 @@ def _decode_split(files: list[Path], size: int) -> np.ndarray:
         return np.stack(list(pool.map(lambda f: decode_image(f, size), files)))
 
 
-def load_imagefolder(spec: str, size: int) -> Dataset:
-    root = Path(spec).expanduser()
-    if not root.is_dir():
-        raise WorkbenchError(f"imagefolder:{spec}: no such folder")
-    tr_files, tr_labels, classes = _list_split(root, "train")
-    va_files, va_labels, va_classes = _list_split(root, "val")
-    unknown = sorted(set(va_classes) - set(classes))
-    if unknown:
-        raise WorkbenchError(f"imagefolder:{spec}: val/ has classes missing from train/: {', '.join(unknown[:5])}")
-    index = {c: i for i, c in enumerate(classes)}
+def load_imagefolder(spec: str, size: int, listed=None) -> Dataset:
+    """The folder decoded once to `size` px into a uint8 cache (and read from it later); `listed` is its listing
+    when the caller already has it (training/folders.py, the one lister)."""
+    from workbench.training.folders import index_imagefolder
+
+    listed = listed or index_imagefolder(spec)
+    root, classes = listed.root, listed.classes
+    tr_files = [Path(os.fsdecode(f)) for f in listed.train.files]
+    va_files = [Path(os.fsdecode(f)) for f in listed.test.files]
     cache = cache_dir() / "imagefolder" / f"{root.name}-{size}px-{_fingerprint(root, tr_files + va_files, size)}.npz"
     if cache.is_file():
         try:
@@ -302,8 +282,8 @@ def load_imagefolder(spec: str, size: int) -> Dataset:
                                     classes, f"imagefolder:{spec}")
         except (OSError, ValueError, KeyError, EOFError):
             pass  # a damaged cache is rebuilt below
-    train = (_decode_split(tr_files, size), np.array([index[c] for c in tr_labels], dtype=np.int64))
-    test = (_decode_split(va_files, size), np.array([index[c] for c in va_labels], dtype=np.int64))
+    train = (_decode_split(tr_files, size), listed.train.labels)
+    test = (_decode_split(va_files, size), listed.test.labels)
     ds = make_dataset(f"imagefolder:{spec}", train, test, classes, f"imagefolder:{spec}")
     _write_cache(cache, ds)
     return ds
@@ -342,24 +322,28 @@ def parse_dataset_name(name: str) -> DatasetName:
     raise WorkbenchError(f"unknown dataset {name!r}: accepted forms are {DATASET_FORMS}")
 
 
-def normalize_dataset(name: str) -> str:
-    """A dataset name checked for its form, its path made absolute (Ray workers run elsewhere) and present."""
+def normalize_dataset(name: str, must_exist: bool = True) -> str:
+    """A dataset name checked for its form and its path made absolute, as the store records it (Ray workers run
+    elsewhere). A run needs the data present; a selector (`results --dataset`) names a run by what the store
+    recorded, on a machine that may not hold the data (`must_exist=False`)."""
     parsed = parse_dataset_name(name)
     if parsed.path is None:
         return str(parsed)
     path = Path(parsed.path).expanduser()
-    if not path.exists():
+    if must_exist and not path.exists():
         raise WorkbenchError(f"dataset {name!r}: {str(path)!r} does not exist")
     return str(DatasetName(parsed.kind, str(path.resolve())))
 
 
-def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | None = None, resolution: int = 32) -> Dataset:
-    """Resolve a dataset name; `resolution` is the cache size for image folders (the largest training size)."""
-    parsed = parse_dataset_name(name)
+def load_dataset(name: "str | DatasetName" = DEFAULT_DATASET, data_dir: str | None = None, resolution: int = 32,
+                 listed=None) -> Dataset:
+    """A dataset by name or parsed name; `resolution` is the cache size for image folders (the largest training
+    size), `listed` an image folder's listing when the caller already made it."""
+    parsed = name if isinstance(name, DatasetName) else parse_dataset_name(name)
     if parsed.kind == "digits":
         return load_digits()
     if parsed.kind in ("cifar10", "cifar100"):
         return load_cifar(parsed.kind, data_dir)
     if parsed.kind == "npz":
         return load_npz(parsed.path)
-    return load_imagefolder(parsed.path, resolution)
+    return load_imagefolder(parsed.path, resolution, listed)

@@ -80,7 +80,7 @@ def _npz_facts(spec: str) -> DatasetFacts:
     else:
         raise WorkbenchError(f"{where}: no such file or folder")
     k = len(classes) if classes else None
-    counts, top = [], -1
+    counts, labels, top = [], [], -1
     for f, keys in splits:
         heads = npz_headers(f)
         need_arrays(heads, keys, f)
@@ -90,11 +90,16 @@ def _npz_facts(spec: str) -> DatasetFacts:
             check_image_array(dtype, shape, f"{where} ({split})")
             y = check_labels(read_npz(f, (yk,))[yk], shape[0], f"{where} ({split})", k)
             counts.append(len(y))
+            labels.append(y)
             top = max(top, int(y.max()))
     n_classes = k or top + 1
     if n_classes < 2:
         raise WorkbenchError(f"{where}: need at least 2 classes, found {n_classes}")
-    n_train, n_test = (counts[0], counts[1]) if len(counts) == 2 else (counts[0] - counts[0] // 5, counts[0] // 5)
+    if len(counts) == 2:
+        n_train, n_test = counts
+    else:  # one x/y pair: split as the loader splits it (holdout_split, per class), not estimated
+        train, test = holdout_split(labels[0])
+        n_train, n_test = len(train), len(test)
     return DatasetFacts(where, n_classes, n_train, n_test)
 
 

@@ -20,118 +20,17 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from workbench.errors import WorkbenchError, first_line, os_error_line
+from workbench.errors import WorkbenchError, first_line
 from workbench.training.batches import MEAN, STD, EpochPlan, epoch_seed
-from workbench.training.data import IMAGE_SUFFIXES, MAX_CLASSES
+from workbench.training.folders import FolderSplit, ImageFolderSet, index_imagefolder  # noqa: F401 - re-exported
 from workbench.training.schedules import Schedule
 
 _TORCHVISION_DECODES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
 WORKER_TIMEOUT_S = 300  # a worker silent this long is an error, never a hang
-
-
-# --- the index -------------------------------------------------------------------------------------
-@dataclass
-class FolderSplit:
-    files: np.ndarray  # fixed-width bytes: one allocation, no per-path Python objects for workers to touch
-    labels: np.ndarray  # int64
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass
-class ImageFolderSet:
-    """An image folder listed, not decoded: the same names as `Dataset` where training needs them."""
-
-    name: str
-    root: Path
-    train: FolderSplit
-    test: FolderSplit
-    classes: list[str]
-    skipped: dict[str, int] = field(default_factory=dict)  # split -> files without an image suffix
-
-    @property
-    def train_y(self) -> np.ndarray:
-        return self.train.labels
-
-    @property
-    def test_y(self) -> np.ndarray:
-        return self.test.labels
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def describe(self) -> str:
-        skipped = sum(self.skipped.values())
-        extra = f", {skipped} non-image file(s) skipped" if skipped else ""
-        return (f"{self.name}: {len(self.train):,} train / {len(self.test):,} val image files, "
-                f"{self.num_classes} classes{extra}")
-
-
-def _list_split(root: Path, split: str, classes: list[str] | None) -> tuple[list[str], list[str], list[str], int]:
-    folder = root / split
-    if not folder.is_dir():
-        raise WorkbenchError(f"imagefolder:{root}: missing {split}/ (expected {split}/CLASS/IMAGE files)")
-    found = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
-    if classes is not None:
-        unknown = sorted(set(found) - set(classes))
-        if unknown:
-            raise WorkbenchError(f"imagefolder:{root}: {split}/ has classes missing from train/: "
-                                 f"{', '.join(unknown[:5])}")
-    files: list[str] = []
-    labels: list[str] = []
-    skipped = 0
-    for c in found:
-        n = 0
-        for e in sorted(os.scandir(folder / c), key=lambda e: e.name):
-            if not e.is_file() or e.name.startswith("."):
-                continue
-            if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES:
-                files.append(e.path)
-                labels.append(c)
-                n += 1
-            else:
-                skipped += 1
-        if n == 0 and split == "train":
-            # torchvision's ImageFolder refuses a class with no image as well: its label would never be seen.
-            raise WorkbenchError(f"imagefolder:{root}: class folder {folder / c} holds no image "
-                                 f"(suffixes {', '.join(IMAGE_SUFFIXES)})")
-    if not files:
-        raise WorkbenchError(f"imagefolder:{root}: no images under {split}/CLASS/ "
-                             f"(suffixes {', '.join(IMAGE_SUFFIXES)})")
-    return files, labels, found, skipped
-
-
-def index_imagefolder(spec: str) -> ImageFolderSet:
-    """List PATH/train/CLASS/* and PATH/val/CLASS/*; read no image."""
-    root = Path(spec).expanduser()
-    if not root.is_dir():
-        raise WorkbenchError(f"imagefolder:{spec}: no such folder")
-    try:
-        tr_files, tr_labels, classes, tr_skipped = _list_split(root, "train", None)
-        va_files, va_labels, _, va_skipped = _list_split(root, "val", classes)
-    except OSError as e:
-        raise WorkbenchError(f"imagefolder:{spec}: {os_error_line(e)}") from None
-    if len(classes) < 2:
-        raise WorkbenchError(f"imagefolder:{spec}: need at least 2 classes, found {len(classes)}")
-    if len(classes) > MAX_CLASSES:
-        raise WorkbenchError(f"imagefolder:{spec}: {len(classes):,} class folders; at most {MAX_CLASSES:,} are "
-                             "accepted")
-    index = {c: i for i, c in enumerate(classes)}
-
-    def split(files: list[str], labels: list[str]) -> FolderSplit:
-        return FolderSplit(np.array([os.fsencode(f) for f in files]), np.array([index[c] for c in labels],
-                                                                                dtype=np.int64))
-
-    return ImageFolderSet(f"imagefolder:{spec}", root, split(tr_files, tr_labels), split(va_files, va_labels),
-                          classes, {"train": tr_skipped, "val": va_skipped})
 
 
 # --- decoding --------------------------------------------------------------------------------------
@@ -405,11 +304,13 @@ def _available_ram() -> int:
     return 2**62  # unknown: do not let it decide
 
 
-def choose_data_path(name: str, schedule: Schedule, device: torch.device) -> tuple[str, str]:
-    """("memory" | "stream", why): the one decision, in words the trainer prints."""
-    from workbench.training.data import parse_dataset_name
+def choose_data_path(name, schedule: Schedule, device: torch.device, listed: list | None = None) -> tuple[str, str]:
+    """("memory" | "stream", why): the one decision, in words the trainer prints. `name` is a dataset name or
+    its parsed form; an image folder listed to size it is appended to `listed`, so the caller does not list it
+    again."""
+    from workbench.training.data import DatasetName, parse_dataset_name
 
-    parsed = parse_dataset_name(name)
+    parsed = name if isinstance(name, DatasetName) else parse_dataset_name(name)
     per_image = schedule.rand_augment or schedule.random_erase > 0
     if parsed.kind != "imagefolder":
         if schedule.data_path == "stream" or per_image:
@@ -429,6 +330,8 @@ def choose_data_path(name: str, schedule: Schedule, device: torch.device) -> tup
     if per_image:
         return "stream", "per-image RandAugment/random erasing run in the streaming workers"
     ds = index_imagefolder(parsed.path)
+    if listed is not None:
+        listed.append(ds)
     size = max(schedule.train_sizes() + (schedule.resolution,))
     need = decoded_bytes(len(ds.train) + len(ds.test), size)
     limit = min(MEMORY_LIMIT, _available_ram() // 4)

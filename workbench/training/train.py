@@ -197,11 +197,13 @@ def load_for_path(name: str, data_dir: str | None, schedule: Schedule, device: t
                   progress: bool) -> tuple[Dataset | ImageFolderSet, str]:
     """Pick the data path, then load: decode into memory, or index the folder for streaming. Returns the data
     and the one line the trainer prints: which path, why, and what was found (skipped files counted)."""
-    path, why = choose_data_path(name, schedule, device)
+    parsed, listed = parse_dataset_name(name), []  # parsed and listed once for the run
+    path, why = choose_data_path(parsed, schedule, device, listed)
     if path == "stream":
-        ds: Dataset | ImageFolderSet = index_imagefolder(parse_dataset_name(name).path)
+        ds: Dataset | ImageFolderSet = listed[0] if listed else index_imagefolder(parsed.path)
     else:
-        ds = load_dataset(name, data_dir, resolution=max(schedule.train_sizes() + (schedule.resolution,)))
+        ds = load_dataset(parsed, data_dir, resolution=max(schedule.train_sizes() + (schedule.resolution,)),
+                          listed=listed[0] if listed else None)
     return ds, f"data path: {path} ({why}); {ds.describe()}"
 
 
