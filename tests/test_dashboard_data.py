@@ -12,7 +12,8 @@ from dashboard_store import ALPHA_TOP1, seeded_db
 from workbench.dashboard.chart_data import ablation_frame, front, plotted
 from workbench.dashboard.readonly import ReadOnlyStore, StoreProblem, read_chart_data
 from workbench.engine.store import Store
-from workbench.study.results import build_table, table_cells
+from workbench.study.results import build_table
+from workbench.study.tables import table_cells
 
 
 @pytest.fixture
@@ -171,7 +172,7 @@ def test_bad_urls_are_named(url):
 
 
 def test_the_console_table_fits_120_columns_unless_wide(db):
-    from workbench.study.results import render_console
+    from workbench.study.tables import render_console
 
     table = build_table(ReadOnlyStore(f"sqlite:///{db}"), "alpha")
     narrow, wide = render_console(table), render_console(table, wide=True)

@@ -18,7 +18,8 @@ from workbench.engine.store import Store
 from workbench.errors import WorkbenchError
 from workbench.study import fidelity as fid
 from workbench.study import paired
-from workbench.study.results import build_table, power_sentence
+from workbench.study.results import build_table
+from workbench.study.tables import power_sentence
 
 VARIANTS = {"a": "", "b": "block.fusion_conv: 3x3", "c": "layer3.width: 1.5", "d": "layer4.width: 1.5"}
 PUBLISHED = {"a": "{top1: 70.0}", "b": "{top1: 71.0}", "c": "{top1: 72.0}", "d": "{top1: 73.0}"}

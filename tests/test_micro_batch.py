@@ -9,8 +9,9 @@ import torch.nn.functional as F
 
 from workbench.arch.resolve import resolve_spec
 from workbench.counting import memory
-from workbench.counting.memory import estimate_memory, plan_micro_batches
+from workbench.counting.memory import estimate_memory
 from workbench.errors import WorkbenchError
+from workbench.training.micro import plan_micro_batches
 from workbench.training.schedules import get_schedule
 from workbench.training.train import _config_mismatch, forward_backward, train_model
 
@@ -42,7 +43,10 @@ def limit(monkeypatch):
     class Limit:
         bytes = 10**15
 
-    monkeypatch.setattr(memory, "device_memory", lambda device: (Limit.bytes, "memory"))
+    from workbench.training import micro
+
+    for module in (memory, micro):  # the estimate's check and the planner both ask
+        monkeypatch.setattr(module, "device_memory", lambda device: (Limit.bytes, "memory"))
     return Limit
 
 

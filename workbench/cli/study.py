@@ -56,7 +56,8 @@ def cmd_ablate(args) -> int:
     from workbench.engine.store import workspace_dir
     from workbench.study.ablate import RunOptions, run_study
     from workbench.study.files import load_study
-    from workbench.study.results import build_table, power_sentence, render_console, write_outputs
+    from workbench.study.results import build_table
+    from workbench.study.tables import power_sentence, render_console, write_outputs
 
     study = load_study(args.study)
     if args.seeds:
@@ -89,7 +90,7 @@ def wrapped(text: str, wide: bool = False) -> str:
     """A sentence folded to the console's 120 columns (as one line with --wide)."""
     import textwrap
 
-    from workbench.study.results import CONSOLE_WIDTH
+    from workbench.table import CONSOLE_WIDTH
 
     return text if wide else textwrap.fill(text, CONSOLE_WIDTH, break_on_hyphens=False, break_long_words=False)
 
@@ -116,14 +117,8 @@ def _latency_ratios(study, args) -> int:
 
 def cmd_results(args) -> int:
     from workbench.engine.store import Store
-    from workbench.study.results import (
-        build_table,
-        per_image_arrays,
-        power_sentence,
-        render_console,
-        to_json,
-        write_outputs,
-    )
+    from workbench.study.results import build_table, per_image_arrays
+    from workbench.study.tables import power_sentence, render_console, to_json, write_outputs
     from workbench.training.data import normalize_dataset
 
     name = options.study_name(args.study)

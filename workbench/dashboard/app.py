@@ -25,8 +25,8 @@ from workbench.dashboard.chart_data import (
 from workbench.dashboard.readonly import ReadOnlyStore, StoreProblem, read_chart_data
 from workbench.engine.store import default_storage_url
 from workbench.errors import WorkbenchError, first_line, masked_url
-from workbench.study.results import power_sentence
-from workbench.study.results import title as table_title
+from workbench.study.tables import power_sentence
+from workbench.study.tables import title as table_title
 
 DEFAULT_REFRESH_S = 5
 MAX_DEFAULT_CURVES = 6

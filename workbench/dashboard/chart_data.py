@@ -14,7 +14,8 @@ import pandas as pd
 
 from workbench.engine.pareto import pareto_front
 from workbench.engine.store import Store, TrialRecord
-from workbench.study.results import StudyTable, build_table, table_cells
+from workbench.study.results import StudyTable, build_table
+from workbench.study.tables import table_cells
 
 # x-axis choices: column -> axis title. Top-1 is always the y axis.
 X_AXES = {"macs_paper": "MACs (M), paper counter", "macs_fvcore": "MACs (M), fvcore", "params": "Parameters (M)"}

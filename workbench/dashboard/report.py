@@ -12,7 +12,8 @@ from workbench.dashboard.chart_data import X_AXES, ChartData, front, plotted
 from workbench.dashboard.figure import ablation_figure, bubble_figure, figure_bytes
 from workbench.dashboard.readonly import ReadOnlyStore, read_chart_data
 from workbench.fileio import write_all
-from workbench.study.results import StudyTable, build_table, render_markdown
+from workbench.study.results import StudyTable, build_table
+from workbench.study.tables import render_markdown
 
 
 def study_run(url: str | None, study: str, dataset: str | None, schedule: str | None) -> tuple[StudyTable, ChartData]:

@@ -157,8 +157,9 @@ class Engine:
 
     def _auto_gpus(self, source: WorkSource) -> str:
         """`resources: auto` on this machine: the GPU share its largest model needs, or the CPU."""
-        from workbench.counting.memory import estimate_memory, schedule_sizes
+        from workbench.counting.memory import estimate_memory
         from workbench.engine.resources import auto_gpus, local_gpu
+        from workbench.training.micro import schedule_sizes
 
         gpu = local_gpu()
         largest = None

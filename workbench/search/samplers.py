@@ -17,9 +17,9 @@ from typing import Any
 import optuna
 from optuna.samplers import BaseSampler
 
+from workbench.engine.filecheck import scalar_text
 from workbench.errors import WorkbenchError
 from workbench.search.space import SearchSpace
-from workbench.study.files import _scalar_text
 from workbench.yamlfile import load_yaml
 
 SAMPLERS = ("nsga2", "tpe", "random", "list")
@@ -95,10 +95,10 @@ def load_arch_list(path: str, space: SearchSpace) -> list[dict[str, Any]]:
         for prm in space.params:
             v = entry[prm.key]
             if prm.choices is not None:
-                match = [c for c in prm.choices if _scalar_text(c) == _scalar_text(v)]
+                match = [c for c in prm.choices if scalar_text(c) == scalar_text(v)]
                 if not match:
                     raise WorkbenchError(f"--arch-list {path}: entry {i}: {prm.key}={v!r}: accepted values are "
-                                         f"{' | '.join(map(_scalar_text, prm.choices))}")
+                                         f"{' | '.join(map(scalar_text, prm.choices))}")
                 v = match[0]
             elif isinstance(v, bool) or not isinstance(v, (int, float)) or not prm.low <= v <= prm.high:
                 raise WorkbenchError(f"--arch-list {path}: entry {i}: {prm.key}={v!r}: expected a number in "

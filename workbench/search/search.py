@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from workbench.engine.claims import owner_is_dead
 from workbench.engine.engine import HEARTBEAT_S, Engine, EngineOptions
+from workbench.engine.filecheck import LatencyPlan
 from workbench.engine.objectives import Objective, labels, needs_latency, optuna_directions, with_needed_counters
 from workbench.engine.pareto import pareto_front
 from workbench.engine.plan import RunPlan
@@ -31,7 +32,6 @@ from workbench.engine.store import Store
 from workbench.errors import WorkbenchError, masked_url
 from workbench.search.samplers import SAMPLERS, load_arch_list, make_sampler
 from workbench.search.space import SearchSpace
-from workbench.study.files import LatencyPlan
 
 PRUNERS = ("moasha", "asha", "none")
 MAX_REJECTS = 2000  # candidates the constraints may reject in a row before the search gives up

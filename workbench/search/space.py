@@ -20,9 +20,9 @@ from typing import Any, Mapping
 from workbench.arch.resolve import check_resolution, resolve_spec
 from workbench.arch.spec import ModelSpec, override_keys
 from workbench.counting import COUNTERS, DEFAULT_COUNTERS
+from workbench.engine.filecheck import FileChecker, LatencyPlan, latency_plan, resources_of, scalar_text
 from workbench.errors import WorkbenchError
 from workbench.fileio import find_named_file, unique_folders
-from workbench.study.files import LatencyPlan, _Checker, _latency, _resources, _scalar_text
 from workbench.yamlfile import load_yaml
 
 TOP_KEYS = ("name", "description", "base", "fixed", "parameters", "dataset", "schedule", "schedule_overrides",
@@ -72,14 +72,13 @@ class SearchSpace:
 
     def spec_for(self, values: Mapping[str, Any]) -> ModelSpec:
         """The base preset with the fixed overrides and the sampled values."""
-        return resolve_spec(self.base, {**self.fixed, **{k: _scalar_text(v) for k, v in values.items()}})
+        return resolve_spec(self.base, {**self.fixed, **{k: scalar_text(v) for k, v in values.items()}})
 
 
-class _SpaceChecker(_Checker):
+class _SpaceChecker(FileChecker):
     """The study-file checks, with errors that start with the search space's file name."""
 
-    def fail(self, key: str, problem: str) -> WorkbenchError:
-        return WorkbenchError(f"search space {str(self.path)!r}: {key}: {problem}")
+    kind = "search space"
 
 
 def space_dirs() -> list[Path]:
@@ -98,7 +97,7 @@ def load_space(name_or_path: str) -> SearchSpace:
     return parse_space(_SpaceChecker(path), data, path, text)
 
 
-def parse_space(c: _Checker, data: Any, path: Path, text: str) -> SearchSpace:
+def parse_space(c: FileChecker, data: Any, path: Path, text: str) -> SearchSpace:
     data = c.keys("top level", data, TOP_KEYS)
     for required in ("name", "base", "parameters", "dataset", "schedule"):
         if required not in data:
@@ -110,7 +109,7 @@ def parse_space(c: _Checker, data: Any, path: Path, text: str) -> SearchSpace:
         raise c.fail("parameters", "expected a non-empty mapping of SPEC_KEY: [choices] or {low, high}")
     params = [_param(c, str(k), v, known) for k, v in raw.items()]
     base = c.string("base", data["base"])
-    cpus, gpus = _resources(c, data.get("resources", {}))
+    cpus, gpus = resources_of(c, data.get("resources", {}))
     space = SearchSpace(
         name=c.string("name", data["name"]), path=path, description=str(data.get("description", "") or "").strip(),
         base=base, fixed=fixed, params=params, dataset=c.string("dataset", data["dataset"]),
@@ -118,7 +117,8 @@ def parse_space(c: _Checker, data: Any, path: Path, text: str) -> SearchSpace:
         schedule_overrides=c.assignments("schedule_overrides", data.get("schedule_overrides")),
         cpus=cpus, gpus=gpus,
         count_resolution=c.integer("count_resolution", data.get("count_resolution", 256)),
-        counters=tuple(data.get("counters", list(DEFAULT_COUNTERS))), latency=_latency(c, data.get("latency", False)),
+        counters=tuple(data.get("counters", list(DEFAULT_COUNTERS))),
+        latency=latency_plan(c, data.get("latency", False)),
         text=text)
     if not space.counters or any(x not in COUNTERS for x in space.counters):
         raise c.fail("counters", f"{list(space.counters)!r}: expected a non-empty list of {' | '.join(COUNTERS)}")
@@ -132,7 +132,7 @@ def parse_space(c: _Checker, data: Any, path: Path, text: str) -> SearchSpace:
     return space
 
 
-def _param(c: _Checker, key: str, raw: Any, known: set[str]) -> Param:
+def _param(c: FileChecker, key: str, raw: Any, known: set[str]) -> Param:
     where = f"parameters.{key}"
     if key not in known:
         import difflib
@@ -143,7 +143,7 @@ def _param(c: _Checker, key: str, raw: Any, known: set[str]) -> Param:
     if isinstance(raw, list):
         if not raw or any(isinstance(v, (list, Mapping)) or v is None for v in raw):
             raise c.fail(where, "expected a non-empty list of scalar choices")
-        if len({_scalar_text(v) for v in raw}) != len(raw):
+        if len({scalar_text(v) for v in raw}) != len(raw):
             raise c.fail(where, "each choice may appear once")
         return Param(key, choices=tuple(raw))
     rng = c.keys(where, raw, RANGE_KEYS)

@@ -7,7 +7,6 @@ names the file, the key, and what is accepted.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import math
 import re
@@ -18,6 +17,15 @@ from typing import Any, Mapping
 from workbench.arch.resolve import check_resolution, resolve_spec
 from workbench.arch.spec import ModelSpec
 from workbench.counting import COUNTERS, DEFAULT_COUNTERS
+from workbench.engine.filecheck import (
+    FileChecker,
+    LatencyPlan,
+    kind_of,
+    latency_plan,
+    resources_of,
+    runtime_of,
+    scalar_text,
+)
 from workbench.engine.objectives import needs_latency, parse_objective, with_needed_counters
 from workbench.errors import WorkbenchError
 from workbench.fileio import find_named_file, names_in, unique_folders
@@ -29,8 +37,6 @@ TOP_KEYS = ("name", "description", "base", "baseline", "variants", "grid", "data
             "schedule_overrides", "seeds", "objectives", "resources", "count_resolution", "counters", "latency",
             "latency_ratios")
 VARIANT_KEYS = ("name", "label", "preset", "overrides", "published")
-LATENCY_KEYS = ("device", "batch", "warmup", "iters", "resolution", "runtime")
-RESOURCE_KEYS = ("cpus", "gpus")
 RATIO_KEYS = ("pairs", "runtimes", "threads", "resolution", "warmup", "iters", "rounds")
 MAX_SEEDS = 1000  # seeds per variant
 MAX_VARIANTS = 10_000  # variants of a study (a grid's combinations included)
@@ -45,16 +51,6 @@ class Variant:
     preset: str
     overrides: dict[str, str]
     published: dict[str, Any] | None  # the paper's row for this variant: top1, params_m, flops_m, source, ...
-
-
-@dataclass(frozen=True)
-class LatencyPlan:
-    device: str = "cpu"
-    batch: int = 8
-    warmup: int = 2
-    iters: int = 10
-    resolution: int = 256
-    runtime: str = "torch"  # torch | onnxruntime | torch-compile (workbench.deploy.RUNTIMES)
 
 
 @dataclass(frozen=True)
@@ -94,68 +90,6 @@ class Study:
         return next(v for v in self.variants if v.name == name)
 
 
-class _Checker:
-    """Raises errors that all start with the file name, so the user knows which file to open."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def fail(self, key: str, problem: str) -> WorkbenchError:
-        return WorkbenchError(f"study file {str(self.path)!r}: {key}: {problem}")
-
-    def keys(self, where: str, data: Any, accepted: tuple[str, ...]) -> Mapping:
-        if not isinstance(data, Mapping):
-            raise self.fail(where, f"expected a mapping with keys {', '.join(accepted)}, got {_kind(data)}")
-        for key in data:
-            if key not in accepted:
-                near = difflib.get_close_matches(str(key), accepted, n=1, cutoff=0.6)
-                hint = f"did you mean {near[0]!r}? " if near else ""
-                raise self.fail(f"{where}.{key}" if where != "top level" else str(key),
-                                f"unknown key; {hint}accepted keys: {', '.join(accepted)}")
-        return data
-
-    def string(self, key: str, value: Any) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(key, f"expected a non-empty string, got {_kind(value)}")
-        return value.strip()
-
-    def integer(self, key: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum or \
-                (maximum is not None and value > maximum):
-            bounds = f"in [{minimum}, {maximum:,}]" if maximum is not None else f">= {minimum}"
-            raise self.fail(key, f"expected an integer {bounds}, got {_kind(value)}")
-        return value
-
-    def number(self, key: str, value: Any, minimum: float = 0.0) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum or \
-                not math.isfinite(value):
-            raise self.fail(key, f"expected a finite number >= {minimum}, got {_kind(value)}")
-        return float(value)
-
-    def assignments(self, key: str, value: Any) -> dict[str, str]:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise self.fail(key, f"expected a mapping of KEY: VALUE, got {_kind(value)}")
-        out = {}
-        for k, v in value.items():
-            if isinstance(v, (Mapping, list)) or v is None:
-                raise self.fail(f"{key}.{k}", f"expected a scalar value, got {_kind(v)}")
-            out[str(k)] = _scalar_text(v)
-        return out
-
-
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:80]
-
-
-def _scalar_text(value: Any) -> str:
-    """YAML `true` and `1x1` both become the strings the override parser accepts."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 # --- finding a study file ---------------------------------------------------------------------------
 def study_dirs() -> list[Path]:
     """Where study names are looked up: ./studies, the repository's studies/, the copies in the package."""
@@ -179,7 +113,7 @@ def load_study(name_or_path: str) -> Study:
 
 
 def parse_study(data: Any, path: Path, text: str = "") -> Study:
-    c = _Checker(path)
+    c = FileChecker(path)
     data = c.keys("top level", data, TOP_KEYS)
     for required in ("name", "base", "dataset", "schedule"):
         if required not in data:
@@ -209,7 +143,7 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
         seeds = list(range(c.integer("seeds", seeds_raw, maximum=MAX_SEEDS)))
 
     objectives = _objectives(c, data.get("objectives", ["top1:max"]))
-    cpus, gpus = _resources(c, data.get("resources", {}))
+    cpus, gpus = resources_of(c, data.get("resources", {}))
     count_resolution = c.integer("count_resolution", data.get("count_resolution", 256))
     for v in variants:
         try:
@@ -219,7 +153,7 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
     counters_raw = data.get("counters", list(DEFAULT_COUNTERS))
     if not isinstance(counters_raw, list) or not counters_raw or any(x not in COUNTERS for x in counters_raw):
         raise c.fail("counters", f"{counters_raw!r}: expected a non-empty list of {' | '.join(COUNTERS)}")
-    latency = _latency(c, data.get("latency", False))
+    latency = latency_plan(c, data.get("latency", False))
     if latency is None and needs_latency(objectives):
         raise c.fail("latency", "the objectives name latency_ms or throughput_img_s; add a latency block, e.g. "
                      "latency: {device: cpu, batch: 8, warmup: 2, iters: 10, resolution: 256}")
@@ -234,29 +168,14 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
                  latency_ratios=_ratios(c, data.get("latency_ratios"), {v.name for v in variants}))
 
 
-def _resources(c: _Checker, raw: Any) -> tuple[float, float | str]:
-    """`resources: auto` (1 CPU, the GPU where there is one) or {cpus: N, gpus: N | auto}."""
-    from workbench.engine.resources import AUTO, parse_gpus
-
-    if raw == AUTO:
-        return 1.0, AUTO
-    res = c.keys("resources", raw or {}, RESOURCE_KEYS)
-    cpus = c.number("resources.cpus", res.get("cpus", 1), minimum=0.01)
-    try:
-        gpus = parse_gpus(res.get("gpus", 0), "resources.gpus")
-    except WorkbenchError as e:
-        raise c.fail("resources.gpus", str(e).split(": ", 1)[-1]) from None
-    return cpus, gpus
-
-
-def _dataset(c: _Checker, raw: Any) -> str:
+def _dataset(c: FileChecker, raw: Any) -> str:
     try:
         return normalize_dataset(c.string("dataset", raw), must_exist=False)
     except WorkbenchError as e:
         raise c.fail("dataset", str(e)) from None
 
 
-def _build(c: _Checker, key: str, preset: str, overrides: dict[str, str]) -> ModelSpec:
+def _build(c: FileChecker, key: str, preset: str, overrides: dict[str, str]) -> ModelSpec:
     beside = c.path.parent / preset
     if preset.endswith((".yaml", ".yml", ".json")) and not Path(preset).is_absolute() and beside.is_file():
         preset = str(beside)  # a spec file named in a study file is looked up next to the study file
@@ -266,9 +185,9 @@ def _build(c: _Checker, key: str, preset: str, overrides: dict[str, str]) -> Mod
         raise c.fail(key, str(e)) from None
 
 
-def _variants(c: _Checker, base: str, raw: Any) -> list[Variant]:
+def _variants(c: FileChecker, base: str, raw: Any) -> list[Variant]:
     if not isinstance(raw, list) or not raw:
-        raise c.fail("variants", f"expected a non-empty list of variants, got {_kind(raw)}")
+        raise c.fail("variants", f"expected a non-empty list of variants, got {kind_of(raw)}")
     if len(raw) > MAX_VARIANTS:
         raise c.fail("variants", f"{len(raw):,} variants; at most {MAX_VARIANTS:,} are accepted")
     out: list[Variant] = []
@@ -277,7 +196,7 @@ def _variants(c: _Checker, base: str, raw: Any) -> list[Variant]:
         item = c.keys(where, item, VARIANT_KEYS)
         if "name" not in item:
             raise c.fail(f"{where}.name", "is required")
-        name = c.string(f"{where}.name", _scalar_text(item["name"]))
+        name = c.string(f"{where}.name", scalar_text(item["name"]))
         if not NAME_RE.match(name):
             raise c.fail(f"{where}.name", f"{name!r}: use letters, digits, '-', '_', '.'")
         if name in [v.name for v in out]:
@@ -295,29 +214,29 @@ def _variants(c: _Checker, base: str, raw: Any) -> list[Variant]:
     return out
 
 
-def _grid(c: _Checker, base: str, raw: Any) -> list[Variant]:
+def _grid(c: FileChecker, base: str, raw: Any) -> list[Variant]:
     """Every combination of the listed values; variant names spell out the assignment."""
     if not isinstance(raw, Mapping) or not raw:
-        raise c.fail("grid", f"expected a non-empty mapping of KEY: [values], got {_kind(raw)}")
+        raise c.fail("grid", f"expected a non-empty mapping of KEY: [values], got {kind_of(raw)}")
     keys = list(raw)
     for k in keys:
         if not isinstance(raw[k], list) or not raw[k]:
-            raise c.fail(f"grid.{k}", f"expected a non-empty list of values, got {_kind(raw[k])}")
+            raise c.fail(f"grid.{k}", f"expected a non-empty list of values, got {kind_of(raw[k])}")
     combinations = math.prod(len(raw[k]) for k in keys)
     if combinations > MAX_VARIANTS:
         raise c.fail("grid", f"{combinations:,} combinations; at most {MAX_VARIANTS:,} variants are accepted")
     out = []
     for combo in itertools.product(*(raw[k] for k in keys)):
-        overrides = {str(k): _scalar_text(v) for k, v in zip(keys, combo)}
+        overrides = {str(k): scalar_text(v) for k, v in zip(keys, combo)}
         name = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in overrides.items())
         spec = _build(c, "grid", base, overrides)
         out.append(Variant(name, name, spec, base, overrides, None))
     return out
 
 
-def _objectives(c: _Checker, raw: Any) -> list[tuple[str, str]]:
+def _objectives(c: FileChecker, raw: Any) -> list[tuple[str, str]]:
     if not isinstance(raw, list) or not raw:
-        raise c.fail("objectives", f"expected a non-empty list like [top1:max], got {_kind(raw)}")
+        raise c.fail("objectives", f"expected a non-empty list like [top1:max], got {kind_of(raw)}")
     out = []
     for i, item in enumerate(raw):
         try:
@@ -329,22 +248,7 @@ def _objectives(c: _Checker, raw: Any) -> list[tuple[str, str]]:
     return out
 
 
-def _latency(c: _Checker, raw: Any) -> LatencyPlan | None:
-    if raw is False or raw is None:
-        return None
-    if raw is True:
-        return LatencyPlan()
-    raw = c.keys("latency", raw, LATENCY_KEYS)
-    d = LatencyPlan()
-    return LatencyPlan(device=c.string("latency.device", raw.get("device", d.device)),
-                       batch=c.integer("latency.batch", raw.get("batch", d.batch)),
-                       warmup=c.integer("latency.warmup", raw.get("warmup", d.warmup), minimum=0),
-                       iters=c.integer("latency.iters", raw.get("iters", d.iters)),
-                       resolution=c.integer("latency.resolution", raw.get("resolution", d.resolution)),
-                       runtime=_runtime(c, raw.get("runtime", d.runtime)))
-
-
-def _ratios(c: _Checker, raw: Any, names: set[str]) -> LatencyRatioPlan | None:
+def _ratios(c: FileChecker, raw: Any, names: set[str]) -> LatencyRatioPlan | None:
     if raw is None or raw is False:
         return None
     raw = c.keys("latency_ratios", raw, RATIO_KEYS)
@@ -361,7 +265,7 @@ def _ratios(c: _Checker, raw: Any, names: set[str]) -> LatencyRatioPlan | None:
         raise c.fail("latency_ratios.runtimes", "expected a non-empty list")
     d = LatencyRatioPlan(())
     return LatencyRatioPlan(tuple((str(a), str(b)) for a, b in pairs),
-                            tuple(_runtime(c, r, "latency_ratios.runtimes") for r in runtimes),
+                            tuple(runtime_of(c, r, "latency_ratios.runtimes") for r in runtimes),
                             c.integer("latency_ratios.threads", raw.get("threads", d.threads)),
                             c.integer("latency_ratios.resolution", raw.get("resolution", d.resolution)),
                             c.integer("latency_ratios.warmup", raw.get("warmup", d.warmup), minimum=0),
@@ -369,9 +273,3 @@ def _ratios(c: _Checker, raw: Any, names: set[str]) -> LatencyRatioPlan | None:
                             c.integer("latency_ratios.rounds", raw.get("rounds", d.rounds)))
 
 
-def _runtime(c: _Checker, raw: Any, key: str = "latency.runtime") -> str:
-    from workbench.deploy import RUNTIMES
-
-    if raw not in RUNTIMES:
-        raise c.fail(key, f"{raw!r}: accepted values are {' | '.join(RUNTIMES)}")
-    return raw

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from workbench.arch.resolve import check_resolution
 from workbench.arch.spec import ModelSpec
-from workbench.counting.memory import check_fits, eval_sizes, plan_micro_batches
+from workbench.counting.memory import check_fits
 from workbench.errors import WorkbenchError
 from workbench.training.data import (
     check_image_array,
@@ -26,6 +26,7 @@ from workbench.training.data import (
     read_classes,
     read_npz,
 )
+from workbench.training.micro import eval_sizes, plan_micro_batches
 from workbench.training.schedules import Schedule
 
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from workbench.arch.model import MobileViT, count_params, init_weights
 from workbench.arch.resolve import resolve_spec
 from workbench.arch.spec import ModelSpec
-from workbench.counting.memory import MicroBatchPlan, check_fits, eval_sizes, passes_for, plan_micro_batches
+from workbench.counting.memory import check_fits
 from workbench.errors import WorkbenchError, os_error_line
 from workbench.training import predictions
 from workbench.training.batches import (
@@ -58,6 +58,7 @@ from workbench.training.checkpoint import (
 )
 from workbench.training.data import DEFAULT_DATASET, Dataset, load_dataset, parse_dataset_name
 from workbench.training.ema import EMA
+from workbench.training.micro import MicroBatchPlan, eval_sizes, passes_for, plan_micro_batches
 from workbench.training.preflight import check_sizes, whole_set_note
 from workbench.training.schedules import Schedule, get_schedule, lr_at
 from workbench.training.stream import FolderBatches, ImageFolderSet, choose_data_path, index_imagefolder
