@@ -51,6 +51,25 @@ def with_overrides(spec: ModelSpec, overrides: Mapping[str, Any] | list[str] | N
     return replace(changed, name=derived_name(spec, changed, overrides))
 
 
+def spec_from_data(data: Mapping, stem: str, from_preset, from_dict, preset_named) -> Any:
+    """What every spec file holds, whatever its model: `preset: NAME` with optional `overrides:` and `name:`, or a
+    whole spec. Without a `name:` the spec is named after the file (`stem`); so is a whole spec whose `name` is a
+    preset's but whose architecture is not (an edited copy of `workbench spec v3-xxs`)."""
+    if "preset" in data:
+        extra = set(data) - {"preset", "overrides", "name"}
+        if extra:
+            raise WorkbenchError(f"unknown top-level keys {sorted(extra)}; with 'preset' only 'overrides' and "
+                                 "'name' are accepted")
+        spec = from_preset(str(data["preset"]), dict(data.get("overrides") or {}))
+        return replace(spec, name=str(data.get("name") or stem))
+    spec = from_dict(data)
+    preset = preset_named(spec.name)
+    if "name" not in data or spec.name == "custom" or (
+            preset is not None and preset.architecture() != spec.architecture()):
+        spec = replace(spec, name=stem)
+    return spec
+
+
 def load_spec_file(path: str | Path) -> ModelSpec:
     """A YAML/JSON file holding either a whole spec, or `preset: NAME` plus optional `overrides: {k: v}`.
 
@@ -66,19 +85,8 @@ def load_spec_file(path: str | Path) -> ModelSpec:
     if not isinstance(data, Mapping):
         raise WorkbenchError(f"spec file {str(p)!r}: expected a mapping at the top level")
     try:
-        if "preset" in data:
-            extra = set(data) - {"preset", "overrides", "name"}
-            if extra:
-                raise WorkbenchError(f"unknown top-level keys {sorted(extra)}; with 'preset' only "
-                                     "'overrides' and 'name' are accepted")
-            spec = get_preset(str(data["preset"])).with_overrides(dict(data.get("overrides") or {}))
-            return replace(spec, name=str(data.get("name") or p.stem))
-        spec = ModelSpec.from_dict(data)
-        preset = PRESETS.get(spec.name)
-        if "name" not in data or spec.name == "custom" or (
-                preset is not None and preset.architecture() != spec.architecture()):
-            spec = replace(spec, name=p.stem)
-        return spec
+        return spec_from_data(data, p.stem, lambda name, o: get_preset(name).with_overrides(o), ModelSpec.from_dict,
+                              PRESETS.get)
     except WorkbenchError as e:
         raise WorkbenchError(f"spec file {str(p)!r}: {e}") from None
 

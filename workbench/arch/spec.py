@@ -367,16 +367,21 @@ def apply_overrides(spec: ModelSpec, overrides: Mapping[str, Any] | list[str] | 
 
 
 # --- dict / file loading ----------------------------------------------------------------------------
-def _from_dict(cls: type, data: Any, where: str) -> Any:
+def check_fields(cls: type, data: Any, where: str) -> None:
+    """`data` is a mapping whose keys are all fields of the dataclass `cls` (an unknown one names the nearest)."""
     if not isinstance(data, Mapping):
         raise WorkbenchError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
-    hints = _field_types(cls)
     names = [f.name for f in fields(cls)]
     for key in data:
         if key not in names:
             near = difflib.get_close_matches(str(key), names, n=2, cutoff=0.5)
             hint = f"did you mean {', '.join(near)}?" if near else f"accepted: {', '.join(names)}"
             raise WorkbenchError(f"{where}: unknown field {key!r}; {hint}")
+
+
+def _from_dict(cls: type, data: Any, where: str) -> Any:
+    check_fields(cls, data, where)
+    hints = _field_types(cls)
     kwargs = {}
     for f in fields(cls):
         path = f"{f.name}" if where == "spec" else f"{where}.{f.name}"

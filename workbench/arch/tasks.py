@@ -23,8 +23,17 @@ from typing import Any, Mapping, get_type_hints
 import yaml
 
 from workbench.arch.presets import PRESETS
-from workbench.arch.resolve import MAX_RESOLUTION, SPEC_SUFFIXES, load_spec_file, with_overrides
-from workbench.arch.spec import LIMITS, MAX_NAME, ModelSpec, ResolvedSpec, override_keys, parse_assignments, parse_value
+from workbench.arch.resolve import MAX_RESOLUTION, SPEC_SUFFIXES, load_spec_file, spec_from_data, with_overrides
+from workbench.arch.spec import (
+    LIMITS,
+    MAX_NAME,
+    ModelSpec,
+    ResolvedSpec,
+    check_fields,
+    override_keys,
+    parse_assignments,
+    parse_value,
+)
 from workbench.errors import WorkbenchError
 from workbench.yamlfile import load_yaml
 
@@ -370,15 +379,8 @@ def parse_head_value(key: str, raw: Any, typ: Any) -> Any:
 
 def _head_from_dict(kind: str, data: Any, where: str) -> DeepLabV3Spec | SSDLiteSpec:
     cls = HEAD_SPECS[kind]
-    if not isinstance(data, Mapping):
-        raise WorkbenchError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
+    check_fields(cls, data, where)
     hints = get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    for key in data:
-        if key not in names:
-            near = difflib.get_close_matches(str(key), names, n=2, cutoff=0.5)
-            hint = f"did you mean {', '.join(near)}?" if near else f"accepted: {', '.join(names)}"
-            raise WorkbenchError(f"{where}: unknown field {key!r}; {hint}")
     return cls(**{k: parse_head_value(f"{where}.{k}", v, hints[k]) for k, v in data.items()})
 
 
@@ -492,20 +494,9 @@ def load_model_file(path: str | Path) -> ModelSpec | TaskSpec:
     if not _is_task_file(data):
         return load_spec_file(p)
     try:
-        if "preset" in data:
-            extra = set(data) - {"preset", "overrides", "name"}
-            if extra:
-                raise WorkbenchError(f"unknown top-level keys {sorted(extra)}; with 'preset' only 'overrides' and "
-                                     "'name' are accepted")
-            spec = task_with_overrides(TASK_PRESETS[str(data["preset"]).strip().lower()],
-                                       dict(data.get("overrides") or {}))
-            return replace(spec, name=str(data.get("name") or p.stem))
-        spec = _task_from_dict(data, "spec")
-        preset = TASK_PRESETS.get(spec.name)
-        if "name" not in data or spec.name == "custom" or (
-                preset is not None and preset.architecture() != spec.architecture()):
-            spec = replace(spec, name=p.stem)
-        return spec
+        return spec_from_data(data, p.stem,
+                              lambda name, o: task_with_overrides(TASK_PRESETS[name.strip().lower()], o),
+                              lambda d: _task_from_dict(d, "spec"), TASK_PRESETS.get)
     except WorkbenchError as e:
         raise WorkbenchError(f"spec file {str(p)!r}: {e}") from None
 

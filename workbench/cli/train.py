@@ -53,7 +53,8 @@ def schedule_overrides(args) -> dict[str, str]:
 
 def cmd_train(args) -> int:
     from workbench.arch.resolve import resolve_spec
-    from workbench.training.train import format_run, train_model
+    from workbench.training.result import format_run
+    from workbench.training.train import train_model
 
     if args.resume and not args.out:
         raise WorkbenchError("--resume needs --out DIR (the folder of the run to continue)")

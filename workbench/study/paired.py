@@ -239,35 +239,27 @@ def mde(noise: Noise, k: int, n: int, alpha: float = ALPHA, power: float = POWER
     return float(optimize.brentq(lambda d: _power(d, var, df, alpha) - power, 0.0, hi, xtol=1e-6))
 
 
+def _fewest(lo: int, hi: int, enough) -> int | None:
+    """The smallest n in [lo, hi] with enough(n) (monotone in n), or None when not even hi is enough."""
+    if not enough(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid + 1, hi)
+    return lo
+
+
 def seeds_needed(noise: Noise, delta: float, n: int, max_seeds: int = MAX_SEEDS) -> int | None:
     """Fewest seeds (>= 2) whose MDE on n images is at most |delta|; None past max_seeds (the image terms alone
     may forbid it: then no number of seeds can)."""
     delta = abs(delta)
-    if delta <= 0 or mde(noise, max_seeds, n) > delta:
-        return None
-    lo, hi = 2, max_seeds
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if mde(noise, mid, n) <= delta:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+    return _fewest(2, max_seeds, lambda k: mde(noise, k, n) <= delta) if delta > 0 else None
 
 
 def images_needed(noise: Noise, delta: float, k: int, max_images: int = MAX_IMAGES) -> int | None:
     """Fewest test images whose MDE at k seeds is at most |delta|; None when the seed part alone forbids it."""
     delta = abs(delta)
-    if delta <= 0 or mde(noise, k, max_images) > delta:
-        return None
-    lo, hi = 10, max_images
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if mde(noise, k, mid) <= delta:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+    return _fewest(10, max_images, lambda n: mde(noise, k, n) <= delta) if delta > 0 else None
 
 
 def seed_var_range(sv: SeedVariance, confidence: float = 0.95) -> tuple[float, float]:

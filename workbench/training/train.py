@@ -17,7 +17,7 @@ import resource
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
@@ -60,38 +60,10 @@ from workbench.training.data import DEFAULT_DATASET, Dataset, load_dataset, pars
 from workbench.training.ema import EMA
 from workbench.training.micro import MicroBatchPlan, eval_sizes, passes_for, plan_micro_batches
 from workbench.training.preflight import check_sizes, whole_set_note
+from workbench.training.result import RunResult
 from workbench.training.schedules import Schedule, get_schedule, lr_at
 from workbench.training.stream import FolderBatches, ImageFolderSet, choose_data_path, index_imagefolder
 from workbench.training.threads import check_threads, thread_chooser
-
-
-@dataclass
-class RunResult:
-    status: str  # "completed" | "diverged"
-    top1: float | None  # final EMA-model accuracy in percent; None when no epoch finished (diverged early)
-    top5: float | None
-    best_top1: float | None
-    epochs_run: int
-    history: list[dict] = field(default_factory=list)
-    img_per_s: float = 0.0  # training images per second of training-step time
-    wall_s: float = 0.0  # the whole run, evaluation and checkpoints included, summed over resumed segments
-    peak_mem_mb: float = 0.0  # CUDA: peak allocated; CPU: peak resident set, over peak_mem_scope
-    peak_mem_scope: str = "run"  # "run": reset when this run started; "process": the process's lifetime peak
-    device: str = "cpu"
-    versions: dict = field(default_factory=dict)
-    message: str = ""
-    params: int = 0
-    schedule: str = ""
-    dataset: str = ""
-    out_dir: str | None = None
-    n_test: int = 0  # held-out images top-1 is measured on: one image is 100 / n_test points
-    refused_checkpoint: str | None = None  # a checkpoint set aside (unreadable, unsafe, foreign): run from epoch 0
-    micro_batches: dict = field(default_factory=dict)  # size (px, as text) -> images per pass, where steps were split
-    data_path: str = "memory"  # "memory" (decoded arrays) or "stream" (an image folder decoded per step)
-    per_image: dict | None = None  # the last evaluation's hits per test image (training/predictions.py)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # --- environment -----------------------------------------------------------------------------------
@@ -451,33 +423,6 @@ def _result(loop: _Loop, status: str, message: str, device: torch.device, wall_s
         params=count_params(loop.model)[0], schedule=loop.schedule.name, dataset=loop.ds.name,
         out_dir=str(out_dir) if out_dir else None, n_test=len(loop.ds.test_y), peak_mem_scope=loop.mem_scope,
         data_path=data_path_of(loop.ds), per_image=per_image)
-
-
-def format_run(result: RunResult, model_name: str) -> str:
-    """The run as tables: per-epoch figures (at most ~20 rows) and the final result."""
-    from workbench.table import fmt_int, render
-
-    hist = result.history
-    shown = hist if len(hist) <= 25 else [hist[round(i * (len(hist) - 1) / 19)] for i in range(20)]
-    rows = [[r["epoch"], f"{r['train_loss']:.4f}", f"{r['top1']:.2f}", f"{r['top5']:.2f}", f"{r['lr']:.2e}",
-             f"{r['img_per_s']:.0f}", f"{r['wall_s']:.1f}"] for r in shown]
-    title = f"{model_name} on {result.dataset}, schedule {result.schedule}, {result.device}"
-    headers = ["epoch", "train loss", "top-1 %", "top-5 %", "lr", "img/s", "wall s"]
-    out = [render(headers, rows, title=title)] if rows else []
-
-    def fmt(v: float | None) -> str:
-        return "-" if v is None else f"{v:.2f}"
-
-    out += ["", render(["model", "params", "status", "epochs", "top-1 %", "top-5 %", "best top-1 %", "img/s",
-                        "minutes", "peak MB"],
-                       [[model_name, fmt_int(result.params), result.status, result.epochs_run, fmt(result.top1),
-                         fmt(result.top5), fmt(result.best_top1), f"{result.img_per_s:.0f}",
-                         f"{result.wall_s / 60:.2f}", f"{result.peak_mem_mb:.0f}"]], title="Result (EMA weights)")]
-    if result.message:
-        out.append(f"{result.status}: {result.message}")
-    if result.out_dir:
-        out.append(f"run files in {result.out_dir}")
-    return "\n".join(out)
 
 
 def _drop_if_empty(out: Path | None, created: bool) -> None:
