@@ -77,3 +77,24 @@ def test_auto_stays_resolved_when_the_source_prepares_again(monkeypatch, capsys)
     engine.preflight(source)
     source.prepare(engine)  # what open() does
     assert source.plan.gpus == 0.125 and engine.work_item(source, "k", 0, {}, 0).device == "cuda"
+
+
+@pytest.mark.parametrize("cores", [1, 2, 4])
+def test_each_trial_plans_its_memory_for_its_share_of_the_node(monkeypatch, cores):
+    from workbench import machine
+    from workbench.counting.memory import device_memory
+
+    monkeypatch.setattr(machine, "usable_cores", lambda: cores)
+    monkeypatch.setattr(resources, "local_gpu", lambda: None)
+    study = load_study("table6")
+    engine = Engine(EngineOptions(progress=False, cpus_per_trial=1))
+    source = StudySource(study, RunPlan(study.dataset, study.schedule, dict(study.schedule_overrides)))
+    source.prepare(engine)
+    engine.preflight(source)
+    source.prepare(engine)  # what open() does: the share stays
+    assert source.plan.memory_share == pytest.approx(1 / cores)
+    item = engine.work_item(source, "k", 0, {}, 0)
+    assert item.memory_share == pytest.approx(1 / cores)
+    whole, _ = device_memory("cpu")
+    share, what = device_memory("cpu", item.memory_share)
+    assert share == int(whole / cores) and (cores == 1 or "share" in what)

@@ -349,3 +349,51 @@ def test_the_list_sampler_trains_its_architectures_in_order(tmp_path):
     bad.write_text("- {block.fusion_conv: 5x5}\n")
     with pytest.raises(WorkbenchError, match="entry 0: needs exactly the space's parameters"):
         _search_source(tmp_path, trials=1, sampler="list", arch_list=str(bad))
+
+
+def test_a_resumed_search_must_be_the_same_search(tmp_path):
+    """Other objectives (same directions), another dataset or schedule under the same study name are refused in
+    one line before anything is added; a search may not reuse an ablation study's name, nor the reverse."""
+    from workbench.engine.engine import Engine
+
+    source, opts = _search_source(tmp_path, trials=1)
+    Engine(opts).run_inline(source, train_fn=_quick_train)
+    before = len(Store(opts.storage, create=False).records(source.name))
+    for extra, word in (({"objectives": [("top1", "max"), ("params", "min")]}, "objectives"),
+                        ({"schedule_overrides": {"epochs": "2"}}, "schedule"),
+                        ({"dataset": "npz:" + str(_npz(tmp_path))}, "dataset")):
+        other, o2 = _search_source(tmp_path, trials=2, **{k: v for k, v in extra.items()
+                                                           if k != "schedule_overrides"})
+        if "schedule_overrides" in extra:
+            o2.schedule_overrides = extra["schedule_overrides"]
+            other = type(other)(other.space, o2)
+        with pytest.raises(WorkbenchError, match=rf"holds a search with {word} .*--study NEW_NAME"):
+            Engine(o2).run_inline(other, train_fn=_quick_train)
+    assert len(Store(opts.storage, create=False).records(source.name)) == before  # nothing mixed in
+    # an ablation study's name, and the reverse
+    from workbench.engine.plan import RunPlan
+    from workbench.study.ablate import StudySource
+    from workbench.study.files import parse_study
+
+    named, o3 = _search_source(tmp_path, trials=1, study_name="abl")
+    study = parse_study({"name": "abl", "base": "v3-xxs", "variants": [{"name": "a", "overrides": {"width": 0.25}}],
+                         "dataset": "digits", "schedule": "smoke", "count_resolution": 64}, tmp_path / "abl.yaml")
+    plan = RunPlan("digits", "smoke", {"epochs": "1"})
+    Engine(o3).run_inline(StudySource(study, plan), train_fn=_quick_train)
+    with pytest.raises(WorkbenchError, match="is an ablation study .* --study NEW_NAME"):
+        Engine(o3).run_inline(named, train_fn=_quick_train)
+    study2 = parse_study({"name": source.name, "base": "v3-xxs", "variants": [{"name": "a"}], "dataset": "digits",
+                          "schedule": "smoke"}, tmp_path / "s.yaml")
+    with pytest.raises(WorkbenchError, match="is a search .* needs a name of its own"):
+        Engine(opts).run_inline(StudySource(study2, plan), train_fn=_quick_train)
+
+
+def _npz(tmp_path: Path) -> Path:
+    import numpy as np
+
+    folder = tmp_path / "npzdata"
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 20), ("test", 10)):
+        np.savez(folder / f"{split}.npz", x=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), y=np.arange(n) % 2)
+    return folder

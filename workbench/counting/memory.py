@@ -61,8 +61,16 @@ def estimate_memory(spec: ModelSpec, sizes: list[tuple[int, int]], training: boo
     return best
 
 
-def device_memory(device: str) -> tuple[int | None, str]:
-    """(bytes, what) of the memory a run on `device` gets on this machine; None where it cannot be told."""
+def device_memory(device: str, share: float = 1.0) -> tuple[int | None, str]:
+    """(bytes, what) of the memory a run on `device` gets on this machine; None where it cannot be told. `share`:
+    the run's part of it (a study trial shares a node with the other trials Ray runs there)."""
+    limit, what = _whole_device_memory(device)
+    if limit is None or share >= 1.0:
+        return limit, what
+    return int(limit * share), f"{what} share ({share:.3g} of {limit / 1e9:,.1f} GB: the trials running beside it)"
+
+
+def _whole_device_memory(device: str) -> tuple[int | None, str]:
     if str(device).startswith("cuda"):
         try:
             import torch
@@ -79,12 +87,13 @@ def device_memory(device: str) -> tuple[int | None, str]:
 
 
 def check_fits(spec: ModelSpec, sizes: list[tuple[int, int]], *, training: bool, device: str = "cpu",
-               precision: str = "auto", allow_large: bool = False, what: str = "", note: str = "") -> MemoryEstimate:
+               precision: str = "auto", allow_large: bool = False, what: str = "", note: str = "",
+               share: float = 1.0) -> MemoryEstimate:
     """The estimate; a `WorkbenchError` when it exceeds this machine's memory, unless `allow_large`.
     `precision` is the schedule's: auto and bf16 train under bf16 autocast on CUDA."""
     half = str(device).startswith("cuda") and precision in ("auto", "bf16")
     est = estimate_memory(spec, sizes, training, activation_bytes=2 if half else 4)
-    limit, kind = device_memory(device)
+    limit, kind = device_memory(device, share)
     if allow_large or limit is None or est.bytes <= limit:
         return est
     doing = "train" if training else "run"

@@ -36,7 +36,14 @@ from workbench.engine.plan import RunPlan
 from workbench.engine.progress import Progress
 from workbench.engine.provenance import git_revision
 from workbench.engine.rayproc import end_stale_ray, record_local_ray
-from workbench.engine.raystart import check_local_resources, check_ray_address, start_ray, trial_slots
+from workbench.engine.raystart import (
+    check_local_resources,
+    check_ray_address,
+    local_slots,
+    node_slots,
+    start_ray,
+    trial_slots,
+)
 from workbench.engine.resources import AUTO
 from workbench.engine.source import DONE, WAIT, Started, Tally, WorkSource
 from workbench.engine.store import Store, StoreUnreadable, workspace_dir
@@ -94,6 +101,8 @@ class Engine:
         self.dataset = None  # DatasetFacts, from preflight
         self.auto_gpus: float | None = None  # what `resources: auto` came to on this run
         self.resources_line = ""  # and the line that says so, printed as the run starts
+        self.memory_share = 1.0  # a trial's part of its node's memory (_share_memory)
+        self.memory_bytes = 0  # and what it asks Ray for
         self.schedule = None  # the run's Schedule, from preflight
 
     @property
@@ -111,7 +120,18 @@ class Engine:
         gpus = o.gpus_per_trial if o.gpus_per_trial is not None else plan.gpus
         if gpus == AUTO and self.auto_gpus is not None:
             gpus = self.auto_gpus
-        return plan.replace(cpus=o.cpus_per_trial if o.cpus_per_trial is not None else plan.cpus, gpus=gpus)
+        return plan.replace(cpus=o.cpus_per_trial if o.cpus_per_trial is not None else plan.cpus, gpus=gpus,
+                            memory_share=self.memory_share, memory_bytes=self.memory_bytes)
+
+    def _share_memory(self, source: WorkSource, trials_per_node: int) -> None:
+        """Each trial plans its memory for its part of a node: a GPU trial the fraction of the GPU it asks for, a
+        CPU trial the node's memory over the trials that run on it at once."""
+        p = source.plan
+        if p.device == "cuda":
+            self.memory_share = float(p.gpus) if 0 < float(p.gpus) < 1 else 1.0
+        else:
+            self.memory_share = 1.0 / max(1, trials_per_node)
+        source.plan = self.plan_for(p)
 
     def work_item(self, source: WorkSource, key: str, number: int, spec: dict, seed: int) -> WorkItem:
         p = source.plan
@@ -123,7 +143,7 @@ class Engine:
                         schedule=p.schedule, schedule_overrides=dict(p.schedule_overrides), seed=seed,
                         device=p.device, cpus=p.cpus, run_dir=run_dir, latency=p.latency,
                         keep_checkpoints=self.options.keep_checkpoints, allow_large=self.options.allow_large,
-                        schedule_fields=dict(p.fields))
+                        schedule_fields=dict(p.fields), memory_share=p.memory_share)
 
     def trial_attrs(self, source: WorkSource) -> dict:
         """The attributes every trial of `source` carries besides its own (variant, seed, spec, ...)."""
@@ -152,6 +172,7 @@ class Engine:
             p = source.plan
         if not self.address:
             check_local_resources(p.cpus, p.gpus)
+            self._share_memory(source, local_slots(p.cpus, p.gpus))
         for name, spec in source.specs():
             self.check_spec(source, name, spec)
 
@@ -179,7 +200,8 @@ class Engine:
         from workbench.training.preflight import check_training
 
         check_training(spec, self.dataset, self.schedule, device=source.plan.device,
-                       allow_large=self.options.allow_large, what=f"{source.name}: {name}")
+                       allow_large=self.options.allow_large, what=f"{source.name}: {name}",
+                       share=source.plan.memory_share)
 
     # --- the run -------------------------------------------------------------------------------------
     def run(self, source: WorkSource) -> Tally:
@@ -201,6 +223,9 @@ class Engine:
             ray = start_ray(None)
             self.local_ray = record_local_ray() is not None
             slots = trial_slots(ray, source.plan.cpus, source.plan.gpus)
+        per_node, node_memory = node_slots(ray, source.plan.cpus, source.plan.gpus)
+        self.memory_bytes = int(node_memory // per_node)  # Ray places no more trials on a node than share it
+        source.plan = self.plan_for(source.plan)
         self._start_progress(source, total, before, left, slots)
         stop = threading.Event()
         threading.Thread(target=self._heartbeat, args=(stop,), daemon=True).start()
@@ -237,6 +262,7 @@ class Engine:
 
             self.auto_gpus, self.resources_line = cluster_gpus(ray.cluster_resources().get("GPU", 0.0))
             source.plan = source.plan.replace(gpus=self.auto_gpus)
+        self._share_memory(source, node_slots(ray, source.plan.cpus, source.plan.gpus)[0])
         return ray, trial_slots(ray, source.plan.cpus, source.plan.gpus)
 
     def _start_progress(self, source: WorkSource, total: int, before: int, left: int, slots: int) -> None:

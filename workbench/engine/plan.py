@@ -29,6 +29,8 @@ class RunPlan:
     latency: dict | None = None  # the latency plan's fields, or None: not measured
     cpus: float = 1.0
     gpus: float | str = 0.0  # a count, or "auto" until the engine resolves it (engine/resources.py)
+    memory_share: float = 1.0  # the part of a node's memory (or GPU's) one trial plans for: 1 / trials per node
+    memory_bytes: int = 0  # what each trial asks Ray for, so Ray never places more trials on a node than fit
 
     def __post_init__(self) -> None:
         if self.fields is None:  # dataclasses.replace passes the resolved fields on: resolved once per run

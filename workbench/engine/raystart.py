@@ -80,6 +80,34 @@ def check_local_resources(cpus: float, gpus: float) -> None:
                                  f"{have} (set resources.gpus: 0 or --gpus-per-trial 0 to train on the CPU)")
 
 
+def local_slots(cpus: float, gpus: float) -> int:
+    """How many trials a local Ray runs at once on this machine: its cores by the CPUs a trial asks for (and its
+    GPUs by the GPUs)."""
+    from workbench.machine import usable_cores
+
+    slots = int(usable_cores() // cpus) if cpus > 0 else 1
+    if gpus > 0:
+        import torch
+
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        slots = min(slots, int(round(have / gpus, 6)))
+    return max(1, slots)
+
+
+def node_slots(ray, cpus: float, gpus: float) -> tuple[int, float]:
+    """(the most trials one node of the cluster runs at once, the smallest node's Ray memory resource in bytes)."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    per, memory = [], []
+    for res in nodes:
+        k = int(res.get("CPU", 0) // cpus) if cpus > 0 else 1
+        if gpus > 0:
+            k = min(k, int(round(res.get("GPU", 0) / gpus, 6)))
+        if k > 0:
+            per.append(k)
+            memory.append(res.get("memory", 0.0))
+    return (max(per) if per else 1), (min(memory) if memory else 0.0)
+
+
 def trial_slots(ray, cpus: float, gpus: float) -> int:
     res = ray.cluster_resources()
     have_cpu, have_gpu = res.get("CPU", 0.0), res.get("GPU", 0.0)

@@ -43,6 +43,7 @@ class WorkItem:
     keep_checkpoints: bool = False
     allow_large: bool = False  # train even when the estimated memory exceeds the worker machine's
     schedule_fields: dict | None = None  # the schedule as the driver resolved it (engine/plan.py): not resolved again
+    memory_share: float = 1.0  # the part of the node's (or GPU's) memory this trial plans for
     extra: dict = field(default_factory=dict)  # source-specific facts the worker passes through
 
     def to_dict(self) -> dict:
@@ -132,7 +133,8 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
         result = train_fn(spec, item.dataset, schedule, overrides=overrides, seed=item.seed,
                           device=item.device, out_dir=item.run_dir, resume=bool(run_dir), progress=False,
                           on_epoch=on_epoch, bad_checkpoint="restart", allow_large=item.allow_large,
-                          threads=max(1, int(item.cpus)))  # a trial's share: pinned, so its figures repeat
+                          threads=max(1, int(item.cpus)),  # a trial's share: pinned, so its figures repeat
+                          memory_share=item.memory_share)
         res = result.to_dict()
         record["train"] = {k: v for k, v in res.items() if k not in ("history", "versions", "per_image")}
         record["history"] = res.get("history", [])

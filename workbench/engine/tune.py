@@ -35,7 +35,8 @@ def fit(engine, source: WorkSource, slots: int) -> None:
     _ENGINES[token] = (engine, source)
     try:
         tune.Tuner(
-            tune.with_resources(trainable, {"cpu": p.cpus, "gpu": p.gpus}),
+            tune.with_resources(trainable, {"cpu": p.cpus, "gpu": p.gpus,
+                                            **({"memory": p.memory_bytes} if p.memory_bytes > 0 else {})}),
             tune_config=tune.TuneConfig(search_alg=StoreSearcher(token), scheduler=source.scheduler(),
                                         num_samples=-1, max_concurrent_trials=slots, reuse_actors=True,
                                         trial_dirname_creator=lambda t: f"trial-{t.trial_id}"),

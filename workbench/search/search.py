@@ -164,18 +164,30 @@ class SearchSource(WorkSource):
         self.prepare(engine)
         sp = self.space
         directions = optuna_directions(self.objectives)
+        identity = self.identity()
+        if self.name in engine.store.study_names():  # a resume: only the same search may go on
+            check_same_run(self.name, engine.store.load_study(self.name).user_attrs, identity)
         sampler = make_sampler(self.opts.sampler, self.opts.seed, self.opts.trials, self.arch_list,
                                str(self.opts.arch_list))
         self.study = optuna.create_study(storage=engine.store.storage, study_name=self.name, directions=directions,
                                          sampler=sampler, load_if_exists=True)
-        if [d.name.lower() for d in self.study.directions] != directions:
-            raise WorkbenchError(f"study {self.name!r} exists with other objective directions; use --study to "
-                                 "start anew")
         self.study.set_user_attr("kind", "search")
         self.study.set_user_attr("objectives", labels(self.objectives))
         self.study.set_user_attr("search_space", sp.text)
+        self.study.set_user_attr("run_identity", identity)
         super().open(engine)
         self.reap_stale(force=True)
+
+    def identity(self) -> dict:
+        """What makes two searches' trials comparable: the objectives (names and directions), the data, the
+        schedule with every field, the space (its file's text) and the counters."""
+        import hashlib
+
+        p = self.plan
+        return {"objectives": labels(self.objectives), "dataset": p.dataset, "schedule": p.label,
+                "schedule_fields": p.config_id, "space": self.space.name,
+                "space_text": hashlib.sha256(self.space.text.encode()).hexdigest()[:12],
+                "count_resolution": p.count_resolution, "counters": list(p.counters)}
 
     # --- the budget ------------------------------------------------------------------------------------
     def counted(self) -> tuple[int, int]:
@@ -311,6 +323,27 @@ class SearchSource(WorkSource):
             return scheduler
         return ASHAScheduler(time_attr="epoch", metric="top1", mode="max", max_t=epochs - 1,
                              grace_period=self.opts.grace, reduction_factor=self.opts.eta, stop_last_trials=False)
+
+
+IDENTITY_WORDS = {"objectives": "objectives", "dataset": "dataset", "schedule": "schedule",
+                  "schedule_fields": "the schedule's definition", "space": "search space",
+                  "space_text": "search space file", "count_resolution": "count resolution", "counters": "counters"}
+
+
+def check_same_run(name: str, attrs: dict, identity: dict) -> None:
+    """A search resumed under its study name must be the same search; another run's trials would be mixed into
+    the front, MO-ASHA's rungs and the --trials budget. One line names the first difference."""
+    if attrs.get("kind") != "search":
+        raise WorkbenchError(f"study {name!r} is an ablation study (workbench ablate) in this store; a search needs a "
+                             f"name of its own: --study NEW_NAME")
+    stored = attrs.get("run_identity")
+    if stored is None:  # a store from before identities were kept: the objectives are what it recorded
+        stored = {"objectives": attrs.get("objectives")}
+    for key, word in IDENTITY_WORDS.items():
+        if key in stored and stored[key] != identity[key]:
+            raise WorkbenchError(f"study {name!r} holds a search with {word} {stored[key]}; this one has "
+                                 f"{identity[key]}: their trials cannot be compared. Use --study NEW_NAME for a new "
+                                 f"search (the store keeps both)")
 
 
 def pruner_for(opts: SearchOptions) -> str:

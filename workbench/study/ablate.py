@@ -14,6 +14,7 @@ from workbench.engine.objectives import labels, optuna_directions
 from workbench.engine.plan import RunPlan
 from workbench.engine.source import DONE, WAIT, Started, Tally, WorkSource
 from workbench.engine.store import Store
+from workbench.errors import WorkbenchError
 from workbench.study.files import Study
 from workbench.study.items import Item, plan_items
 
@@ -57,6 +58,9 @@ class StudySource(WorkSource):
     def open(self, engine: Engine) -> None:
         self.prepare(engine)
         s = self.study
+        if s.name in engine.store.study_names() and engine.store.load_study(s.name).user_attrs.get("kind") == "search":
+            raise WorkbenchError(f"study {s.name!r} is a search (workbench search) in this store; an ablation study "
+                                 "needs a name of its own (the study file's name:)")
         optuna_study = engine.store.open_study(s.name, optuna_directions(s.objectives))
         for k, v in study_attrs(s, self.plan).items():
             optuna_study.set_user_attr(k, v)

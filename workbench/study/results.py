@@ -86,6 +86,7 @@ def build_table(store: Store, study_name: str, dataset: str | None = None, sched
     t.rows = [_row(name, [r for r in mine if r.attrs.get("variant") == name], t) for name in order
               if any(r.attrs.get("variant") == name for r in mine)]
     _status(t, layout, mine)
+    _split_note(t, mine)
     _attach_hits(t, mine)
     n_test = _n_test(mine)
     t.seed_var = paired.seed_variance({r["variant"]: r["top1_by_seed"] for r in t.rows})
@@ -143,6 +144,20 @@ def _status(t: StudyTable, layout: dict, mine: list[TrialRecord]) -> None:
         t.notes.append(f"incomplete: {complete}/{t.status['planned']} trials complete{doing}"
                        f"{f', {failed} failed' if failed else ''}; this table and its power figures cover the complete "
                        f"ones only ({why})")
+
+
+def _split_note(t: StudyTable, mine: list[TrialRecord]) -> None:
+    """One line when a variant's seeds trained with different micro-batch splits (auto splits by the host's memory:
+    hosts with less memory split steps into more parts, and each part normalises on its own statistics)."""
+    mixed = []
+    for row in t.rows:
+        splits = {str(sorted(((r.attrs.get("train") or {}).get("micro_batches") or {}).items()))
+                  for r in mine if r.state == "COMPLETE" and r.attrs.get("variant") == row["variant"]}
+        if len(splits) > 1:
+            mixed.append(row["variant"])
+    if mixed:
+        t.notes.append(f"{', '.join(mixed)}: seeds trained with different micro-batch splits (different hosts' "
+                       "memory); set the schedule's micro_batch to fix the split for every host")
 
 
 def _n_test(mine: list[TrialRecord]) -> int:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from workbench.arch.spec import ModelSpec
 from workbench.counting.memory import MemoryEstimate, check_fits, device_memory, estimate_memory
 from workbench.training.schedules import Schedule
@@ -51,7 +53,7 @@ class MicroBatchPlan:
 
 
 def plan_micro_batches(spec: ModelSpec, schedule: Schedule, *, device: str = "cpu", allow_large: bool = False,
-                       what: str = "", n_train: int | None = None) -> MicroBatchPlan:
+                       what: str = "", n_train: int | None = None, share: float = 1.0) -> MicroBatchPlan:
     """How a step's batch is fed through the model at each training size.
 
     `schedule.micro_batch` > 0: that many images a pass (at most the batch). 0 (auto): the whole batch when its
@@ -63,7 +65,7 @@ def plan_micro_batches(spec: ModelSpec, schedule: Schedule, *, device: str = "cp
     """
     half = str(device).startswith("cuda") and schedule.precision in ("auto", "bf16")
     act_bytes = 2 if half else 4
-    limit, _ = device_memory(device)
+    limit, _ = device_memory(device, share)
     sizes = schedule_sizes(schedule, n_train)
     micro: dict[int, int] = {}
     needed = None
@@ -85,10 +87,10 @@ def plan_micro_batches(spec: ModelSpec, schedule: Schedule, *, device: str = "cp
         two = estimate_memory(spec, [(size, 2)], True, act_bytes)
         if two.bytes > limit:  # no split helps: say what the step needs, and that parts were tried
             check_fits(spec, [(size, batch)], training=True, device=device, precision=schedule.precision,
-                       what=what, note=f" (and {two.gb:,.1f} GB even in micro-batches of 2 images)")
+                       what=what, note=f" (and {two.gb:,.1f} GB even in micro-batches of 2 images)", share=share)
         micro[size] = lo
     check_fits(spec, [(s, m) for s, m in micro.items()], training=True, device=device, precision=schedule.precision,
-               allow_large=allow_large, what=what)
+               allow_large=allow_large, what=what, share=share)
     return MicroBatchPlan(micro, dict(sizes), needed, limit)
 
 
@@ -100,3 +102,54 @@ def schedule_sizes(schedule: Schedule, n_train: int | None = None) -> list[tuple
 def eval_sizes(schedule: Schedule) -> list[tuple[int, int]]:
     """(resolution, batch) of the evaluation pass (no gradients)."""
     return [(schedule.resolution, schedule.eval_batch)]
+
+
+class WholeBatchNorm:
+    """BatchNorm's running statistics under micro-batches moved as one whole-batch step would move them.
+
+    Each part normalises with its own statistics (what its forward pass computes, as each GPU did in the paper's
+    multi-GPU runs), but without this the running mean and variance took one momentum step per part (4 updates in
+    a 3-part step, the last part weighing most). Here, during the parts, every BatchNorm's momentum is 1 and a
+    forward hook collects each part's batch mean and unbiased variance; afterwards the running statistics get one
+    update with the whole batch's mean (the mean of equal parts' means) and its unbiased variance (the parts'
+    variances pooled with the spread of their means), and num_batches_tracked advances by one."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                      and m.training and m.track_running_stats and m.momentum is not None]
+
+    def __enter__(self) -> "WholeBatchNorm":
+        self.saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+                      for m in self.norms]
+        self.parts: list[list[tuple[int, torch.Tensor, torch.Tensor]]] = [[] for _ in self.norms]
+        self.hooks = []
+        for i, m in enumerate(self.norms):
+            m.momentum = 1.0
+            self.hooks.append(m.register_forward_hook(self._collect(i)))
+        return self
+
+    def _collect(self, i: int):
+        def hook(module, inputs, output) -> None:
+            x = inputs[0]
+            n = x.numel() // x.shape[1]  # values per channel in this part
+            self.parts[i].append((n, module.running_mean.detach().clone(), module.running_var.detach().clone()))
+        return hook
+
+    def __exit__(self, *exc) -> None:
+        for h in self.hooks:
+            h.remove()
+        with torch.no_grad():
+            for m, (momentum, mean0, var0, tracked0), parts in zip(self.norms, self.saved, self.parts):
+                m.momentum = momentum
+                if exc[0] is not None or not parts:
+                    m.running_mean.copy_(mean0), m.running_var.copy_(var0), m.num_batches_tracked.copy_(tracked0)
+                    continue
+                n = torch.tensor([p[0] for p in parts], dtype=torch.float64, device=mean0.device)
+                means = torch.stack([p[1] for p in parts]).double()
+                variances = torch.stack([p[2] for p in parts]).double()
+                total = n.sum()
+                mean = (n[:, None] * means).sum(0) / total
+                pooled = ((n[:, None] - 1) * variances + n[:, None] * (means - mean) ** 2).sum(0) / (total - 1)
+                m.running_mean.copy_((1 - momentum) * mean0 + momentum * mean.to(mean0.dtype))
+                m.running_var.copy_((1 - momentum) * var0 + momentum * pooled.to(var0.dtype))
+                m.num_batches_tracked.copy_(tracked0 + 1)

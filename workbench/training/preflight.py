@@ -121,7 +121,7 @@ def whole_set_note(schedule: Schedule, n_train: int, name: str) -> str:
 
 
 def check_training(spec: ModelSpec, facts: DatasetFacts, schedule: Schedule, *, device: str = "cpu",
-                   allow_large: bool = False, what: str = "") -> ModelSpec:
+                   allow_large: bool = False, what: str = "", share: float = 1.0) -> ModelSpec:
     """`spec` with the dataset's head, checked as the trainer will check it: sizes, then memory."""
     spec = spec.with_overrides({"num_classes": facts.num_classes})
     try:
@@ -129,7 +129,7 @@ def check_training(spec: ModelSpec, facts: DatasetFacts, schedule: Schedule, *, 
     except WorkbenchError as e:
         raise WorkbenchError(f"{what}: {e}" if what else str(e)) from None
     plan_micro_batches(spec, schedule, device=device, allow_large=allow_large, what=what or spec.name,
-                       n_train=facts.n_train)
-    check_fits(spec, eval_sizes(schedule), training=False, device=device, allow_large=allow_large,
+                       n_train=facts.n_train, share=share)
+    check_fits(spec, eval_sizes(schedule), training=False, device=device, allow_large=allow_large, share=share,
                what=f"{what or spec.name} (evaluation, eval_batch={schedule.eval_batch})")
     return spec

@@ -58,7 +58,7 @@ from workbench.training.checkpoint import (
 )
 from workbench.training.data import DEFAULT_DATASET, Dataset, load_dataset, parse_dataset_name
 from workbench.training.ema import EMA
-from workbench.training.micro import MicroBatchPlan, eval_sizes, passes_for, plan_micro_batches
+from workbench.training.micro import MicroBatchPlan, WholeBatchNorm, eval_sizes, passes_for, plan_micro_batches
 from workbench.training.preflight import check_sizes, whole_set_note
 from workbench.training.result import RunResult
 from workbench.training.schedules import Schedule, get_schedule, lr_at
@@ -260,7 +260,8 @@ def forward_backward(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, m
     With `micro` < the batch, the batch goes through in equal parts of at most `micro` images (never of one
     image: `passes_for`), each part's mean loss weighted by its share of the batch, so the summed gradients are
     the whole batch's mean gradient (up to BatchNorm, which normalises each part on its own statistics) while
-    only one part's activations are alive.
+    only one part's activations are alive. BatchNorm's running statistics move once, as the whole batch's would
+    (WholeBatchNorm).
     """
     parts = passes_for(len(x), micro)
     if parts == 1:
@@ -269,11 +270,12 @@ def forward_backward(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, m
         loss.backward()
         return loss.detach()
     total = torch.zeros((), device=x.device)
-    for xs, ys in zip(x.tensor_split(parts), y.tensor_split(parts)):
-        with autocast():
-            part = criterion(model(xs), ys) * (len(xs) / len(x))
-        part.backward()
-        total += part.detach()
+    with WholeBatchNorm(model):
+        for xs, ys in zip(x.tensor_split(parts), y.tensor_split(parts)):
+            with autocast():
+                part = criterion(model(xs), ys) * (len(xs) / len(x))
+            part.backward()
+            total += part.detach()
     return total
 
 
@@ -434,7 +436,8 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
                 overrides: dict[str, str] | None = None, seed: int = 0, device: str = "auto",
                 out_dir: str | Path | None = None, resume: bool = False, data_dir: str | None = None,
                 progress: bool = True, on_epoch: Callable[[int, dict], None] | None = None,
-                bad_checkpoint: str = "refuse", allow_large: bool = False, threads: int | str = "auto") -> RunResult:
+                bad_checkpoint: str = "refuse", allow_large: bool = False, threads: int | str = "auto",
+                memory_share: float = 1.0) -> RunResult:
     """Train `spec` on `dataset` with a named schedule (plus field `overrides`) and return the run's figures.
 
     `dataset` is a name for `load_dataset` or an already loaded `Dataset` (a study loads it once). The spec's
@@ -447,6 +450,8 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
     estimated training memory exceeds this machine's is refused before it is built, unless `allow_large`.
     `threads`: CPU threads per step, a number (pinned) or "auto" (chosen by timing the steps while the run goes,
     unless OMP_NUM_THREADS pins it; `workbench.training.threads`); the caller's count is restored at the end.
+    `memory_share`: the part of this machine's (or GPU's) memory the run may plan for: a study trial shares its
+    node with the trials running beside it.
     """
     t_start = time.perf_counter()
     sched = get_schedule(schedule, overrides)
@@ -466,9 +471,10 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
         raise WorkbenchError(f"{ds.name}: need at least 2 training images, found {len(ds.train_y)}")
     spec = spec.with_overrides({"num_classes": ds.num_classes})
     check_sizes(spec, sched)
-    micro = plan_micro_batches(spec, sched, device=str(dev), allow_large=allow_large, n_train=len(ds.train_y))
+    micro = plan_micro_batches(spec, sched, device=str(dev), allow_large=allow_large, n_train=len(ds.train_y),
+                               share=memory_share)
     whole_set = whole_set_note(sched, len(ds.train_y), ds.name)
-    check_fits(spec, eval_sizes(sched), training=False, device=str(dev), allow_large=allow_large,
+    check_fits(spec, eval_sizes(sched), training=False, device=str(dev), allow_large=allow_large, share=memory_share,
                what=f"{spec.name} (evaluation, eval_batch={sched.eval_batch})")
     config = _config(spec, sched, ds, int(seed))
     ck, refused = None, None
