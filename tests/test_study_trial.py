@@ -85,3 +85,33 @@ def test_a_completed_trial_keeps_its_record_and_metrics_but_not_its_checkpoints(
     assert not (tmp_path / "run" / "checkpoint.pt").exists() and (tmp_path / "run" / "metrics.jsonl").exists()
     rec = execute(_item(tmp_path, keep_checkpoints=True), lambda m: None, train_fn=train)
     assert (tmp_path / "run" / "checkpoint.pt").exists() and "checkpoints_removed" not in rec
+
+
+def test_a_trial_whose_claim_moved_stops_before_writing_its_epoch(tmp_path, single_thread):
+    """The worker's claim check: asked before training and before each epoch's files; a claim that moved to
+    another process stops the trial with nothing written (and its record says `taken`)."""
+    import sqlalchemy as sa
+
+    from workbench.engine.claims import CLAIMS, METADATA, ClaimCheck
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    engine = sa.create_engine(url)
+    METADATA.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(CLAIMS).values(study="s", item="a:0:x", state="running", owner="test", heartbeat=0.0))
+    check = ClaimCheck(url, "s", "a:0:x", "test")
+    assert check()
+    asked = []
+
+    def moving() -> bool:  # ours for the first question, another owner's from then on
+        asked.append(1)
+        if len(asked) == 2:
+            with engine.begin() as conn:
+                conn.execute(sa.update(CLAIMS).values(owner="other|1|1"))
+        return check()
+
+    item = _item(tmp_path, schedule_overrides={"epochs": "2"})
+    rec = execute(item, lambda m: None, still_ours=moving)
+    assert rec["status"] == "taken" and "moved to another process during epoch 1" in rec["error"]
+    assert not list((tmp_path / "run").glob("checkpoint*")) and not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert not ClaimCheck(url, "s", "a:0:x", "test")()

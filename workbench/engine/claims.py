@@ -155,3 +155,26 @@ class Claims:
     def release(self, item: str) -> None:
         """Give a running claim back: a zero heartbeat makes it abandoned, so anyone may take it over."""
         self._update(item, heartbeat=0.0)
+
+
+class ClaimCheck:
+    """A worker's look at its own claim: is the item still ours and running? Used before a trial trains and before
+    each epoch's files are written, so a trial whose claim another process took over (its driver was paused or cut
+    off past the stale limit) stops without writing beside the new owner. Reads one row; never writes."""
+
+    def __init__(self, url: str, study: str, item: str, owner: str):
+        self.url, self.study, self.item, self.owner = url, study, item, owner
+        self._engine: sa.Engine | None = None
+
+    def __call__(self) -> bool:
+        try:
+            if self._engine is None:
+                from sqlalchemy.pool import NullPool
+
+                self._engine = sa.create_engine(self.url, poolclass=NullPool)
+            with self._engine.connect() as conn:
+                row = conn.execute(sa.select(CLAIMS.c.owner, CLAIMS.c.state).where(
+                    CLAIMS.c.study == self.study, CLAIMS.c.item == self.item)).first()
+        except Exception:  # noqa: BLE001 - an unreachable store is the driver's to report; the trial goes on
+            return True
+        return row is None or (row.owner == self.owner and row.state == "running")

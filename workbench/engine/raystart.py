@@ -55,11 +55,33 @@ def start_ray(address: str | None):
         install_interrupt_handlers()
     for name in ("ray", "ray.tune", "ray.train", "ray.air"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    _ray_log_to_file()
     # Records of Tune's child loggers reach Ray's handlers without passing the parents' filters: filter there.
     for handler in logging.getLogger("ray").handlers + logging.getLogger().handlers:
         if not any(isinstance(f, NoSpaceFilter) for f in handler.filters):
             handler.addFilter(NoSpaceFilter())
     return ray
+
+
+def _ray_log_to_file() -> None:
+    """Ray's and Tune's own error records (a worker that died prints a 25-line traceback) go to the run's log,
+    workspace/logs/ray-TIME.log; the console gets the engine's one line about the trial."""
+    import time
+
+    folder = workspace_dir() / "logs"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(folder / f"ray-{time.strftime('%Y%m%d-%H%M%S')}.log",
+                                                       delay=True)
+    except OSError:  # no writable workspace: drop them rather than fill the console
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    ray_logger = logging.getLogger("ray")
+    for h in list(ray_logger.handlers):
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+            ray_logger.removeHandler(h)
+    ray_logger.addHandler(handler)
+    ray_logger.propagate = False
 
 
 def check_local_resources(cpus: float, gpus: float) -> None:

@@ -77,8 +77,9 @@ def _no_space_where(exc: BaseException, run_dir: str | None) -> str:
     return no_space_line(run_dir or ".")
 
 
-def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable | None = None) -> dict:
-    """Run one work item and return its record."""
+def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable | None = None,
+            still_ours: Callable[[], bool] | None = None) -> dict:
+    """Run one work item and return its record. `still_ours` (a claim check) is passed to training."""
     import torch
 
     from workbench.arch.model import MobileViT
@@ -134,7 +135,7 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
                           device=item.device, out_dir=item.run_dir, resume=bool(run_dir), progress=False,
                           on_epoch=on_epoch, bad_checkpoint="restart", allow_large=item.allow_large,
                           threads=max(1, int(item.cpus)),  # a trial's share: pinned, so its figures repeat
-                          memory_share=item.memory_share)
+                          memory_share=item.memory_share, **({"still_ours": still_ours} if still_ours else {}))
         res = result.to_dict()
         record["train"] = {k: v for k, v in res.items() if k not in ("history", "versions", "per_image")}
         record["history"] = res.get("history", [])
@@ -148,6 +149,9 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
         if run_dir and not item.keep_checkpoints:
             record["checkpoints_removed"] = _remove_checkpoints(run_dir)
     except Exception as exc:  # noqa: BLE001 - every failure must become a stored record, not a lost trial
+        if type(exc).__name__ == "TakenOver":  # another process owns the work now: its record, not ours
+            record.update(status="taken", failure="taken", error=f"{stage}: {exc}")
+            return _done(record, t0)
         record.update(status="failed", failure=_classify(exc), stage=stage,
                       error=f"{stage}: {type(exc).__name__}: {exc}"[:2000],
                       traceback="".join(traceback.format_exception(exc))[-4000:])
@@ -184,14 +188,19 @@ def _log_attempt(run_dir: Path, item: WorkItem) -> None:
                             "started": time.time()}) + "\n")
 
 
-def tune_trainable(config: dict, train_fn: Callable | None = None) -> None:
-    """The Ray Tune function trainable: threads pinned to the trial's CPUs, then `execute`."""
+def tune_trainable(config: dict, train_fn: Callable | None = None, store_url: str | None = None,
+                   study: str | None = None) -> None:
+    """The Ray Tune function trainable: threads pinned to the trial's CPUs, then `execute` with a check of the
+    trial's claim (the store's URL comes through Ray's object store, never Tune's params.json)."""
     import ray
     import torch
     from ray import tune
 
+    from workbench.engine.claims import ClaimCheck
+
     item = WorkItem.from_dict(config["item"])
     torch.set_num_threads(max(1, int(item.cpus)))
-    record = execute(item, report=lambda metrics: tune.report(metrics), train_fn=train_fn)
+    check = ClaimCheck(store_url, study, item.key, item.owner) if store_url and study else None
+    record = execute(item, report=lambda metrics: tune.report(metrics), train_fn=train_fn, still_ours=check)
     record["ray_node"] = ray.get_runtime_context().get_node_id()
     tune.report({FINAL_KEY: json.dumps(record, default=str)})

@@ -30,7 +30,13 @@ def fit(engine, source: WorkSource, slots: int) -> None:
     from workbench.engine.trial import tune_trainable
 
     p = source.plan
-    trainable = tune.with_parameters(tune_trainable, train_fn=engine.options.train_fn)
+    from workbench.engine.store import sqlite_path
+
+    url, path = engine.store.url, sqlite_path(engine.store.url)
+    if path is not None:  # workers run in other folders: the file by its absolute path
+        url = f"sqlite:///{path.resolve()}"
+    trainable = tune.with_parameters(tune_trainable, train_fn=engine.options.train_fn, store_url=url,
+                                     study=source.name)
     token = id(engine)
     _ENGINES[token] = (engine, source)
     try:

@@ -94,6 +94,9 @@ def versions(device: torch.device) -> dict:
            "torchvision": torchvision.__version__, "numpy": np.__version__, "cuda": torch.version.cuda,
            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
            "threads": torch.get_num_threads()}
+    if device.type == "cuda":  # what makes a GPU run repeat (or not), recorded with every run
+        out["cudnn_deterministic"] = bool(torch.backends.cudnn.deterministic)
+        out["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
     out["device_name"] = (torch.cuda.get_device_name(device) if device.type == "cuda"
                           else platform.processor() or platform.machine())
     return out
@@ -283,6 +286,10 @@ class Diverged(Exception):
     """A non-finite loss: the run stops with status "diverged"."""
 
 
+class TakenOver(Exception):
+    """A study trial's claim is another process's now: the run stops and writes nothing more."""
+
+
 class _Loop:
     """The state one run carries from step to step; split out so each phase reads as one small method."""
 
@@ -437,7 +444,7 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
                 out_dir: str | Path | None = None, resume: bool = False, data_dir: str | None = None,
                 progress: bool = True, on_epoch: Callable[[int, dict], None] | None = None,
                 bad_checkpoint: str = "refuse", allow_large: bool = False, threads: int | str = "auto",
-                memory_share: float = 1.0) -> RunResult:
+                memory_share: float = 1.0, still_ours: Callable[[], bool] | None = None) -> RunResult:
     """Train `spec` on `dataset` with a named schedule (plus field `overrides`) and return the run's figures.
 
     `dataset` is a name for `load_dataset` or an already loaded `Dataset` (a study loads it once). The spec's
@@ -451,12 +458,20 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
     `threads`: CPU threads per step, a number (pinned) or "auto" (chosen by timing the steps while the run goes,
     unless OMP_NUM_THREADS pins it; `workbench.training.threads`); the caller's count is restored at the end.
     `memory_share`: the part of this machine's (or GPU's) memory the run may plan for: a study trial shares its
-    node with the trials running beside it.
+    node with the trials running beside it. `still_ours()` (a study trial's claim check) is asked before training
+    and before each epoch's files are written; when it says no, the run stops with TakenOver, writing nothing.
     """
     t_start = time.perf_counter()
     sched = get_schedule(schedule, overrides)
     threads = check_threads(threads)
     dev = resolve_device(device)
+    if dev.type == "cuda":
+        # cuDNN's autotuner picks kernels by timing, so two runs of one seed can differ in the last digits; a CPU
+        # run repeats bit for bit (threads pinned). The choice is recorded (versions) and said once.
+        torch.backends.cudnn.benchmark = True
+        if progress:
+            print("cuda: cudnn.benchmark on, not deterministic: a seed repeats to about the last digit of top-1, "
+                  "not bit for bit", file=sys.stderr)
     mem_scope = reset_peak_memory(dev)  # this run's peak, not an earlier run's in the same worker
     if not isinstance(spec, ModelSpec):
         spec = resolve_spec(spec)
@@ -505,7 +520,7 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
     try:
         loop = _Loop(spec, sched, ds, dev, int(seed), progress, threads, micro)
         loop.mem_scope = mem_scope
-        result = _epochs(loop, ck, out, created, config, on_epoch, t_start)
+        result = _epochs(loop, ck, out, created, config, on_epoch, t_start, still_ours)
     finally:
         torch.set_num_threads(threads_before)
     result.refused_checkpoint = str(refused) if refused else None
@@ -516,7 +531,8 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
 
 
 def _epochs(loop: _Loop, ck: dict | None, out: Path | None, created: bool, config: dict,
-            on_epoch: Callable[[int, dict], None] | None, t_start: float) -> RunResult:
+            on_epoch: Callable[[int, dict], None] | None, t_start: float,
+            still_ours: Callable[[], bool] | None = None) -> RunResult:
     """The epochs of a checked run (train, evaluate, checkpoint, report), from `ck` when resuming."""
     sched, dev, progress = loop.schedule, loop.device, loop.progress
     if ck:
@@ -528,6 +544,8 @@ def _epochs(loop: _Loop, ck: dict | None, out: Path | None, created: bool, confi
 
     status, message = "completed", ""
     while loop.epoch < sched.epochs:
+        if still_ours is not None and not still_ours():
+            raise TakenOver(f"the claim moved to another process before epoch {loop.epoch + 1}; nothing written")
         try:
             metrics = loop.train_epoch()
         except Diverged as e:
@@ -547,6 +565,8 @@ def _epochs(loop: _Loop, ck: dict | None, out: Path | None, created: bool, confi
         row = {"epoch": loop.epoch, "top1": top1, "top5": top5, **metrics,
                "eval_s": time.perf_counter() - t_eval, "wall_s": wall(), "peak_mem_mb": peak_memory_mb(dev)}
         loop.history.append(row)
+        if still_ours is not None and not still_ours():
+            raise TakenOver(f"the claim moved to another process during epoch {loop.epoch}; its files not written")
         if out:
             # The epoch's files are complete before anyone (on_epoch) can stop the run.
             loop_state = loop.state()
