@@ -23,6 +23,19 @@ class Interrupted(KeyboardInterrupt):
         return Interrupted(self.signum, line)
 
 
+_LAST_SIGNAL: list[int | None] = [None]
+
+
+def interrupt_of(exc: BaseException) -> "Interrupted":
+    """The Interrupted a KeyboardInterrupt stands for: Ray's core re-raises a signal handler's exception as a plain
+    KeyboardInterrupt when it arrives inside a blocking call, losing which signal it was; the handler noted it."""
+    import signal
+
+    if isinstance(exc, Interrupted):
+        return exc
+    return Interrupted(_LAST_SIGNAL[0] or signal.SIGINT)
+
+
 def install_interrupt_handlers() -> None:
     """SIGINT and SIGTERM (a scheduler, `kill`, a container stopping) both end a command the same way: running
     trials are given back, one line says what is left, exit 128 + the signal. Installed by the CLI, and again
@@ -35,6 +48,7 @@ def install_interrupt_handlers() -> None:
         return
 
     def stop(signum, frame):  # noqa: ARG001 - signal handler signature
+        _LAST_SIGNAL[0] = signum
         raise Interrupted(signum)
 
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from workbench.errors import WorkbenchError, install_interrupt_handlers, os_error_line
+from workbench.errors import WorkbenchError, install_interrupt_handlers, interrupt_of, os_error_line
 
 
 class Parser(argparse.ArgumentParser):
@@ -39,8 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import signal
-
     install_interrupt_handlers()
     try:
         args = build_parser().parse_args(argv)
@@ -57,9 +55,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"workbench: error: {os_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        signum = getattr(e, "signum", signal.SIGINT)
-        print(f"workbench: {getattr(e, 'line', 'interrupted')}", file=sys.stderr, flush=True)
+        e = interrupt_of(e)
+        signum = e.signum
+        print(f"workbench: {e.line}", file=sys.stderr, flush=True)
+        _leave_ray(128 + int(signum))
         return 128 + int(signum)
+
+
+def _leave_ray(code: int) -> None:
+    """After an interrupt, shut this process's Ray down within seconds and exit with `code`. A signal sent to the
+    whole process group (a terminal's Ctrl-C, a scheduler's stop) ends Ray's own services too, and Ray's exit
+    hook then waits 60 s for them before it ends the process with status 1."""
+    import os
+    import threading
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return
+    done = threading.Thread(target=ray.shutdown, daemon=True)
+    done.start()
+    done.join(timeout=10)
+    if not done.is_alive():  # Ray is down: no leftovers for the next start to end
+        from workbench.engine.rayproc import forget_own_record
+
+        forget_own_record()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _reader_left() -> int:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -48,7 +47,15 @@ from workbench.engine.resources import AUTO
 from workbench.engine.source import DONE, WAIT, Started, Tally, WorkSource
 from workbench.engine.store import Store, StoreUnreadable, workspace_dir
 from workbench.engine.trial import FINAL_KEY, WorkItem, execute
-from workbench.errors import DiskFull, Interrupted, WorkbenchError, first_line, is_no_space, no_space_line
+from workbench.errors import (
+    DiskFull,
+    Interrupted,
+    WorkbenchError,
+    first_line,
+    interrupt_of,
+    is_no_space,
+    no_space_line,
+)
 
 HEARTBEAT_S = 10.0  # at most; never more than a quarter of the stale limit
 STALE_AFTER_S = 120.0  # default of $WORKBENCH_STALE_AFTER_S
@@ -235,7 +242,7 @@ class Engine:
         try:
             tune.fit(self, source, slots)
         except KeyboardInterrupt as e:
-            interrupted = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
+            interrupted = interrupt_of(e)
         except Exception as e:
             if self.fatal is None and is_no_space(e):  # Ray's own files under the workspace
                 self.fatal = DiskFull(f"{no_space_line(workspace_dir().resolve())}; stopping. What was recorded "

@@ -77,6 +77,11 @@ def record_local_ray() -> Path | None:
     return path
 
 
+def forget_own_record() -> None:
+    """This driver's record removed (its Ray has been shut down), as a normal exit does."""
+    _forget(record_dir() / f"{os.getpid()}.json")
+
+
 def _forget(path: Path) -> None:
     try:
         path.unlink()
