@@ -144,13 +144,26 @@ def test_no_private_data_paths(path):
         + "\n".join(hits)
 
 
+def anchors(path: Path) -> set[str]:
+    """The #fragments GitHub gives a Markdown file's headings."""
+    out, fence = set(), False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            fence = not fence
+        elif not fence and line.startswith("#"):
+            out.add(re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-"))
+    return out
+
+
 @pytest.mark.parametrize("path", documents(), ids=lambda p: p.relative_to(REPO).as_posix())
-def test_relative_links_point_at_files(path):
+def test_relative_links_point_at_files_and_headings(path):
     broken = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         for target in re.findall(r"\]\(([^)\s]+)\)", line):
-            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            if re.match(r"[a-z]+:", target):
                 continue
-            if not (path.parent / target.split("#", 1)[0]).exists():
+            file, _, fragment = target.partition("#")
+            linked = path.parent / file if file else path
+            if not linked.exists() or (fragment and linked.suffix == ".md" and fragment not in anchors(linked)):
                 broken.append(f"{path.relative_to(REPO).as_posix()}:{n}: {target}")
-    assert not broken, "links to files that do not exist:\n" + "\n".join(broken)
+    assert not broken, "links to files or headings that do not exist:\n" + "\n".join(broken)
