@@ -5,7 +5,8 @@ venv's `workbench` console script first on PATH. Each line must exit 0, with two
 may refuse with exit 2 when other processes keep the cores busy ("stayed busy"). The files the tour promises
 must be there after the line that promises them.
 
-Slow (about 15-20 minutes on 2 CPU cores): the main job alone trains 15 trials on a local Ray.
+Slow: 37.5 minutes on 2 CPU cores beside a training job (load about 7; the main job alone, 15 trials on a local
+Ray, took 21.5 of them; alone on the machine it takes about 8). With -s it prints each line's time and exit status.
 """
 
 from __future__ import annotations
@@ -144,16 +145,16 @@ def test_quick_start_top_to_bottom(tmp_path):
     for number, line in quickstart_lines():
         where = f"README.md:{number}: {line}"
         if without_comment(line).split()[:2] == ["workbench", "dashboard"]:
-            times.append((run_dashboard(line, tmp_path, env), line))
+            times.append((run_dashboard(line, tmp_path, env), "healthy, stopped", line))
             continue
         timeout_s = next((t for start, t in TIMEOUTS.items() if line.startswith(start)), DEFAULT_TIMEOUT_S)
         rc, out, err, wall = run_line(line, tmp_path, env, timeout_s)
-        times.append((wall, line))
         busy = "--target-latency-ms" in line and rc == 2 and "stayed busy" in err
+        times.append((wall, f"exit {rc}" + (" (stayed busy)" if busy else ""), line))
         assert rc == 0 or busy, f"{where}\nexit {rc} after {wall:.0f} s; stderr:\n{tail(err)}\nstdout:\n{tail(out)}"
         for fragment, files in PROMISES.items():
             if fragment in line:
                 missing = [f for f in files if not (tmp_path / f).is_file()]
                 assert not missing, f"{where}\nexited 0 but did not write {missing}"
-    print("\n".join(f"{wall:7.1f} s  {line}" for wall, line in times))
-    print(f"{sum(w for w, _ in times):7.1f} s  in all")
+    print("\n".join(f"{wall:7.1f} s  {status:<20} {line}" for wall, status, line in times))
+    print(f"{sum(w for w, _, _ in times):7.1f} s  in all")
