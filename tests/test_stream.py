@@ -76,8 +76,8 @@ def test_every_paper_schedule_field_is_in_the_recipe_table_with_its_value():
             assert row.source in SOURCES
 
 
-def test_recipe_table_is_in_the_readme():
-    assert recipe_markdown() in (ROOT / "README.md").read_text()
+def test_recipe_table_is_in_the_training_guide():
+    assert recipe_markdown() in (ROOT / "docs" / "training-and-data.md").read_text()
 
 
 def test_multiscale_sizes_and_batches_follow_cvnets_variable_batch_sampler():
