@@ -98,12 +98,16 @@ def test_npz_missing_keys_and_paths(tmp_path):
         load_dataset(f"npz:{tmp_path / 'junk.npz'}")
 
 
-def test_unknown_names_and_cifar_without_data_dir():
+def test_unknown_names_and_an_unusable_cifar_folder(tmp_path, monkeypatch):
     with pytest.raises(WorkbenchError, match="accepted forms"):
         load_dataset("mnist")
     with pytest.raises(WorkbenchError, match="accepted forms"):
         load_dataset("npz:")
-    with pytest.raises(WorkbenchError, match="--data-dir"):
+    # Without --data-dir, cifar10 lives under $WORKBENCH_DATA (downloaded there on first use); a file in the way
+    # is one line that says how to point elsewhere (and nothing is downloaded by this test).
+    (tmp_path / "blocked").write_text("")
+    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path / "blocked"))
+    with pytest.raises(WorkbenchError, match=r"could not load or download into .*blocked.*--data-dir DIR"):
         load_dataset("cifar10")
 
 

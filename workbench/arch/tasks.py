@@ -4,7 +4,7 @@ A `TaskSpec` is the backbone (any spec the block builder takes: toggles, widths,
 (`DeepLabV3Spec`, `SSDLiteSpec`, set with `--set deeplabv3.output_stride=8` or `--set ssdlite.num_classes=91`),
 the task's input size and a dataset label. `TASK_PRESETS` are the MobileViT rows of the MobileViTv3 paper's
 Tables 3a/3b (DeepLabv3 on PASCAL VOC 2012 and ADE20K) and 4a/4b (SSDLite on COCO at 320x320), each with the
-head the seed's configs build for that backbone family (the facts and their sources: README, "Segmentation
+head the seed's configs build for that backbone family (the facts and their sources: docs/heads.md, "Segmentation
 and detection heads"). No torch here: study files and the CLI read these specs without loading it.
 """
 

@@ -157,7 +157,7 @@ def cmd_task_models(args) -> int:
                  title=f"{len(table)} {args.task} presets (Tables "
                        f"{'3a/3b' if args.task == 'segmentation' else '4a/4b'}), attention path {args.attention}; "
                        f"{how}, {time.perf_counter() - t0:.2f} s; the paper's \"backbone\" params are backbone + "
-                       "head (README: Segmentation and detection heads)"))
+                       "head (docs/heads.md)"))
     return 0
 
 

@@ -1,6 +1,6 @@
 """The papers' MAC rules (the ml-cvnets profiler), applied by forward hooks on a real model.
 
-Rules (the README's "Counting" section): conv k*k*Cin*Cout*Hout*Wout/groups (+Cout*Hout*Wout with a bias), the
+Rules (docs/counting-and-latency.md, "Counting"): conv k*k*Cin*Cout*Hout*Wout/groups (+Cout*Hout*Wout with a bias), the
 same for a dilated conv (dilation changes which inputs a tap reads, not how many) and for each half of a
 separable conv; linear T*(in*out + out); v1 attention matmuls 2*(B*P)*N*d^2 (the profiler's quirk, not the true
 2*(B*P)*N^2*d); everything else zero: norms, activations, pooling (ASPP's image pooling and SSDLite's pooled

@@ -211,20 +211,24 @@ def load_npz(spec: str) -> Dataset:
 
 
 # --- torchvision CIFAR -----------------------------------------------------------------------------
+def data_home() -> Path:
+    """Where `cifar10`/`cifar100` live when no --data-dir is given: $WORKBENCH_DATA, else ~/.cache/workbench/data
+    (torchvision downloads them there on first use; a study's driver does it once, before any trial starts)."""
+    return Path(os.environ.get("WORKBENCH_DATA", cache_dir() / "data")).expanduser()
+
+
 def load_cifar(name: str, data_dir: str | None) -> Dataset:
-    if not data_dir:
-        raise WorkbenchError(f"{name} needs --data-dir DIR: torchvision downloads it there on first use "
-                             f"(or pass --dataset npz:PATH for a local copy)")
     from torchvision import datasets
 
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-    root = Path(data_dir).expanduser()
+    root = Path(data_dir).expanduser() if data_dir else data_home()
     try:
         root.mkdir(parents=True, exist_ok=True)
         tr = cls(str(root), train=True, download=True)
         te = cls(str(root), train=False, download=True)
     except (OSError, RuntimeError) as e:
-        raise WorkbenchError(f"{name}: could not load or download into {root}: {first_line(e)}") from None
+        raise WorkbenchError(f"{name}: could not load or download into {root}: {first_line(e)} (--data-dir DIR or "
+                             f"$WORKBENCH_DATA to point at a copy; --dataset npz:PATH for arrays)") from None
     return make_dataset(name, (tr.data, np.asarray(tr.targets)), (te.data, np.asarray(te.targets)),
                         list(tr.classes), name)
 

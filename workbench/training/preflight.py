@@ -52,8 +52,7 @@ def dataset_facts(name: str, data_dir: str | None = None) -> DatasetFacts:
         train, test = holdout_split(y)
         return DatasetFacts(str(parsed), len(np.unique(y)), len(train), len(test))
     if parsed.kind in ("cifar10", "cifar100"):
-        if not data_dir:
-            load_cifar(parsed.kind, data_dir)  # raises: it needs --data-dir
+        load_cifar(parsed.kind, data_dir)  # downloaded once here, in the driver, before trials start
         return DatasetFacts(str(parsed), 10 if parsed.kind == "cifar10" else 100, 50_000, 10_000)
     if parsed.kind == "imagefolder":
         from workbench.training.stream import index_imagefolder

@@ -221,7 +221,7 @@ SCHEDULES: dict[str, Schedule] = {
                       min_lr=2e-4, warmup_epochs=1.0, warmup_init_lr=2e-4, weight_decay=0.01, clip_grad=10.0,
                       ema_momentum=0.002, crop_scale=0.25),
     # Table 6 (v1-based recipe, 100 epochs), Tables 2/7 (v1-based, 300 epochs), the v2-based recipe: every field
-    # from RECIPE, each traced to its source (README "The paper's recipes").
+    # from RECIPE, each traced to its source (docs/training-and-data.md, "The paper's recipes").
     "paper-ablation": _recipe("paper-ablation"),
     "paper-v1": _recipe("paper-v1"),
     "paper-v2": _recipe("paper-v2"),
@@ -229,7 +229,8 @@ SCHEDULES: dict[str, Schedule] = {
 
 
 def recipe_markdown() -> str:
-    """RECIPE as the README's table: one row per field, the three paper schedules side by side."""
+    """RECIPE as the training guide's table (docs/training-and-data.md): one row per field, the three paper
+    schedules side by side."""
     names = ("paper-ablation", "paper-v1", "paper-v2")
     by_field: dict[str, dict[str, RecipeRow]] = {}
     for r in RECIPE:
