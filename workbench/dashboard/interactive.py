@@ -18,6 +18,7 @@ from workbench.dashboard.chart_data import (
     plotted,
     x_range,
     y_range,
+    y_title,
 )
 
 MAX_AREA_PX = 2200  # the largest bubble's area in square pixels
@@ -34,14 +35,15 @@ def _tooltip_measured(colour_by: str) -> list:
             alt.Tooltip("params:Q", title="params (M)", format=".3f"),
             alt.Tooltip("macs_paper:Q", title="paper MACs (M)", format=".1f"),
             alt.Tooltip("macs_fvcore:Q", title="fvcore MACs (M)", format=".1f"),
-            alt.Tooltip("top1_text:N", title="top-1 % [95% CI]"), alt.Tooltip("n_seeds:Q", title="seeds done"),
+            alt.Tooltip("top1_text:N", title="% [95% CI]"), alt.Tooltip("metric:N"),
+            alt.Tooltip("n_seeds:Q", title="seeds done"),
             alt.Tooltip("seeds:N", title="seeds")] + \
         ([alt.Tooltip(f"{colour_by}:N")] if colour_by not in ("variant", "study") else [])
 
 
 def _tooltip_published() -> list:
     return [alt.Tooltip("label:N", title="model"), alt.Tooltip("source:N", title="published in"),
-            alt.Tooltip("toggles:N"), alt.Tooltip("top1:Q", title="published top-1 %", format=".2f"),
+            alt.Tooltip("toggles:N"), alt.Tooltip("top1:Q", title="published %", format=".2f"),
             alt.Tooltip("params:Q", title="params (M)", format=".3f"),
             alt.Tooltip("macs_paper:Q", title="paper MACs (M)", format=".1f"),
             alt.Tooltip("macs_fvcore:Q", title="fvcore MACs (M)", format=".1f"), alt.Tooltip("figures:N")]
@@ -59,7 +61,7 @@ def bubble_chart(points: pd.DataFrame, published: pd.DataFrame, x: str, colour_b
     largest = max([v for v in shown[area] if pd.notna(v)], default=1.0)
     x_enc = alt.X(f"{x}:Q", title=X_AXES[x], scale=alt.Scale(domain=list(x_range(shown, pub, x)), nice=False))
     # The axis may run past 100 % to fit the bubbles; its labels stop at 100.
-    y_enc = alt.Y("top1:Q", title="Top-1 accuracy (%)",
+    y_enc = alt.Y("top1:Q", title=y_title(points),
                   scale=alt.Scale(domain=list(y_range(shown, pub, x, show_ci)), nice=False),
                   axis=alt.Axis(labelExpr="datum.value > 100 ? '' : datum.label"))
     palette = colours(shown, pub, colour_by)
