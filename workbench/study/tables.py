@@ -51,8 +51,8 @@ def power_sentence(t: StudyTable, study_ref: str | None = None) -> str:
         p["method"], "an unpaired bound: the store has no per-image records")
     lo, hi = p["mde_range"]
     spread = f"{lo:.2f} to {hi:.2f} over the seed noise's 95% interval; " if f"{lo:.2f}" != f"{hi:.2f}" else ""
-    head = (f"{so_far}ith {p['seeds']} seeds on {p['dataset']} ({images}) this run detects a {t.metric_label} "
-            f"difference of "
+    what = "a top-1 difference" if t.per_image else f"a difference in {t.metric_label}"
+    head = (f"{so_far}ith {p['seeds']} seeds on {p['dataset']} ({images}) this run detects {what} of "
             f"{p['mde']:.2f} points or more ({spread}80% power, 5% level, {paired_word})")
     target = p["paper_min_delta"]
     if target is None:
@@ -64,6 +64,8 @@ def power_sentence(t: StudyTable, study_ref: str | None = None) -> str:
     if seeds.get("point") is not None:
         ways.append(f"{_range(seeds)} seeds on these images (`workbench ablate --study {ref} --seeds "
                     f"{seeds['point']}`)")
+    elif not t.per_image:
+        ways.append("no number of seeds up to 1,000 at this seed spread")
     else:
         ways.append("no number of seeds on these images (their own noise hides it)")
     if not t.per_image:
