@@ -39,8 +39,8 @@ ALPHA = 0.05
 POWER = 0.80
 PAIRED = "paired: seeds x images (pooled seed variance, Satterthwaite df)"
 UNPAIRED = "unpaired bound: per-seed spread + two binomial variances (no per-image record)"
-# A figure that is not a proportion of per-image hits (mIOU, mAP), or a test set of unrecorded size: the seed
-# spread is all there is to go on; no binomial test-set term is added or claimed.
+# A figure that is not a proportion of per-image hits (mIOU, mAP): the seed spread is all there is to go on; no
+# binomial test-set term is added or claimed (study/results.py names it so for a task study's rows).
 SEED_ONLY = "seed spread only: paired by seed, pooled seed variance (no per-image test-set term)"
 MAX_SEEDS = 1000
 MAX_IMAGES = 10_000_000
@@ -156,7 +156,7 @@ def compare(terms: PairTerms, sv: SeedVariance, top1_a: float | None = None, top
             top1_b is not None else 0.0
         var = seed_part + test
         parts = [(seed_part, sv.df)]
-        method = UNPAIRED if n else SEED_ONLY
+        method = UNPAIRED
     mean = terms.mean
     se = math.sqrt(max(var, 0.0))
     denom = sum(v * v / d for v, d in parts if v > 0)

@@ -247,7 +247,9 @@ def _paired_deltas(t: StudyTable, n_test: int) -> list[paired.PairTerms]:
         if cmp is None:
             continue
         terms_all.append(terms)
-        row.update(delta_ci=_round([cmp.low, cmp.high]), p_value=cmp.p_value, method=cmp.method)
+        # mIOU / mAP: n_test is 0, so compare added no binomial term; the method says what was used
+        method = cmp.method if t.per_image else paired.SEED_ONLY
+        row.update(delta_ci=_round([cmp.low, cmp.high]), p_value=cmp.p_value, method=method)
         noise = _row_noise(t.seed_var, terms, base["top1_mean"])
         row["mde"] = _round(paired.mde(noise, terms.k, terms.n))
         row["mde_range"] = _round([paired.mde(noise.scaled(f), terms.k, terms.n) for f in (lo_f, hi_f)])
