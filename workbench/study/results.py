@@ -313,7 +313,7 @@ def power_summary(t: StudyTable, terms: list[paired.PairTerms], n_test: int) -> 
     noise = paired.noise_of(sv, terms)
     method = paired.PAIRED
     if noise is None:  # no per-image records: the unpaired bound (or, for mIOU / mAP, the seed spread alone)
-        method = paired.UNPAIRED if n_test else paired.SEED_ONLY
+        method = paired.UNPAIRED if t.per_image else paired.SEED_ONLY
         noise = _row_noise(sv, terms[0], base["top1_mean"])
     k = min(x.k for x in terms)
     n = n_test or min(x.n for x in terms)
