@@ -244,6 +244,10 @@ def test_joint_transforms_move_the_mask_and_the_boxes_with_the_image(voc, coco):
     assert torch.equal(again[0], x) and torch.equal(again[1], mask)  # the same draws from the same seed
     x, mask = next(src.test(2))
     assert x.shape == (2, 3, 48, 48) and mask.shape == (2, 48, 48)  # evaluation: resolution x resolution
+    narrow = index_voc(str(voc))
+    narrow.classes = narrow.classes[:2]  # label 2 is now out of range: one line naming the mask
+    with pytest.raises(WorkbenchError, match=r"unreadable image .*\.png: mask label 2 is out of range for 2 classes"):
+        next(TaskBatches(narrow, torch.device("cpu"), s, seed=0).test(4))
 
     spec = resolve_model("ssdlite-v3-xxs", {"width": "0.25"})
     anchors = ssd_anchors(spec, 48)

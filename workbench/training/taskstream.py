@@ -88,6 +88,11 @@ class _TaskItems(torch.utils.data.Dataset):
                 if tuple(mask.shape) != tuple(img.shape[-2:]):
                     raise UnreadableImage(f"mask is {mask.shape[1]}x{mask.shape[0]}, its image "
                                           f"{img.shape[2]}x{img.shape[1]}")
+                bad = (mask >= self.ds.num_classes) & (mask != IGNORE_INDEX)
+                if bool(bad.any()):  # the loss would index past the head: named here, one line
+                    raise UnreadableImage(f"mask label {int(mask[bad].max())} is out of range for "
+                                          f"{self.ds.num_classes} classes (0..{self.ds.num_classes - 1}, "
+                                          f"{IGNORE_INDEX} = ignore; classes.txt names them)")
                 return self._segmentation(img, mask, size, seed)
             return self._detection(i, img, size, seed)
         except UnreadableImage as e:
@@ -190,10 +195,3 @@ class TaskBatches:
     def test(self, batch: int):
         yield from self._batches(self._loader(self.ds.test, _EvalSampler(len(self.ds.test), batch)))
 
-
-def check_mask_labels(mask: torch.Tensor, num_classes: int, where: str) -> None:
-    """A mask label that is neither a class nor 255 is an error naming it (the loss would index past the head)."""
-    bad = (mask >= num_classes) & (mask != IGNORE_INDEX)
-    if bool(bad.any()):
-        raise WorkbenchError(f"{where}: mask label {int(mask[bad].max())} is out of range for {num_classes} classes "
-                             f"(0..{num_classes - 1}, {IGNORE_INDEX} = ignore; classes.txt names them)")
