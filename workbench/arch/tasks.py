@@ -479,6 +479,13 @@ def _task_from_dict(data: Any, where: str) -> TaskSpec:
                     str(data.get("name", "custom")))
 
 
+def spec_from_dict(data: Any, where: str = "spec") -> ModelSpec | TaskSpec:
+    """A spec as `to_dict` wrote it, whichever model it is: a task spec has a `task` field, a classifier not."""
+    if isinstance(data, Mapping) and "task" in data:
+        return _task_from_dict(data, where)
+    return ModelSpec.from_dict(data, where)
+
+
 def _is_task_file(data: Any) -> bool:
     return isinstance(data, Mapping) and (
         "task" in data or str(data.get("preset", "")).strip().lower() in TASK_PRESETS)

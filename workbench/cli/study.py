@@ -13,9 +13,10 @@ from workbench.table import fold
 
 def register(sub) -> None:
     p = sub.add_parser("ablate", help="run a study file (e.g. the paper's Table 6) on Ray Tune, recorded in Optuna")
-    p.add_argument("--study", required=True, help="a study name from studies/ (table6, table7, table5, table2) "
-                   "or a path to a study .yaml")
-    p.add_argument("--dataset", help="override the study's dataset: digits | npz:PATH | cifar10 | ...")
+    p.add_argument("--study", required=True, help="a study name from studies/ (table6, table7, table5, table2, "
+                   "table3, table4) or a path to a study .yaml")
+    p.add_argument("--dataset", help="override the study's dataset: digits | npz:PATH | cifar10 | ... | voc:PATH "
+                   "(segmentation) | coco:PATH (detection)")
     p.add_argument("--schedule", help="override the study's schedule (smoke | short | paper-ablation | ...)")
     p.add_argument("--schedule-set", action="append", metavar="KEY=VALUE",
                    help="override a schedule field, e.g. epochs=3 (repeatable)")

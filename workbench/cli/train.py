@@ -9,11 +9,17 @@ from workbench.errors import WorkbenchError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a model on a dataset with a named schedule; EMA top-1/top-5 per epoch")
-    p.add_argument("--model", required=True, help="a preset name or a spec file (.yaml/.json)")
+    p = sub.add_parser("train", help="train a model on a dataset with a named schedule; EMA top-1/top-5 per epoch "
+                       "(mIOU or mAP for a segmentation or detection model)")
+    p.add_argument("--model", required=True, help="a preset name (a classifier, or a task preset such as "
+                   "deeplabv3-v3-xs-voc / ssdlite-v3-xs) or a spec file (.yaml/.json)")
     options.add_set(p)
+    p.add_argument("--task", help="classification | segmentation | detection: a backbone preset with the head its "
+                   "family's config builds (default: what --model names)")
     p.add_argument("--dataset", default="digits", help="digits (bundled, default) | npz:PATH | cifar10 | cifar100 "
-                   "(with --data-dir) | imagefolder:PATH")
+                   "(with --data-dir) | imagefolder:PATH | voc:PATH (segmentation) | coco:PATH (detection)")
+    p.add_argument("--init-from", metavar="CHECKPOINT", help="a task model only: load its backbone from a "
+                   "classification checkpoint of the same backbone spec (a run folder's checkpoint.pt)")
     p.add_argument("--schedule", default="smoke", help="smoke | short | paper-ablation | paper-v1 | paper-v2 "
                    "(default: %(default)s)")
     p.add_argument("--sched", action="append", metavar="KEY=VALUE", help="override any schedule field "
@@ -52,16 +58,17 @@ def schedule_overrides(args) -> dict[str, str]:
 
 
 def cmd_train(args) -> int:
-    from workbench.arch.resolve import resolve_spec
+    from workbench.arch.tasks import resolve_model
     from workbench.training.result import format_run
-    from workbench.training.train import train_model
+    from workbench.training.tasktrain import train_spec
 
     if args.resume and not args.out:
         raise WorkbenchError("--resume needs --out DIR (the folder of the run to continue)")
-    spec = resolve_spec(args.model, args.set)
-    result = train_model(spec, args.dataset, args.schedule, overrides=schedule_overrides(args), seed=args.seed,
-                         device=args.device, out_dir=args.out, resume=args.resume, data_dir=args.data_dir,
-                         progress=not args.quiet, allow_large=args.allow_large,
-                         threads=args.threads)
+    spec = resolve_model(args.model, args.set, args.task)
+    extra = {"init_from": args.init_from} if args.init_from else {}
+    result = train_spec(spec, args.dataset, args.schedule, overrides=schedule_overrides(args), seed=args.seed,
+                        device=args.device, out_dir=args.out, resume=args.resume, data_dir=args.data_dir,
+                        progress=not args.quiet, allow_large=args.allow_large,
+                        threads=args.threads, **extra)
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_run(result, spec.name))
     return 0 if result.status == "completed" else 1

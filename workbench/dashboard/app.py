@@ -20,7 +20,9 @@ from workbench.dashboard.chart_data import (
     ChartData,
     ablation_frame,
     front,
+    metric_word,
     plotted,
+    y_title,
 )
 from workbench.dashboard.readonly import ReadOnlyStore, StoreProblem, read_chart_data
 from workbench.engine.store import default_storage_url
@@ -103,10 +105,11 @@ def chart_section(data: ChartData, x: str, colour_by: str, toggles: dict) -> Non
     chart = bubble_chart(data.points, data.published, x, colour_by, **toggles)
     st.altair_chart(chart, width="stretch", theme=None)
     best = front(data.points, x)
+    word = metric_word(shown)  # top-1, or a task study's mIOU / mAP
     st.caption(f"{len(shown)} measured variant(s): bubble area proportional to "
-               f"{'fvcore' if x == 'macs_fvcore' else 'paper'} MACs, whiskers the 95% interval of top-1 over seeds. "
-               f"Stars: the paper's published top-1 (on the paper's dataset and schedule). Dashed: the Pareto "
-               f"front of the measured points (smaller x, higher top-1): {', '.join(best['variant_key'])}.")
+               f"{'fvcore' if x == 'macs_fvcore' else 'paper'} MACs, whiskers the 95% interval of {word} over seeds. "
+               f"Stars: the paper's published {word} (on the paper's dataset and schedule). Dashed: the Pareto "
+               f"front of the measured points (smaller x, higher {word}): {', '.join(best['variant_key'])}.")
     pub = data.published if toggles["show_published"] else data.published.iloc[0:0]
     cols = st.columns(4)
     cols[0].download_button("Points (CSV)", data.points.to_csv(index=False), "pareto_points.csv", "text/csv")
@@ -131,7 +134,9 @@ def curves_section(data: ChartData) -> None:
     curves = curves.assign(trial=curves["trial_key"] + " " + curves["variant"].astype(str) + "/seed"
                            + curves["seed"].astype(str))
     chart = alt.Chart(curves).mark_line(point=True).encode(
-        x=alt.X("epoch:Q", title="epoch"), y=alt.Y("top1:Q", title="top-1 (%)", scale=alt.Scale(zero=False)),
+        x=alt.X("epoch:Q", title="epoch"),
+        y=alt.Y("top1:Q", title=y_title(data.points),
+                scale=alt.Scale(zero=False)),
         color=alt.Color("trial:N"), tooltip=["trial", "epoch", alt.Tooltip("top1:Q", format=".2f"),
                                              alt.Tooltip("train_loss:Q", format=".4f"), "source"])
     st.altair_chart(chart, width="stretch", theme=None)

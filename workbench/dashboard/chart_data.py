@@ -12,15 +12,34 @@ from datetime import datetime
 
 import pandas as pd
 
+from workbench.engine.objectives import METRIC_LABELS, primary_of
 from workbench.engine.pareto import pareto_front
 from workbench.engine.store import Store, TrialRecord
 from workbench.study.results import StudyTable, build_table
 from workbench.study.tables import table_cells
 
-# x-axis choices: column -> axis title. Top-1 is always the y axis.
+# x-axis choices: column -> axis title. The y axis is each run's primary metric: top-1, or a task study's mIOU or
+# mAP (column `metric`; the `top1*` columns hold it, and `y_title` words the axis after it).
 X_AXES = {"macs_paper": "MACs (M), paper counter", "macs_fvcore": "MACs (M), fvcore", "params": "Parameters (M)"}
 COLOUR_BY = ("variant", "study", "family")
 MACS_LABELS = {"macs_paper": "paper", "macs_fvcore": "fvcore"}
+
+
+Y_TITLES = {"top1": "Top-1 accuracy (%)", "miou": "mIOU (%)", "map": "mAP@[.5:.95] (%)"}
+
+
+def y_title(points: pd.DataFrame) -> str:
+    """The y axis's title: the one metric the points show, or each of several (studies of different tasks)."""
+    metrics = list(dict.fromkeys(points["metric"].dropna())) if "metric" in points and len(points) else ["top1"]
+    if len(metrics) == 1:
+        return Y_TITLES.get(metrics[0], f"{metrics[0]} (%)")
+    return " / ".join(METRIC_LABELS.get(m, m) for m in metrics) + " (%)"
+
+
+def metric_word(points: pd.DataFrame) -> str:
+    """top-1, mIOU, mAP (or several joined): what the captions call the y axis."""
+    metrics = list(dict.fromkeys(points["metric"].dropna())) if "metric" in points and len(points) else ["top1"]
+    return " / ".join(METRIC_LABELS.get(m, m) for m in metrics) or "top-1"
 
 
 def area_column(x: str) -> str:
@@ -96,7 +115,7 @@ def collect(store: Store, studies: list[str] | None = None) -> ChartData:
         for run_id, recs in by_run.items():
             table = build_table(_OneRun(store, recs), name)
             tables[(name, run_id)] = table
-            families = {r.attrs.get("variant"): (r.attrs.get("spec") or {}).get("family", "custom") for r in recs}
+            families = {r.attrs.get("variant"): _family(r.attrs) for r in recs}
             for row in table.rows:
                 points.append(_point_row(name, run_id, recs[0].attrs, table, row, families.get(row["variant"])))
                 if row["published_top1"] is not None:
@@ -111,7 +130,7 @@ def collect(store: Store, studies: list[str] | None = None) -> ChartData:
 POINT_COLUMNS = ["variant_key", "study", "run", "dataset", "schedule", "variant", "label", "family", "preset",
                  "toggles", "baseline", "params", "macs_paper", "macs_fvcore", "macs_ptflops", "top1", "top1_low",
                  "top1_high", "top1_text", "n_seeds", "seeds", "n_failed", "n_running", "delta", "delta_low",
-                 "delta_high", "published_top1"]
+                 "delta_high", "published_top1", "metric"]
 
 
 def _m(value) -> float:
@@ -132,7 +151,8 @@ def _point_row(study: str, run_id: str, attrs: dict, table: StudyTable, row: dic
             "top1": float("nan") if mean is None else mean, "top1_low": ci[0], "top1_high": ci[1],
             "top1_text": text, "n_seeds": row["n_seeds"], "seeds": ", ".join(map(str, seeds)) or "-",
             "n_failed": row["n_failed"], "n_running": row["n_running"], "delta": row["delta_mean"],
-            "delta_low": dci[0], "delta_high": dci[1], "published_top1": row["published_top1"]}
+            "delta_low": dci[0], "delta_high": dci[1], "published_top1": row["published_top1"],
+            "metric": table.metric}
 
 
 PUBLISHED_COLUMNS = ["variant_key", "study", "dataset", "schedule", "family", "variant", "label", "source",
@@ -155,9 +175,15 @@ def _published_row(point: dict, row: dict) -> dict:
             "macs_fvcore": point["macs_fvcore"], "figures": figures}
 
 
+def _family(attrs: dict) -> str:
+    """A classifier spec's family, or a task spec's backbone's."""
+    spec = attrs.get("spec") or {}
+    return spec.get("family") or (spec.get("backbone") or {}).get("family") or "custom"
+
+
 TRIAL_COLUMNS = ["trial_key", "study", "run", "trial", "state", "variant", "seed", "dataset", "schedule", "family",
                  "top1", "top5", "epochs", "params", "macs_paper", "macs_fvcore", "wall_s", "started", "finished",
-                 "error"]
+                 "error", "metric"]
 
 
 def _when(ts: float | None):
@@ -174,15 +200,16 @@ def _trial_row(study: str, r: TrialRecord) -> dict:
         state = "FILTERED" if "filtered" in a else f"STOPPED at epoch {a.get('stopped_at_epoch')}"
         if "top1_at_stop" in a:
             train = {"top1": a.get("top1_at_stop"), "epochs_run": a.get("stopped_at_epoch")}
+    primary = primary_of(train)  # top1, or a task model's miou / map (the `top1` column holds it)
     return {"trial_key": f"{study} #{r.number}", "study": study, "run": a.get("config_id"), "trial": r.number,
             "state": state,
             "variant": a.get("variant"), "seed": a.get("seed"), "dataset": a.get("dataset"),
-            "schedule": schedule_label(a), "family": (a.get("spec") or {}).get("family", "custom"),
-            "top1": train.get("top1"), "top5": train.get("top5"),
+            "schedule": schedule_label(a), "family": _family(a),
+            "top1": primary[1] if primary else None, "top5": train.get("top5"),
             "epochs": train.get("epochs_run", len(r.intermediate) or None), "params": _m(counts.get("params")),
             "macs_paper": _m(macs.get("paper")), "macs_fvcore": _m(macs.get("fvcore")),
             "wall_s": a.get("trial_wall_s"), "started": _when(r.started), "finished": _when(r.finished),
-            "error": a.get("error")}
+            "error": a.get("error"), "metric": primary[0] if primary else train.get("metric", "top1")}
 
 
 CURVE_COLUMNS = ["trial_key", "variant", "seed", "epoch", "top1", "train_loss", "source"]
@@ -194,7 +221,8 @@ def _curve_rows(study: str, r: TrialRecord) -> list[dict]:
     history = a.get("history") or []
     if history:
         return [{"trial_key": key, "variant": a.get("variant"), "seed": a.get("seed"), "epoch": h.get("epoch"),
-                 "top1": h.get("top1"), "train_loss": h.get("train_loss"), "source": "history"} for h in history]
+                 "top1": (primary_of(h) or (None, None))[1], "train_loss": h.get("train_loss"), "source": "history"}
+                for h in history]
     return [{"trial_key": key, "variant": a.get("variant"), "seed": a.get("seed"), "epoch": step, "top1": value,
              "train_loss": None, "source": "live"} for step, value in sorted(r.intermediate.items())]
 

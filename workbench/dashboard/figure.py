@@ -22,6 +22,7 @@ from workbench.dashboard.chart_data import (
     plotted,
     x_range,
     y_range,
+    y_title,
 )
 
 MAX_AREA_PT2 = 1400.0  # the largest bubble's area in points^2; every other area scales linearly from zero
@@ -84,7 +85,7 @@ def bubble_figure(points: pd.DataFrame, published: pd.DataFrame, x: str = "macs_
         handles.append(Line2D([], [], linestyle="--", marker=".", color="0.25", label="Pareto front (measured)"))
 
     ax.set_xlabel(X_AXES[x])
-    ax.set_ylabel("Top-1 accuracy (%)")
+    ax.set_ylabel(y_title(points))
     if title:
         ax.set_title(title, fontsize=9)
     ax.set_xlim(*x_range(shown, pub, x))

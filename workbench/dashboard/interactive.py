@@ -15,9 +15,11 @@ from workbench.dashboard.chart_data import (
     area_column,
     colours,
     front,
+    metric_word,
     plotted,
     x_range,
     y_range,
+    y_title,
 )
 
 MAX_AREA_PX = 2200  # the largest bubble's area in square pixels
@@ -28,20 +30,20 @@ STAR = ("M0,-1L0.2245,-0.309L0.951,-0.309L0.363,0.118L0.588,0.809L0,0.382L-0.588
 KINDS = alt.Scale(domain=["measured", "published"], range=["circle", STAR])
 
 
-def _tooltip_measured(colour_by: str) -> list:
+def _tooltip_measured(colour_by: str, word: str = "top-1") -> list:
     return [alt.Tooltip("label:N", title="model"), alt.Tooltip("variant:N"), alt.Tooltip("study:N"),
             alt.Tooltip("run_label:N", title="data / schedule"), alt.Tooltip("toggles:N"),
             alt.Tooltip("params:Q", title="params (M)", format=".3f"),
             alt.Tooltip("macs_paper:Q", title="paper MACs (M)", format=".1f"),
             alt.Tooltip("macs_fvcore:Q", title="fvcore MACs (M)", format=".1f"),
-            alt.Tooltip("top1_text:N", title="top-1 % [95% CI]"), alt.Tooltip("n_seeds:Q", title="seeds done"),
+            alt.Tooltip("top1_text:N", title=f"{word} % [95% CI]"), alt.Tooltip("n_seeds:Q", title="seeds done"),
             alt.Tooltip("seeds:N", title="seeds")] + \
         ([alt.Tooltip(f"{colour_by}:N")] if colour_by not in ("variant", "study") else [])
 
 
-def _tooltip_published() -> list:
+def _tooltip_published(word: str = "top-1") -> list:
     return [alt.Tooltip("label:N", title="model"), alt.Tooltip("source:N", title="published in"),
-            alt.Tooltip("toggles:N"), alt.Tooltip("top1:Q", title="published top-1 %", format=".2f"),
+            alt.Tooltip("toggles:N"), alt.Tooltip("top1:Q", title=f"published {word} %", format=".2f"),
             alt.Tooltip("params:Q", title="params (M)", format=".3f"),
             alt.Tooltip("macs_paper:Q", title="paper MACs (M)", format=".1f"),
             alt.Tooltip("macs_fvcore:Q", title="fvcore MACs (M)", format=".1f"), alt.Tooltip("figures:N")]
@@ -59,7 +61,7 @@ def bubble_chart(points: pd.DataFrame, published: pd.DataFrame, x: str, colour_b
     largest = max([v for v in shown[area] if pd.notna(v)], default=1.0)
     x_enc = alt.X(f"{x}:Q", title=X_AXES[x], scale=alt.Scale(domain=list(x_range(shown, pub, x)), nice=False))
     # The axis may run past 100 % to fit the bubbles; its labels stop at 100.
-    y_enc = alt.Y("top1:Q", title="Top-1 accuracy (%)",
+    y_enc = alt.Y("top1:Q", title=y_title(points),
                   scale=alt.Scale(domain=list(y_range(shown, pub, x, show_ci)), nice=False),
                   axis=alt.Axis(labelExpr="datum.value > 100 ? '' : datum.label"))
     palette = colours(shown, pub, colour_by)
@@ -81,12 +83,12 @@ def bubble_chart(points: pd.DataFrame, published: pd.DataFrame, x: str, colour_b
                       .encode(x=x_enc, y="top1_low:Q", y2="top1_high:Q", color=colour))
     layers.append(alt.Chart(shown).mark_point(filled=True, opacity=0.55, strokeWidth=1)
                   .encode(x=x_enc, y=y_enc, size=size, color=colour, shape=shape,
-                          tooltip=_tooltip_measured(colour_by)))
+                          tooltip=_tooltip_measured(colour_by, metric_word(shown))))
     if show_labels:
         layers.append(alt.Chart(shown).mark_text(align="left", dx=8, dy=-8, fontSize=11)
                       .encode(x=x_enc, y=y_enc, text="variant:N"))
     if len(pub):
         layers.append(alt.Chart(pub).mark_point(filled=True, stroke="black", strokeWidth=1, opacity=1)
                       .encode(x=x_enc, y=y_enc, color=colour, shape=shape, size=alt.value(PUBLISHED_SIZE_PX),
-                              tooltip=_tooltip_published()))
+                              tooltip=_tooltip_published(metric_word(shown))))
     return alt.layer(*layers).resolve_scale(color="shared", shape="shared").properties(height=520)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from workbench.engine.claims import this_owner
-from workbench.engine.objectives import counts_of, objective_values
+from workbench.engine.objectives import METRIC_LABELS, counts_of, objective_values, primary_of
 from workbench.engine.plan import RunPlan
 from workbench.engine.progress import Progress
 from workbench.engine.provenance import git_revision
@@ -140,7 +140,8 @@ class Engine:
             self.memory_share = 1.0 / max(1, trials_per_node)
         source.plan = self.plan_for(p)
 
-    def work_item(self, source: WorkSource, key: str, number: int, spec: dict, seed: int) -> WorkItem:
+    def work_item(self, source: WorkSource, key: str, number: int, spec: dict, seed: int,
+                  extra: dict | None = None) -> WorkItem:
         p = source.plan
         run_dir = None
         if self.options.run_dirs:
@@ -150,7 +151,7 @@ class Engine:
                         schedule=p.schedule, schedule_overrides=dict(p.schedule_overrides), seed=seed,
                         device=p.device, cpus=p.cpus, run_dir=run_dir, latency=p.latency,
                         keep_checkpoints=self.options.keep_checkpoints, allow_large=self.options.allow_large,
-                        schedule_fields=dict(p.fields), memory_share=p.memory_share)
+                        schedule_fields=dict(p.fields), memory_share=p.memory_share, extra=dict(extra or {}))
 
     def trial_attrs(self, source: WorkSource) -> dict:
         """The attributes every trial of `source` carries besides its own (variant, seed, spec, ...)."""
@@ -193,7 +194,9 @@ class Engine:
         largest = None
         if gpu is not None:
             sizes = schedule_sizes(self.schedule, self.dataset.n_train)
-            largest = max((estimate_memory(spec.with_overrides({"num_classes": self.dataset.num_classes}), sizes,
+            from workbench.training.preflight import with_classes
+
+            largest = max((estimate_memory(with_classes(spec, self.dataset.num_classes), sizes,
                                            training=True, activation_bytes=2).bytes
                            for _, spec in source.specs()), default=None)
         self.auto_gpus, line = auto_gpus(largest, gpu)
@@ -362,10 +365,12 @@ class Engine:
 
     def on_result(self, tune_id: str, result: dict) -> None:
         entry = self.running.get(tune_id)
-        if entry and self.progress and "epoch" in result and "top1" in result:
-            self.progress.epoch(entry[1].name, int(result["epoch"]), float(result["top1"]), result.get("wall_s"))
-        if entry and "epoch" in result and "top1" in result:
-            ok = self._guarded(self.store.report, entry[1].trial_id, int(result["epoch"]), float(result["top1"]),
+        primary = primary_of(result)  # top1, or a task model's miou / map
+        if entry and self.progress and "epoch" in result and primary:
+            self.progress.epoch(entry[1].name, int(result["epoch"]), primary[1], result.get("wall_s"),
+                                METRIC_LABELS[primary[0]])
+        if entry and "epoch" in result and primary:
+            ok = self._guarded(self.store.report, entry[1].trial_id, int(result["epoch"]), primary[1],
                                default=True)
             if not ok:  # the trial was finished by another process that took the work over
                 self._taken_over([tune_id])
@@ -436,8 +441,8 @@ class Engine:
         t.epochs += int(record.get("epochs_trained") or 0)
         if state == "COMPLETE":
             t.completed += 1
-            top1 = (record.get("train") or {}).get("top1")
-            text = f"top-1 {top1:.2f}%" if top1 is not None else "completed"
+            primary = primary_of(record.get("train") or {})
+            text = f"{METRIC_LABELS[primary[0]]} {primary[1]:.2f}%" if primary else "completed"
         elif state == "PRUNED":
             t.stopped += 1
             text = f"stopped early at epoch {record['stopped_at_epoch']}"

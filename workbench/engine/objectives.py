@@ -10,7 +10,13 @@ import math
 
 from workbench.errors import WorkbenchError
 
-METRICS = ("top1", "top5", "params", "macs_paper", "macs_fvcore", "macs_ptflops", "latency_ms", "throughput_img_s")
+METRICS = ("top1", "top5", "miou", "map", "params", "macs_paper", "macs_fvcore", "macs_ptflops", "latency_ms",
+           "throughput_img_s")
+# A trial's primary metric (what its table ranks by, in percent): top1 for a classifier, miou for a segmentation
+# model (mean IoU over the classes), map for a detection model (COCO mAP@[.5:.95]); the record names it
+# (train.metric) and holds it under that name (train.miou, train.map).
+PRIMARY_METRICS = ("top1", "miou", "map")
+METRIC_LABELS = {"top1": "top-1", "top5": "top-5", "miou": "mIOU", "map": "mAP"}
 ALIASES = {"macs": "macs_paper", "flops": "macs_paper", "fvcore_macs": "macs_fvcore"}
 DIRECTIONS = ("max", "min")
 
@@ -55,8 +61,19 @@ def metrics_of(record: dict, costs_only: bool = False) -> dict[str, float]:
            "throughput_img_s": lat.get("throughput_img_s")}
     out.update({f"macs_{k}": v for k, v in (counts.get("macs") or {}).items()})
     if not costs_only:
-        out.update(top1=train.get("top1"), top5=train.get("top5"))
+        out.update(top1=train.get("top1"), top5=train.get("top5"), miou=train.get("miou"), map=train.get("map"))
     return {k: float(v) for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def primary_of(values: dict) -> tuple[str, float] | None:
+    """(metric, value) of an epoch report or a record's `train`: the metric it names (`metric`), else the first
+    primary metric it holds; None when it holds none."""
+    named = values.get("metric")
+    for m in ([named] if named in PRIMARY_METRICS else []) + list(PRIMARY_METRICS):
+        v = values.get(m)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return m, float(v)
+    return None
 
 
 def counts_of(metrics: dict) -> dict:

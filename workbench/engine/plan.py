@@ -18,6 +18,10 @@ def digest(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+# Schedule fields added after stores existed, with the default that leaves a run's key as it was.
+LATE_FIELDS = {"micro_batch": 0, "head_lr_multiplier": 1.0}
+
+
 @dataclass(frozen=True)
 class RunPlan:
     dataset: str  # as the store records it: a path made absolute (trials run in other folders and on other hosts)
@@ -74,10 +78,12 @@ class RunPlan:
     def key_fields(self) -> dict:
         """Every field of the schedule as it is defined now, for keys: a changed definition (say, smoke gets fewer
         epochs in a new release) is different work, never mixed with the old results in one table. micro_batch
-        came later; at its default (auto) it is left out, so the items of stores made before it keep their keys."""
+        came later; at its default (auto) it is left out, so the items of stores made before it keep their keys, and
+        so is every field of LATE_FIELDS at its default."""
         out = dict(self.fields)
-        if out.get("micro_batch") == 0:
-            del out["micro_batch"]
+        for key, default in LATE_FIELDS.items():
+            if key in out and out[key] == default:
+                del out[key]
         return out
 
     @property

@@ -62,7 +62,7 @@ class Progress:
         if self.enabled:
             print(self.line() + (f" | {event}" if event else ""), file=sys.stderr, flush=True)
 
-    def epoch(self, name: str, epoch: int, top1: float, wall_s: float | None) -> None:
+    def epoch(self, name: str, epoch: int, top1: float, wall_s: float | None, label: str = "top-1") -> None:
         """A running trial finished an epoch (`wall_s`: the trial's training wall time so far); said at once
         unless a line went out in the last EPOCH_EVERY_S."""
         before = self.at.get(name, (0, 0.0, 0.0, 0.0))
@@ -70,7 +70,7 @@ class Progress:
             self.epoch_walls.append((wall_s - before[3]) / (epoch - before[0]))
         self.at[name] = (epoch, top1, time.monotonic(), float(wall_s or 0.0))
         if time.monotonic() - self.last >= EPOCH_EVERY_S:
-            self.show(f"{name} epoch {epoch}{f'/{self.epochs}' if self.epochs else ''} top-1 {top1:.2f}%")
+            self.show(f"{name} epoch {epoch}{f'/{self.epochs}' if self.epochs else ''} {label} {top1:.2f}%")
 
     def started(self, name: str) -> None:
         self.at[name] = (0, float("nan"), time.monotonic(), 0.0)

@@ -29,7 +29,7 @@ class WorkItem:
     key: str  # the claim's key: the study item, or the search trial
     trial_number: int
     owner: str  # the driver process that claimed it (host|pid|start)
-    spec: dict  # ModelSpec.to_dict()
+    spec: dict  # ModelSpec.to_dict() or TaskSpec.to_dict() (a segmentation or detection model)
     count_resolution: int
     counters: list[str]
     dataset: str
@@ -44,7 +44,8 @@ class WorkItem:
     allow_large: bool = False  # train even when the estimated memory exceeds the worker machine's
     schedule_fields: dict | None = None  # the schedule as the driver resolved it (engine/plan.py): not resolved again
     memory_share: float = 1.0  # the part of the node's (or GPU's) memory this trial plans for
-    extra: dict = field(default_factory=dict)  # source-specific facts the worker passes through
+    extra: dict = field(default_factory=dict)  # source-specific facts the worker passes through (init_from: a
+    # task model's backbone checkpoint, handed to the trainer)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -82,8 +83,8 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
     """Run one work item and return its record. `still_ours` (a claim check) is passed to training."""
     import torch
 
-    from workbench.arch.model import MobileViT
-    from workbench.arch.spec import ModelSpec
+    from workbench.arch.model import create_model
+    from workbench.arch.tasks import spec_from_dict
     from workbench.counting.counters import count
     from workbench.engine.objectives import metrics_of
     from workbench.engine.provenance import hardware, library_versions
@@ -92,13 +93,16 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
     record: dict = {"hardware": hardware(), "versions": library_versions(), "run_dir": item.run_dir}
     stage = "build"
     try:
-        spec = ModelSpec.from_dict(item.spec)
+        spec = spec_from_dict(item.spec)
         stage = "count"
         # Counted as the study file states the model (e.g. the 1000-class head at 256 px), so params and
-        # MACs compare with the paper; the dataset's head only changes what is trained.
-        model = MobileViT(spec, attention_impl="matmul")
+        # MACs compare with the paper; the dataset's head only changes what is trained. A task model's params are
+        # what inference runs (backbone + head, no auxiliary head): what Tables 3 and 4 count.
+        model = create_model(spec, attention_impl="matmul")
         counts = count(model, item.count_resolution, tuple(item.counters))
-        record["counts"] = {"params": counts.params, "macs": counts.macs, "resolution": counts.resolution}
+        parts = counts.params_parts
+        record["counts"] = {"params": parts["inference"] if parts else counts.params, "macs": counts.macs,
+                            "resolution": counts.resolution, **({"params_parts": parts} if parts else {})}
         del model
         if item.latency:
             # Before training: latency is a cost known up front, so an early-stopping rung can rank on it, and
@@ -108,7 +112,7 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
 
             lat = item.latency
             for _ in range(2):  # timed again once when other processes kept the cores busy meanwhile
-                record["latency"] = measure_latency(MobileViT(spec), lat["resolution"], device=lat["device"],
+                record["latency"] = measure_latency(create_model(spec), lat["resolution"], device=lat["device"],
                                                     batch=lat["batch"], warmup=lat["warmup"], iters=lat["iters"],
                                                     runtime=lat.get("runtime", "torch"))
                 if not (record["latency"].get("load") or {}).get("busy"):
@@ -117,7 +121,7 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
         costs = metrics_of(record, costs_only=True)
         stage = "train"
         if train_fn is None:
-            from workbench.training.train import train_model as train_fn
+            from workbench.training.tasktrain import train_spec as train_fn
         run_dir = Path(item.run_dir) if item.run_dir else None
         if run_dir:
             _log_attempt(run_dir, item)
@@ -131,17 +135,20 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
             schedule, overrides = Schedule(**item.schedule_fields), None
         else:
             schedule, overrides = item.schedule, item.schedule_overrides
+        extra = {"init_from": item.extra["init_from"]} if item.extra.get("init_from") else {}
         result = train_fn(spec, item.dataset, schedule, overrides=overrides, seed=item.seed,
                           device=item.device, out_dir=item.run_dir, resume=bool(run_dir), progress=False,
                           on_epoch=on_epoch, bad_checkpoint="restart", allow_large=item.allow_large,
                           threads=max(1, int(item.cpus)),  # a trial's share: pinned, so its figures repeat
-                          memory_share=item.memory_share, **({"still_ours": still_ours} if still_ours else {}))
+                          memory_share=item.memory_share, **({"still_ours": still_ours} if still_ours else {}),
+                          **extra)
         res = result.to_dict()
         record["train"] = {k: v for k, v in res.items() if k not in ("history", "versions", "per_image")}
         record["history"] = res.get("history", [])
         record["per_image"] = res.get("per_image")  # the hits a study pairs models on (study/paired.py)
         record["versions"].update({f"train_{k}": v for k, v in (res.get("versions") or {}).items()})
-        if result.status != "completed" or not math.isfinite(float(result.top1)):
+        primary = getattr(result, getattr(result, "metric", "top1"), None)  # top1, miou or map
+        if result.status != "completed" or primary is None or not math.isfinite(float(primary)):
             record.update(status="failed", failure="nan",
                           error=f"training {result.status}: {getattr(result, 'message', '') or 'non-finite loss'}")
             return _done(record, t0)

@@ -8,6 +8,7 @@ are taken over and re-run; finished items are never touched again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from workbench.engine.engine import Engine, EngineOptions
 from workbench.engine.objectives import labels, optuna_directions
@@ -27,9 +28,10 @@ class RunOptions(EngineOptions):
 def study_attrs(study: Study, plan: RunPlan) -> dict:
     """What `results` and the dashboard need to lay out the study without its file."""
     return {"description": study.description, "baseline": study.baseline, "study_file": study.text,
-            "objectives": labels(study.objectives),
+            "objectives": labels(study.objectives), "task": study.task,
             "variants": [{"name": v.name, "label": v.label, "preset": v.preset, "overrides": v.overrides,
-                          "published": v.published} for v in study.variants],
+                          "published": v.published, **({"init_from": v.init_from} if v.init_from else {})}
+                         for v in study.variants],
             "seeds": list(study.seeds),
             "last_config": {**plan.to_dict(), "id": plan.config_id}}
 
@@ -48,6 +50,9 @@ class StudySource(WorkSource):
     def prepare(self, engine: Engine) -> None:
         super().prepare(engine)
         s = self.study
+        for v in s.variants:  # before Ray or the store: a missing checkpoint is one line
+            if v.init_from and not Path(v.init_from).is_file():
+                raise WorkbenchError(f"{s.name}: {v.name}: init_from {v.init_from}: no such file")
         self.plan = engine.plan_for(self.run_plan.replace(
             count_resolution=s.count_resolution, counters=tuple(s.counters),
             latency=vars(s.latency) if s.latency else None, cpus=s.cpus, gpus=s.gpus))
@@ -114,7 +119,8 @@ class StudySource(WorkSource):
                 continue
             trial_id, number = store.start_trial(self.study_id, self._attrs(it))
             self.claims.attach_trial(it.key, trial_id)
-            item = self.engine.work_item(self, it.key, number, it.variant.spec.to_dict(), it.seed)
+            extra = {"init_from": it.variant.init_from} if it.variant.init_from else None
+            item = self.engine.work_item(self, it.key, number, it.variant.spec.to_dict(), it.seed, extra)
             return Started(it.key, trial_id, number, it.name, item)
         return WAIT if self.elsewhere or claimable else DONE
 
@@ -128,9 +134,11 @@ class StudySource(WorkSource):
     def _attrs(self, it: Item) -> dict:
         v = it.variant
         return {**self.engine.trial_attrs(self), "item": it.key, "variant": v.name, "label": v.label,
-                "seed": it.seed, "preset": v.preset, "overrides": v.overrides, "block": dict(vars(v.spec.block)),
+                "seed": it.seed, "preset": v.preset, "overrides": v.overrides, "block": dict(vars(v.backbone.block)),
                 "spec": v.spec.to_dict(), "published": v.published, "baseline": v.name == self.study.baseline,
-                "config_id": self.plan.config_id, "schedule_resolved": self.plan.key_fields}
+                "config_id": self.plan.config_id, "schedule_resolved": self.plan.key_fields,
+                **({"task": v.task} if v.task != "classification" else {}),
+                **({"init_from": v.init_from} if v.init_from else {})}
 
 
 def run_study(study: Study, plan: RunPlan, options: RunOptions) -> tuple[Tally, Store]:

@@ -1,8 +1,13 @@
 """Study files: YAML that names a base preset, the variants (or a grid), data, schedule, seeds and more.
 
 `load_study(name_or_path)` finds the file, checks every key and value, and returns a `Study` whose variants
-are fully built `ModelSpec`s, so a bad override fails here, before any store or Ray is touched. Every error
+are fully built specs, so a bad override fails here, before any store or Ray is touched. Every error
 names the file, the key, and what is accepted.
+
+A study is of one task: classification (backbone presets, top-1), segmentation or detection (task presets such
+as `deeplabv3-v3-xs-voc` / `ssdlite-v3-xs`, or backbone presets with `task: segmentation|detection`; mIOU or
+mAP). A task variant may name `init_from:` (a classification checkpoint of its backbone, looked up beside the
+study file) to fine-tune from, as the paper did.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from workbench.arch.resolve import check_resolution, resolve_spec
+from workbench.arch.resolve import check_resolution
 from workbench.arch.spec import ModelSpec
+from workbench.arch.tasks import TASKS, TaskSpec, resolve_model
 from workbench.counting import COUNTERS, DEFAULT_COUNTERS
 from workbench.engine.filecheck import (
     FileChecker,
@@ -35,8 +41,11 @@ from workbench.yamlfile import load_yaml
 
 TOP_KEYS = ("name", "description", "base", "baseline", "variants", "grid", "dataset", "schedule",
             "schedule_overrides", "seeds", "objectives", "resources", "count_resolution", "counters", "latency",
-            "latency_ratios")
-VARIANT_KEYS = ("name", "label", "preset", "overrides", "published")
+            "latency_ratios", "task")
+VARIANT_KEYS = ("name", "label", "preset", "overrides", "published", "init_from")
+# The objective a study of each task ranks by when it names none, and the metrics its trials measure.
+DEFAULT_OBJECTIVE = {"classification": "top1:max", "segmentation": "miou:max", "detection": "map:max"}
+TASK_METRICS = {"classification": ("top1", "top5"), "segmentation": ("miou",), "detection": ("map",)}
 RATIO_KEYS = ("pairs", "runtimes", "threads", "resolution", "warmup", "iters", "rounds")
 MAX_SEEDS = 1000  # seeds per variant
 MAX_VARIANTS = 10_000  # variants of a study (a grid's combinations included)
@@ -47,10 +56,19 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 class Variant:
     name: str
     label: str
-    spec: ModelSpec  # the architecture the trial builds and counts (preset + overrides)
+    spec: ModelSpec | TaskSpec  # the architecture the trial builds and counts (preset + overrides)
     preset: str
     overrides: dict[str, str]
-    published: dict[str, Any] | None  # the paper's row for this variant: top1, params_m, flops_m, source, ...
+    published: dict[str, Any] | None  # the paper's row for this variant: top1 (or miou, map), params_m, source, ...
+    init_from: str | None = None  # a task model's backbone checkpoint (absolute path), or None: trained from scratch
+
+    @property
+    def task(self) -> str:
+        return self.spec.task if isinstance(self.spec, TaskSpec) else "classification"
+
+    @property
+    def backbone(self) -> ModelSpec:
+        return self.spec.backbone if isinstance(self.spec, TaskSpec) else self.spec
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,7 @@ class Study:
     latency: LatencyPlan | None
     text: str = field(repr=False, default="")  # the file as read, kept in the store with the results
     latency_ratios: LatencyRatioPlan | None = None
+    task: str = "classification"  # every variant's: segmentation and detection studies rank by miou / map
 
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)
@@ -122,9 +141,18 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
     if not NAME_RE.match(name):
         raise c.fail("name", f"{name!r}: use letters, digits, '-', '_', '.' (at most 64 characters)")
     base = c.string("base", data["base"])
+    task = data.get("task")
+    if task is not None and task not in TASKS:
+        raise c.fail("task", f"{task!r}: accepted values are {' | '.join(TASKS)}")
     if ("variants" in data) == ("grid" in data):
         raise c.fail("variants", "give exactly one of 'variants' (a list of named overrides) or 'grid'")
-    variants = (_variants(c, base, data["variants"]) if "variants" in data else _grid(c, base, data["grid"]))
+    variants = (_variants(c, base, data["variants"], task) if "variants" in data
+                else _grid(c, base, data["grid"], task))
+    tasks = sorted({v.task for v in variants})
+    if len(tasks) > 1:
+        raise c.fail("variants", f"a study is of one task (one metric per table); these variants are "
+                     f"{' and '.join(tasks)} models")
+    study_task = tasks[0]
     names = [v.name for v in variants]
     baseline = c.string("baseline", data.get("baseline", names[0]))
     if baseline not in names:
@@ -142,12 +170,18 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
     else:
         seeds = list(range(c.integer("seeds", seeds_raw, maximum=MAX_SEEDS)))
 
-    objectives = _objectives(c, data.get("objectives", ["top1:max"]))
+    objectives = _objectives(c, data.get("objectives", [DEFAULT_OBJECTIVE[study_task]]))
+    for metric, _ in objectives:
+        other = next((t for t, ms in TASK_METRICS.items() if metric in ms and t != study_task), None)
+        if other:
+            raise c.fail("objectives", f"{metric} is measured by {other} models; this is a {study_task} study "
+                         f"(its metric: {DEFAULT_OBJECTIVE[study_task]})")
     cpus, gpus = resources_of(c, data.get("resources", {}))
-    count_resolution = c.integer("count_resolution", data.get("count_resolution", 256))
+    default_side = variants[0].spec.resolution if isinstance(variants[0].spec, TaskSpec) else 256
+    count_resolution = c.integer("count_resolution", data.get("count_resolution", default_side))
     for v in variants:
         try:
-            check_resolution(v.spec, count_resolution)
+            check_resolution(v.backbone, count_resolution)
         except WorkbenchError as e:
             raise c.fail("count_resolution", f"variant {v.name}: {e}") from None
     counters_raw = data.get("counters", list(DEFAULT_COUNTERS))
@@ -165,7 +199,7 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
                  schedule_overrides=c.assignments("schedule_overrides", data.get("schedule_overrides")),
                  seeds=seeds, objectives=objectives, cpus=cpus, gpus=gpus, count_resolution=count_resolution,
                  counters=tuple(counters_raw), latency=latency, text=text,
-                 latency_ratios=_ratios(c, data.get("latency_ratios"), {v.name for v in variants}))
+                 latency_ratios=_ratios(c, data.get("latency_ratios"), {v.name for v in variants}), task=study_task)
 
 
 def _dataset(c: FileChecker, raw: Any) -> str:
@@ -175,17 +209,29 @@ def _dataset(c: FileChecker, raw: Any) -> str:
         raise c.fail("dataset", str(e)) from None
 
 
-def _build(c: FileChecker, key: str, preset: str, overrides: dict[str, str]) -> ModelSpec:
+def _build(c: FileChecker, key: str, preset: str, overrides: dict[str, str], task: str | None) -> ModelSpec | TaskSpec:
     beside = c.path.parent / preset
     if preset.endswith((".yaml", ".yml", ".json")) and not Path(preset).is_absolute() and beside.is_file():
         preset = str(beside)  # a spec file named in a study file is looked up next to the study file
     try:
-        return resolve_spec(preset, overrides)
+        return resolve_model(preset, overrides, task)
     except WorkbenchError as e:
         raise c.fail(key, str(e)) from None
 
 
-def _variants(c: FileChecker, base: str, raw: Any) -> list[Variant]:
+def _init_from(c: FileChecker, key: str, raw: Any, spec) -> str | None:
+    """A task variant's backbone checkpoint, as an absolute path (relative ones beside the study file); whether
+    it exists is checked when the study runs (its results can be read where the checkpoint is not)."""
+    if raw is None:
+        return None
+    if not isinstance(spec, TaskSpec):
+        raise c.fail(key, "fine-tuning from a checkpoint is for a task model's backbone (a deeplabv3-* / ssdlite-* "
+                     "preset, or task: segmentation | detection)")
+    path = Path(c.string(key, raw)).expanduser()
+    return str((path if path.is_absolute() else c.path.parent / path).resolve())
+
+
+def _variants(c: FileChecker, base: str, raw: Any, task: str | None = None) -> list[Variant]:
     if not isinstance(raw, list) or not raw:
         raise c.fail("variants", f"expected a non-empty list of variants, got {kind_of(raw)}")
     if len(raw) > MAX_VARIANTS:
@@ -203,18 +249,19 @@ def _variants(c: FileChecker, base: str, raw: Any) -> list[Variant]:
             raise c.fail(f"{where}.name", f"{name!r} is used twice; variant names must be unique")
         preset = c.string(f"{where}.preset", item.get("preset", base))
         overrides = c.assignments(f"{where}.overrides", item.get("overrides"))
-        spec = _build(c, f"{where}.overrides" if overrides else f"{where}.preset", preset, overrides)
+        spec = _build(c, f"{where}.overrides" if overrides else f"{where}.preset", preset, overrides, task)
+        init_from = _init_from(c, f"{where}.init_from", item.get("init_from"), spec)
         published = None
         if item.get("published") is not None:
             try:
                 published = lookup_published(item["published"])
             except WorkbenchError as e:
                 raise c.fail(f"{where}.published", str(e)) from None
-        out.append(Variant(name, str(item.get("label", "") or name), spec, preset, overrides, published))
+        out.append(Variant(name, str(item.get("label", "") or name), spec, preset, overrides, published, init_from))
     return out
 
 
-def _grid(c: FileChecker, base: str, raw: Any) -> list[Variant]:
+def _grid(c: FileChecker, base: str, raw: Any, task: str | None = None) -> list[Variant]:
     """Every combination of the listed values; variant names spell out the assignment."""
     if not isinstance(raw, Mapping) or not raw:
         raise c.fail("grid", f"expected a non-empty mapping of KEY: [values], got {kind_of(raw)}")
@@ -229,7 +276,7 @@ def _grid(c: FileChecker, base: str, raw: Any) -> list[Variant]:
     for combo in itertools.product(*(raw[k] for k in keys)):
         overrides = {str(k): scalar_text(v) for k, v in zip(keys, combo)}
         name = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in overrides.items())
-        spec = _build(c, "grid", base, overrides)
+        spec = _build(c, "grid", base, overrides, task)
         out.append(Variant(name, name, spec, base, overrides, None))
     return out
 

@@ -41,5 +41,7 @@ def plan_items(study: Study, plan: RunPlan) -> list[Item]:
             payload = {"architecture": v.spec.architecture(), **plan.to_dict(), "resolved": plan.key_fields,
                        "seed": seed, "count_resolution": study.count_resolution, "counters": list(study.counters),
                        "latency": _latency_key(study)}
+            if v.init_from:  # another starting point is other work (absent: the keys of every earlier store)
+                payload["init_from"] = v.init_from
             items.append(Item(study.name, v, seed, plan, f"{v.name}:{seed}:{digest(payload)}"))
     return items

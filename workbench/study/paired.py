@@ -39,6 +39,9 @@ ALPHA = 0.05
 POWER = 0.80
 PAIRED = "paired: seeds x images (pooled seed variance, Satterthwaite df)"
 UNPAIRED = "unpaired bound: per-seed spread + two binomial variances (no per-image record)"
+# A figure that is not a proportion of per-image hits (mIOU, mAP): the seed spread is all there is to go on; no
+# binomial test-set term is added or claimed (study/results.py names it so for a task study's rows).
+SEED_ONLY = "seed spread only: paired by seed, pooled seed variance (no per-image test-set term)"
 MAX_SEEDS = 1000
 MAX_IMAGES = 10_000_000
 

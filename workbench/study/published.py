@@ -1,8 +1,10 @@
 """The paper's published rows, looked up from the CSVs shipped in `workbench/reference/`.
 
 A study file points at a row (`{table: T6, row: 1}` or `{table: T2, model: MobileViTv3-XS, batch_size: 384}`)
-instead of copying numbers, so the figures a study compares with have one source. A row may also be given
-inline (`{top1: 73.7, source: "my baseline"}`) for studies outside the paper.
+instead of copying numbers, so the figures a study compares with have one source. Tables 3a/3b (segmentation,
+mIOU) and 4a/4b (detection, mAP) are tables34.csv's rows: `{table: 3a, backbone: MobileViTv3-XS}`. A row may
+also be given inline (`{top1: 73.7, source: "my baseline"}`, or `miou:` / `map:` for a task study) for studies
+outside the paper.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import Any, Mapping
 
 from workbench.errors import WorkbenchError
 
-NUMBERS = ("top1", "params_m", "flops_m", "latency_ms", "throughput_img_s", "delta_vs_baseline")
+NUMBERS = ("top1", "miou", "map", "params_m", "flops_m", "latency_ms", "throughput_img_s", "delta_vs_baseline")
 INLINE_KEYS = ("source",) + NUMBERS
+PRIMARY = ("top1", "miou", "map")  # one of them is the figure a row compares with
+TASK_TABLES = ("3a", "3b", "4a", "4b")  # tables34.csv: its `metric` column says mIOU or mAP, `value` the figure
 
 
 @lru_cache(maxsize=None)
@@ -38,9 +42,9 @@ def lookup_published(selector: Any) -> dict[str, Any]:
     sel = {str(k): str(v) for k, v in selector.items()}
     if "table" not in sel:
         unknown = sorted(set(sel) - set(INLINE_KEYS))
-        if unknown or "top1" not in sel:
-            raise WorkbenchError(f"without 'table' give inline figures: top1 (required) and any of "
-                                 f"{', '.join(INLINE_KEYS)}; got {', '.join(sel)}")
+        if unknown or not any(k in sel for k in PRIMARY):
+            raise WorkbenchError(f"without 'table' give inline figures: top1, miou or map (one is required) and "
+                                 f"any of {', '.join(INLINE_KEYS)}; got {', '.join(sel)}")
         out: dict[str, Any] = {"source": sel.get("source", "inline")}
         for k in NUMBERS:
             if k in sel:
@@ -50,10 +54,12 @@ def lookup_published(selector: Any) -> dict[str, Any]:
                 out[k] = value
         return out
     table = sel.pop("table")
+    if table in TASK_TABLES:
+        return _task_row(table, sel)
     filename, rows = ("table6_ablation.csv", _rows("table6_ablation.csv")) if table == "T6" else \
         ("published.csv", tuple(r for r in _rows("published.csv") if r["table"] == table))
     if not rows:
-        tables = sorted({r["table"] for r in _rows("published.csv")} | {"T6"})
+        tables = sorted({r["table"] for r in _rows("published.csv")} | {"T6"} | set(TASK_TABLES))
         raise WorkbenchError(f"table {table!r}: accepted tables are {', '.join(tables)}")
     columns = list(rows[0])
     for k in sel:
@@ -69,6 +75,26 @@ def lookup_published(selector: Any) -> dict[str, Any]:
         value = _number(row.get(k))
         if value is not None:
             out[k] = value
+    return out
+
+
+def _task_row(table: str, sel: dict[str, str]) -> dict[str, Any]:
+    """A row of Tables 3a/3b/4a/4b: {"miou" or "map": value, "params_m", "model", "source"}."""
+    rows = tuple(r for r in _rows("tables34.csv") if r["table"] == table)
+    columns = list(rows[0])
+    for k in sel:
+        if k not in columns:
+            raise WorkbenchError(f"{k!r} is not a column of tables34.csv ({table}); accepted: {', '.join(columns)}")
+    matches = [r for r in rows if all(r[k] == v for k, v in sel.items())]
+    described = ", ".join(f"{k}={v}" for k, v in sel.items())
+    if len(matches) != 1:
+        raise WorkbenchError(f"{table} {described}: {len(matches)} rows of tables34.csv match, expected exactly 1")
+    row = matches[0]
+    out: dict[str, Any] = {"source": f"{table} {described}", "model": row["backbone"],
+                           {"mIOU": "miou", "mAP": "map"}[row["metric"]]: float(row["value"])}
+    params = _number(row.get("params_m"))
+    if params is not None:
+        out["params_m"] = params
     return out
 
 

@@ -4,6 +4,11 @@ Works from the store alone (the study's layout is kept as a study attribute), so
 reprints without the study file and without training. The statistics are `workbench.study.paired`'s: deltas
 paired by seed and by test image, the seed variance pooled over the table, Holm's correction over the rows by
 default, Wilson intervals for a top-1.
+
+A segmentation or detection study's figure is its trials' mIOU or mAP (`StudyTable.metric`; the rows keep their
+`top1_*` keys for the table's primary metric, and say which in `metric`). Those are dataset-level scores, not
+proportions of per-image hits: there is no per-image record and no binomial test-set term, so the intervals
+and deltas use the seed spread alone (Student t on the pooled seed variance), and the table says so.
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
+from workbench.engine.objectives import METRIC_LABELS
 from workbench.engine.store import Store, TrialRecord
 from workbench.errors import WorkbenchError
 from workbench.study import paired
+
+TASK_METRIC = {"segmentation": "miou", "detection": "map"}
 
 ONE_SEED = ("1 seed: the seed-to-seed variance cannot be estimated, so no interval, p-value or verdict (the test "
             "images' noise alone would leave training noise out); run 2 or more seeds")
@@ -36,6 +44,16 @@ class StudyTable:
     hits: dict[str, dict[int, np.ndarray]] = field(default_factory=dict, repr=False)
     fingerprint: str | None = None  # the test set the hits were scored on
     status: dict = field(default_factory=dict)  # planned, complete, running, failed trials of the run
+    metric: str = "top1"  # the rows' figure: top1, or a task study's miou / map (percent)
+
+    @property
+    def per_image(self) -> bool:
+        """Is the figure a proportion of per-image hits (top-1), so a test-set term and image pairing apply?"""
+        return self.metric == "top1"
+
+    @property
+    def metric_label(self) -> str:
+        return METRIC_LABELS.get(self.metric, self.metric)
 
     @property
     def incomplete(self) -> bool:
@@ -82,13 +100,17 @@ def build_table(store: Store, study_name: str, dataset: str | None = None, sched
     order = [v["name"] for v in layout.get("variants", [])]
     order += list(dict.fromkeys(r.attrs["variant"] for r in mine if r.attrs.get("variant") not in order))
     baseline = layout.get("baseline") or (order[0] if order else "")
-    t = StudyTable(study_name, config, baseline, [], [], holm=holm)
+    t = StudyTable(study_name, config, baseline, [], [], holm=holm, metric=_metric(layout, mine))
     t.rows = [_row(name, [r for r in mine if r.attrs.get("variant") == name], t) for name in order
               if any(r.attrs.get("variant") == name for r in mine)]
     _status(t, layout, mine)
     _split_note(t, mine)
     _attach_hits(t, mine)
-    n_test = _n_test(mine)
+    n_test = _n_test(mine) if t.per_image else 0  # no binomial term for mIOU / mAP
+    if not t.per_image:
+        t.notes.append(f"{t.metric_label} is a dataset-level score, not a share of per-image hits: no per-image "
+                       f"records and no test-set (binomial) term, so each interval and Δ uses the seed spread alone "
+                       f"(Student t on the seed variance pooled over the table)")
     t.seed_var = paired.seed_variance({r["variant"]: r["top1_by_seed"] for r in t.rows})
     _top1_intervals(t, n_test)
     terms = _paired_deltas(t, n_test)
@@ -97,9 +119,16 @@ def build_table(store: Store, study_name: str, dataset: str | None = None, sched
     return t
 
 
+def _metric(layout: dict, mine: list[TrialRecord]) -> str:
+    """The run's figure: what its completed trials name (train.metric), else what the study's task measures."""
+    named = [(r.attrs.get("train") or {}).get("metric") for r in mine if r.state == "COMPLETE"]
+    named = [m for m in named if m]
+    return named[0] if named else TASK_METRIC.get(layout.get("task"), "top1")
+
+
 def _row(name: str, trials: list[TrialRecord], t: StudyTable) -> dict:
-    done = [r for r in trials if r.state == "COMPLETE"]
-    top1_by = {int(r.attrs["seed"]): float(r.attrs["train"]["top1"]) for r in done}
+    done = [r for r in trials if r.state == "COMPLETE" and (r.attrs.get("train") or {}).get(t.metric) is not None]
+    top1_by = {int(r.attrs["seed"]): float(r.attrs["train"][t.metric]) for r in done}
     for r in sorted(trials, key=lambda r: r.number):
         if r.state == "FAIL" and int(r.attrs["seed"]) not in top1_by and r.attrs.get("failure") != "interrupted":
             t.failed.append({"variant": name, "seed": r.attrs["seed"], "trial": r.number,
@@ -109,7 +138,7 @@ def _row(name: str, trials: list[TrialRecord], t: StudyTable) -> dict:
     lat = [r.attrs["latency"] for r in done if r.attrs.get("latency")]
     published = first.get("published") or {}
     return {
-        "variant": name, "label": first.get("label", name), "preset": first.get("preset"),
+        "variant": name, "label": first.get("label", name), "preset": first.get("preset"), "metric": t.metric,
         "overrides": first.get("overrides", {}), "block": first.get("block", {}),
         "params": counts.get("params"), "macs": counts.get("macs", {}), "count_resolution": counts.get("resolution"),
         "top1_mean": _round(_mean(list(top1_by.values()))), "top1_ci": None, "top1_by_seed": top1_by,
@@ -118,7 +147,7 @@ def _row(name: str, trials: list[TrialRecord], t: StudyTable) -> dict:
         "n_running": sum(r.state == "RUNNING" for r in trials),
         "latency_ms": _mean([x["latency_ms"] for x in lat]),
         "throughput_img_s": _mean([x["throughput_img_s"] for x in lat]),
-        "published_top1": published.get("top1"), "published_source": published.get("source"),
+        "published_top1": published.get(t.metric), "published_source": published.get("source"),
         "published_model": published.get("model"),
         "published_params_m": published.get("params_m"), "published_flops_m": published.get("flops_m"),
         "published_latency_ms": published.get("latency_ms"),
@@ -186,7 +215,7 @@ def _attach_hits(t: StudyTable, mine: list[TrialRecord]) -> None:
             else:
                 by_seed[int(r.attrs["seed"])] = hits_of(rec)
         t.hits[row["variant"]] = by_seed
-    if missing:
+    if missing and t.per_image:
         t.notes.append(f"{missing} of {len(prints)} trials carry no per-image record (a store from before they were "
                        f"kept): their rows use the unpaired bound, wider than the paired interval")
     if other:
@@ -233,7 +262,9 @@ def _paired_deltas(t: StudyTable, n_test: int) -> list[paired.PairTerms]:
         if cmp is None:
             continue
         terms_all.append(terms)
-        row.update(delta_ci=_round([cmp.low, cmp.high]), p_value=cmp.p_value, method=cmp.method)
+        # mIOU / mAP: n_test is 0, so compare added no binomial term; the method says what was used
+        method = cmp.method if t.per_image else paired.SEED_ONLY
+        row.update(delta_ci=_round([cmp.low, cmp.high]), p_value=cmp.p_value, method=method)
         noise = _row_noise(t.seed_var, terms, base["top1_mean"])
         row["mde"] = _round(paired.mde(noise, terms.k, terms.n))
         row["mde_range"] = _round([paired.mde(noise.scaled(f), terms.k, terms.n) for f in (lo_f, hi_f)])
@@ -296,21 +327,23 @@ def power_summary(t: StudyTable, terms: list[paired.PairTerms], n_test: int) -> 
     sv = t.seed_var
     noise = paired.noise_of(sv, terms)
     method = paired.PAIRED
-    if noise is None:  # no per-image records: the unpaired bound
-        method = paired.UNPAIRED
+    if noise is None:  # no per-image records: the unpaired bound (or, for mIOU / mAP, the seed spread alone)
+        method = paired.UNPAIRED if t.per_image else paired.SEED_ONLY
         noise = _row_noise(sv, terms[0], base["top1_mean"])
     k = min(x.k for x in terms)
     n = n_test or min(x.n for x in terms)
     published = [abs(r["published_delta"]) for r in others if r["published_delta"]]
     target = min(published) if published else None
     plan = paired.planning(noise, sv, k, n, target)
+    if not t.per_image:
+        plan.pop("images_needed", None)  # a larger test split narrows no binomial term that was never there
     disagree = [x.disagree for x in terms if x.disagree is not None]
     return {"seeds": k, "n_test": n, "seed_sd": round(sv.var ** 0.5, 4), "seed_df": sv.df, "method": method,
             "mde": plan["mde"]["point"], "mde_range": [plan["mde"]["low"], plan["mde"]["high"]],
             "paper_min_delta": target, "seeds_needed": plan.get("seeds_needed"),
             "images_needed": plan.get("images_needed"),
             "disagree": round(float(np.median(disagree)), 4) if disagree else None,
-            "alpha": paired.ALPHA, "power": paired.POWER,
+            "alpha": paired.ALPHA, "power": paired.POWER, "metric": t.metric,
             "dataset": t.config.get("dataset"), "schedule": t.config.get("schedule")}
 
 

@@ -42,13 +42,17 @@ def power_sentence(t: StudyTable, study_ref: str | None = None) -> str:
                     f"detects; `workbench ablate --study {ref} --seeds 3` adds two.")
         return "Power: no paired seeds yet, so nothing can be said about what this run can detect."
     images = f"{p['n_test']:,} test images" if p["n_test"] else "a test set of unrecorded size"
+    if not t.per_image:
+        images = f"{t.metric_label}, a dataset-level score"
     so_far = (f"So far ({t.status['complete']} of {t.status['planned']} trials complete): w" if t.incomplete
               else "W")
-    paired_word = "paired by seed and image" if p["method"] == paired.PAIRED else \
-        "an unpaired bound: the store has no per-image records"
+    paired_word = {paired.PAIRED: "paired by seed and image",
+                   paired.SEED_ONLY: "paired by seed, from the seed spread alone: no test-set term"}.get(
+        p["method"], "an unpaired bound: the store has no per-image records")
     lo, hi = p["mde_range"]
     spread = f"{lo:.2f} to {hi:.2f} over the seed noise's 95% interval; " if f"{lo:.2f}" != f"{hi:.2f}" else ""
-    head = (f"{so_far}ith {p['seeds']} seeds on {p['dataset']} ({images}) this run detects a top-1 difference of "
+    what = "a top-1 difference" if t.per_image else f"a difference in {t.metric_label}"
+    head = (f"{so_far}ith {p['seeds']} seeds on {p['dataset']} ({images}) this run detects {what} of "
             f"{p['mde']:.2f} points or more ({spread}80% power, 5% level, {paired_word})")
     target = p["paper_min_delta"]
     if target is None:
@@ -60,9 +64,13 @@ def power_sentence(t: StudyTable, study_ref: str | None = None) -> str:
     if seeds.get("point") is not None:
         ways.append(f"{_range(seeds)} seeds on these images (`workbench ablate --study {ref} --seeds "
                     f"{seeds['point']}`)")
+    elif not t.per_image:
+        ways.append("no number of seeds up to 1,000 at this seed spread")
     else:
         ways.append("no number of seeds on these images (their own noise hides it)")
-    if imgs.get("point") is not None:
+    if not t.per_image:
+        ways.append("a longer schedule on a GPU (docs/tasks.md), whose seeds spread less")
+    elif imgs.get("point") is not None:
         ways.append(f"a test split of {_range(imgs)} images at {p['seeds']} seeds (e.g. Imagenette's 3,925 "
                     f"validation images: `--dataset imagefolder:PATH`; ImageNet-1k has 50,000)")
     else:
@@ -97,9 +105,10 @@ def table_cells(t: StudyTable, mark: str = "x") -> tuple[list[str], list[list[st
     marks = _mark_columns(t.rows)
     has_latency = any(r["latency_ms"] is not None for r in t.rows)
     labelled = any(r["label"] != r["variant"] for r in t.rows)
+    label = t.metric_label
     headers = (["variant"] + (["model"] if labelled else []) + [m[0] for m in marks]
-               + ["params", "paper MACs (M)", "fvcore MACs (M)", "top-1 % (95% CI)",
-                  f"Δ vs {t.baseline} (paired 95% CI)", "noise?", "MDE", "seeds", "paper top-1 (Δ)"])
+               + ["params", "paper MACs (M)", "fvcore MACs (M)", f"{label} % (95% CI)",
+                  f"Δ vs {t.baseline} (paired 95% CI)", "noise?", "MDE", "seeds", f"paper {label} (Δ)"])
     if has_latency:
         headers += ["latency ms", "img/s", "paper ms", "paper img/s"]
     rows = []
@@ -130,9 +139,15 @@ def title(t: StudyTable) -> str:
     c = t.config
     extra = ",".join(f"{k}={v}" for k, v in sorted((c.get("schedule_overrides") or {}).items()))
     res = next((r["count_resolution"] for r in t.rows if r.get("count_resolution")), None)
-    return (f"Study {t.study} on {c['dataset']} / {c['schedule']}{f' ({extra})' if extra else ''}: top-1 mean over "
-            f"seeds (Wilson 95% interval, seed and test-set noise); Δ paired by seed and test image, 95% interval "
-            f"with the seed variance pooled over the table; noise? on "
+    if t.per_image:
+        figures = ("top-1 mean over seeds (Wilson 95% interval, seed and test-set noise); Δ paired by seed and test "
+                   "image, 95% interval with the seed variance pooled over the table")
+    else:
+        figures = (f"{t.metric_label} mean over seeds (95% interval from the seed spread alone, Student t on the "
+                   f"seed variance pooled over the table: {t.metric_label} has no per-image binomial term); Δ paired "
+                   f"by seed, its 95% interval from the same pooled seed variance")
+    return (f"Study {t.study} on {c['dataset']} / {c['schedule']}{f' ({extra})' if extra else ''}: {figures}; "
+            f"noise? on "
             f"{'Holm-adjusted p over the rows' if t.holm else 'each row’s own p (--no-holm)'}; MDE: the Δ 80% power "
             f"finds at the 5% level ((!): underpowered, the paper's Δ is smaller); params and MACs of the model as "
             f"specified{f' at {res}x{res}' if res else ''}")
@@ -144,7 +159,8 @@ def title(t: StudyTable) -> str:
 
 SHORT_MARKS = {"conv-3x3": "3x3", "conv-1x1": "1x1", "no-fusion": "nofuse", "Input-Concat": "in-cat",
                "Local-Concat": "loc-cat", "Input-Add": "+input", "DWConv": "dw", "Linear-attn": "linear"}
-SHORT_HEADERS = {"top-1 % (95% CI)": "top-1 % ± CI", "paper MACs (M)": "MACs (M)"}
+SHORT_HEADERS = {"top-1 % (95% CI)": "top-1 % ± CI", "mIOU % (95% CI)": "mIOU % ± CI", "mAP % (95% CI)": "mAP % ± CI",
+                 "paper MACs (M)": "MACs (M)"}
 DROP_FIRST = ("fvcore MACs (M)", "paper ms", "paper img/s", "model", "img/s", "seeds")
 
 
@@ -206,11 +222,12 @@ def render_markdown(t: StudyTable) -> str:
 
 def render_csv(t: StudyTable) -> str:
     buf = io.StringIO()
+    m = t.metric  # top1, or a task study's miou / map: the columns are named after it
     cols = ["variant", "label", "preset", "overrides", "params", "macs_paper", "macs_fvcore", "macs_ptflops",
-            "top1_mean", "top1_ci_low", "top1_ci_high", "n_seeds", "n_failed", "delta_mean", "delta_ci_low",
+            f"{m}_mean", f"{m}_ci_low", f"{m}_ci_high", "n_seeds", "n_failed", "delta_mean", "delta_ci_low",
             "delta_ci_high", "within_noise", "verdict", "p_value", "p_holm", "method", "mde", "mde_low", "mde_high",
             "underpowered",
-            "published_top1", "published_delta", "latency_ms", "throughput_img_s",
+            f"published_{m}", "published_delta", "latency_ms", "throughput_img_s",
             "dataset", "schedule"]
     w = csv.writer(buf)
     w.writerow(cols)
@@ -233,7 +250,8 @@ def write_outputs(t: StudyTable, out_dir: Path) -> list[Path]:
 
 
 def to_json(t: StudyTable) -> dict:
-    return {"study": t.study, "config": t.config, "baseline": t.baseline, "variants": t.rows, "failed": t.failed,
+    return {"study": t.study, "config": t.config, "baseline": t.baseline, "metric": t.metric, "variants": t.rows,
+            "failed": t.failed,
             "power": t.power, "holm": t.holm, "notes": t.notes, "status": t.status, "test_fingerprint": t.fingerprint,
             "seed_variance": None if t.seed_var is None else {"var": round(t.seed_var.var, 6), "df": t.seed_var.df}}
 

@@ -6,6 +6,8 @@
                      classes.txt; or one .npz file with x_train/y_train/x_test/y_test, or x/y (a fifth is held out)
   cifar10, cifar100  torchvision's loaders under --data-dir (downloaded there only when asked to)
   imagefolder:PATH   PATH/train/CLASS/*.jpg and PATH/val/CLASS/*.jpg, decoded once to a uint8 cache at one size
+  voc:PATH, coco:PATH  segmentation (PASCAL VOC layout) and detection (COCO json) sets: not loaded here but listed
+                     and streamed by training/taskdata.py for a task model (training/tasktrain.py)
 Every check raises `WorkbenchError` with a one-line message naming the file and the problem.
 """
 
@@ -26,7 +28,9 @@ from workbench.fileio import atomic_write
 from workbench.training.folders import IMAGE_SUFFIXES, MAX_CLASSES  # noqa: F401 - part of this module's face
 
 DEFAULT_DATASET = "digits"
-DATASET_FORMS = "digits | npz:PATH | cifar10 | cifar100 | imagefolder:PATH"
+DATASET_FORMS = "digits | npz:PATH | cifar10 | cifar100 | imagefolder:PATH | voc:PATH | coco:PATH"
+PATH_KINDS = ("npz", "imagefolder", "voc", "coco")
+TASK_KINDS = {"voc": "segmentation", "coco": "detection"}  # the task a dataset of that kind trains
 
 
 @dataclass
@@ -306,10 +310,16 @@ def _write_cache(path: Path, ds: Dataset) -> None:
 # --- names and the entry point --------------------------------------------------------------------
 @dataclass(frozen=True)
 class DatasetName:
-    """A parsed dataset name: `digits`, `cifar10`, `cifar100`, or `npz:PATH` / `imagefolder:PATH`."""
+    """A parsed dataset name: `digits`, `cifar10`, `cifar100`, or `npz:PATH` / `imagefolder:PATH` / `voc:PATH` /
+    `coco:PATH`."""
 
     kind: str
     path: str | None = None
+
+    @property
+    def task(self) -> str:
+        """classification, or the task a voc (segmentation) or coco (detection) set trains."""
+        return TASK_KINDS.get(self.kind, "classification")
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.path}" if self.path is not None else self.kind
@@ -321,7 +331,7 @@ def parse_dataset_name(name: str) -> DatasetName:
     kind = kind.lower()
     if kind in ("digits", "cifar10", "cifar100") and not sep:
         return DatasetName(kind)
-    if kind in ("npz", "imagefolder") and arg.strip():
+    if kind in PATH_KINDS and arg.strip():
         return DatasetName(kind, arg.strip())
     raise WorkbenchError(f"unknown dataset {name!r}: accepted forms are {DATASET_FORMS}")
 
@@ -344,6 +354,9 @@ def load_dataset(name: "str | DatasetName" = DEFAULT_DATASET, data_dir: str | No
     """A dataset by name or parsed name; `resolution` is the cache size for image folders (the largest training
     size), `listed` an image folder's listing when the caller already made it."""
     parsed = name if isinstance(name, DatasetName) else parse_dataset_name(name)
+    if parsed.kind in TASK_KINDS:
+        raise WorkbenchError(f"{parsed} is a {parsed.task} dataset: it trains a {parsed.task} model (a task preset, or "
+                             f"a backbone with --task {parsed.task}), not a classifier")
     if parsed.kind == "digits":
         return load_digits()
     if parsed.kind in ("cifar10", "cifar100"):

@@ -13,9 +13,11 @@ from pathlib import Path
 
 from workbench.arch.resolve import check_resolution
 from workbench.arch.spec import ModelSpec
+from workbench.arch.tasks import TaskSpec, task_with_overrides
 from workbench.counting.memory import check_fits
 from workbench.errors import WorkbenchError
 from workbench.training.data import (
+    DatasetName,
     check_image_array,
     check_labels,
     holdout_split,
@@ -38,6 +40,7 @@ class DatasetFacts:
     num_classes: int
     n_train: int
     n_test: int
+    task: str = "classification"  # segmentation for voc:PATH, detection for coco:PATH
 
 
 def dataset_facts(name: str, data_dir: str | None = None) -> DatasetFacts:
@@ -54,6 +57,11 @@ def dataset_facts(name: str, data_dir: str | None = None) -> DatasetFacts:
     if parsed.kind in ("cifar10", "cifar100"):
         load_cifar(parsed.kind, data_dir)  # downloaded once here, in the driver, before trials start
         return DatasetFacts(str(parsed), 10 if parsed.kind == "cifar10" else 100, 50_000, 10_000)
+    if parsed.task != "classification":  # listed as the trainer lists it: names and json, no pixels
+        from workbench.training.taskdata import index_taskset
+
+        ts = index_taskset(parsed.kind, parsed.path)
+        return DatasetFacts(str(parsed), ts.num_classes, len(ts.train), len(ts.test), ts.task)
     if parsed.kind == "imagefolder":
         from workbench.training.stream import index_imagefolder
 
@@ -103,6 +111,29 @@ def _npz_facts(spec: str) -> DatasetFacts:
     return DatasetFacts(where, n_classes, n_train, n_test)
 
 
+def with_classes(spec: ModelSpec | TaskSpec, num_classes: int) -> ModelSpec | TaskSpec:
+    """`spec` with a head for the dataset's classes: the classifier's, or a task head's (background included)."""
+    if isinstance(spec, TaskSpec):
+        if spec.head.num_classes == num_classes:
+            return spec
+        return task_with_overrides(spec, {f"{spec.head_kind}.num_classes": num_classes, "name": spec.name})
+    return spec.with_overrides({"num_classes": num_classes})
+
+
+def check_task_data(task: str, dataset: DatasetName | DatasetFacts, what: str) -> None:
+    """A model and a dataset of the same task, or one line saying which is which."""
+    have = dataset.task
+    if have == task:
+        return
+    name = dataset.name if isinstance(dataset, DatasetFacts) else str(dataset)
+    if task == "classification":
+        raise WorkbenchError(f"{what} is a classifier; {name} is a {have} dataset (train a {have} model on it: a "
+                             f"{'deeplabv3' if have == 'segmentation' else 'ssdlite'}-* preset, or a backbone with "
+                             f"--task {have})")
+    want = {"segmentation": "voc:PATH", "detection": "coco:PATH"}[task]
+    raise WorkbenchError(f"{what} is a {task} model; {name} is a {have} dataset (a {task} model trains on {want})")
+
+
 def check_sizes(spec: ModelSpec, schedule: Schedule) -> None:
     """Every training size and the evaluation size must be one the model can take."""
     for size in sorted(set(schedule.train_sizes()) | {schedule.resolution}):
@@ -122,6 +153,8 @@ def whole_set_note(schedule: Schedule, n_train: int, name: str) -> str:
 def check_training(spec: ModelSpec, facts: DatasetFacts, schedule: Schedule, *, device: str = "cpu",
                    allow_large: bool = False, what: str = "", share: float = 1.0) -> ModelSpec:
     """`spec` with the dataset's head, checked as the trainer will check it: sizes, then memory."""
+    if isinstance(spec, TaskSpec) or facts.task != "classification":
+        return _check_task_training(spec, facts, schedule, device=device, allow_large=allow_large, what=what)
     spec = spec.with_overrides({"num_classes": facts.num_classes})
     try:
         check_sizes(spec, schedule)
@@ -132,3 +165,27 @@ def check_training(spec: ModelSpec, facts: DatasetFacts, schedule: Schedule, *, 
     check_fits(spec, eval_sizes(schedule), training=False, device=device, allow_large=allow_large, share=share,
                what=f"{what or spec.name} (evaluation, eval_batch={schedule.eval_batch})")
     return spec
+
+
+def _check_task_training(spec, facts: DatasetFacts, schedule: Schedule, *, device: str, allow_large: bool,
+                         what: str):
+    """A task model as training/tasktrain.py checks it: the dataset's task, one size, batch >= 2, memory."""
+    what = what or spec.name
+    check_task_data(spec.task if isinstance(spec, TaskSpec) else "classification", facts, what)
+    spec = with_classes(spec, facts.num_classes)
+    try:
+        check_resolution(spec.backbone, schedule.resolution)
+    except WorkbenchError as e:
+        raise WorkbenchError(f"{what}: {e}") from None
+    if schedule.multiscale:
+        raise WorkbenchError(f"{what}: multiscale={schedule.multiscale}: a {spec.task} run trains at one size "
+                             "(resolution); set multiscale= (empty)")
+    if min(schedule.batch, facts.n_train) < 2:
+        raise WorkbenchError(f"{what}: batch {min(schedule.batch, facts.n_train)}: a task model trains on 2 images a "
+                             "step or more (the ASPP pooling branch's BatchNorm needs two)")
+    check_fits(spec, [(schedule.resolution, schedule.batch)], training=True, device=device,
+               precision=schedule.precision, allow_large=allow_large, what=f"{what} (training, batch {schedule.batch})")
+    check_fits(spec, [(schedule.resolution, schedule.eval_batch)], training=False, device=device,
+               allow_large=allow_large, what=f"{what} (evaluation, eval_batch={schedule.eval_batch})")
+    return spec
+

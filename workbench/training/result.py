@@ -30,14 +30,32 @@ class RunResult:
     micro_batches: dict = field(default_factory=dict)  # size (px, as text) -> images per pass, where steps were split
     data_path: str = "memory"  # "memory" (decoded arrays) or "stream" (an image folder decoded per step)
     per_image: dict | None = None  # the last evaluation's hits per test image (training/predictions.py)
+    # The run's primary metric: top1 for a classifier; miou (segmentation) or map (detection, COCO mAP@[.5:.95])
+    # for a task model, whose top1/top5 are None. Each in percent, of the last epoch's EMA model.
+    metric: str = "top1"
+    miou: float | None = None
+    map: float | None = None
+    map50: float | None = None  # COCO mAP at IoU 0.5, beside map
+    best: float | None = None  # the best epoch's primary metric (best_top1 for a classifier)
+    init_from: dict | None = None  # a task model's backbone checkpoint: path, tensors loaded (training/tasktrain.py)
+
+    @property
+    def primary(self) -> float | None:
+        """The primary metric's final value."""
+        return getattr(self, self.metric)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 
+LABELS = {"top1": "top-1 %", "top5": "top-5 %", "miou": "mIOU %", "map": "mAP %", "map50": "mAP@.5 %"}
+
+
 def format_run(result: RunResult, model_name: str) -> str:
     """The run as tables: per-epoch figures (at most ~20 rows) and the final result."""
+    if result.metric != "top1":
+        return _format_task_run(result, model_name)
     from workbench.table import fmt_int, render
 
     hist = result.history
@@ -56,6 +74,38 @@ def format_run(result: RunResult, model_name: str) -> str:
                        [[model_name, fmt_int(result.params), result.status, result.epochs_run, fmt(result.top1),
                          fmt(result.top5), fmt(result.best_top1), f"{result.img_per_s:.0f}",
                          f"{result.wall_s / 60:.2f}", f"{result.peak_mem_mb:.0f}"]], title="Result (EMA weights)")]
+    if result.message:
+        out.append(f"{result.status}: {result.message}")
+    if result.out_dir:
+        out.append(f"run files in {result.out_dir}")
+    return "\n".join(out)
+
+
+def _format_task_run(result: RunResult, model_name: str) -> str:
+    """A segmentation or detection run: its metric(s) in place of top-1/top-5."""
+    from workbench.table import fmt_int, render
+
+    keys = ["miou"] if result.metric == "miou" else ["map", "map50"]
+    hist = result.history
+    shown = hist if len(hist) <= 25 else [hist[round(i * (len(hist) - 1) / 19)] for i in range(20)]
+    rows = [[r["epoch"], f"{r['train_loss']:.4f}"] + [f"{r[k]:.2f}" for k in keys]
+            + [f"{r['lr']:.2e}", f"{r['img_per_s']:.1f}", f"{r['wall_s']:.1f}"] for r in shown]
+    title = f"{model_name} on {result.dataset}, schedule {result.schedule}, {result.device}"
+    out = [render(["epoch", "train loss"] + [LABELS[k] for k in keys] + ["lr", "img/s", "wall s"], rows,
+                  title=title)] if rows else []
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    out += ["", render(["model", "params", "status", "epochs"] + [LABELS[k] for k in keys]
+                       + [f"best {LABELS[result.metric]}", "img/s", "minutes", "peak MB"],
+                       [[model_name, fmt_int(result.params), result.status, result.epochs_run]
+                        + [fmt(getattr(result, k)) for k in keys]
+                        + [fmt(result.best), f"{result.img_per_s:.1f}", f"{result.wall_s / 60:.2f}",
+                           f"{result.peak_mem_mb:.0f}"]], title="Result (EMA weights)")]
+    if result.init_from:
+        i = result.init_from
+        out.append(f"backbone from {i['path']}: {i['loaded']} of {i['backbone_tensors']} tensors loaded")
     if result.message:
         out.append(f"{result.status}: {result.message}")
     if result.out_dir:
