@@ -27,6 +27,27 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_quota() -> int | None:
+    """Whole cores a container's CPU quota allows (cgroup v2 cpu.max, v1 cfs_quota/period), rounded down, at least
+    one; None where no quota is set."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            return max(1, int(int(quota) // int(period)))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            quota = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            period = int(f.read())
+        return max(1, quota // period) if quota > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
 def total_memory() -> int | None:
     """Bytes of memory this process may use: the host's RAM, or a container's (cgroup) limit when lower."""
     total = None
@@ -95,6 +116,15 @@ class LoadProbe:
         return {"other_cores": None if self.others is None else round(self.others, 2),
                 "loadavg_1m": None if load is None else round(load, 2), "cores": usable_cores(),
                 "busy": self.others is not None and self.others > BUSY_CORES}
+
+
+def free_cores(sample_s: float = 0.2) -> int:
+    """Cores no other process kept busy over a short look (at least one): where a thread chooser starts."""
+    import time
+
+    with LoadProbe() as probe:
+        time.sleep(sample_s)
+    return max(1, usable_cores() - round(probe.others or 0.0))
 
 
 def busy_warning(load: dict | None, what: str = "this was timed") -> str | None:
