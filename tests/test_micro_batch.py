@@ -68,7 +68,7 @@ def limit(monkeypatch):
     from workbench.training import micro
 
     for module in (memory, micro):  # the estimate's check and the planner both ask
-        monkeypatch.setattr(module, "device_memory", lambda device: (Limit.bytes, "memory"))
+        monkeypatch.setattr(module, "device_memory", lambda device, share=1.0: (int(Limit.bytes * share), "memory"))
     return Limit
 
 

@@ -171,7 +171,19 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
 
 def _done(record: dict, t0: float) -> dict:
     record["trial_wall_s"] = time.perf_counter() - t0
+    record["worker_rss_mb"] = _rss_mb()  # the worker's resident set as the trial ends: flat across reused workers
     return record
+
+
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def _remove_checkpoints(run_dir: Path) -> int:

@@ -30,6 +30,7 @@ class RunResult:
     micro_batches: dict = field(default_factory=dict)  # size (px, as text) -> images per pass, where steps were split
     data_path: str = "memory"  # "memory" (decoded arrays) or "stream" (an image folder decoded per step)
     per_image: dict | None = None  # the last evaluation's hits per test image (training/predictions.py)
+    allocator: str = "default"  # how freed memory was handled on the CPU (training/allocator.py)
     # The run's primary metric: top1 for a classifier; miou (segmentation) or map (detection, COCO mAP@[.5:.95])
     # for a task model, whose top1/top5 are None. Each in percent, of the last epoch's EMA model.
     metric: str = "top1"

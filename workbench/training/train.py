@@ -434,6 +434,20 @@ def _result(loop: _Loop, status: str, message: str, device: torch.device, wall_s
         data_path=data_path_of(loop.ds), per_image=per_image)
 
 
+def _choose_allocator(spec: ModelSpec, micro: MicroBatchPlan, dev: torch.device, share: float) -> str:
+    """On the CPU, keep freed activations mapped (training/allocator.py) where the estimate with its slack fits."""
+    from workbench.counting.memory import device_memory, estimate_memory
+    from workbench.training import allocator
+
+    if dev.type != "cpu":
+        return "default"
+    need = estimate_memory(spec, list(micro.micro.items()), True).bytes * allocator.SLACK
+    limit, _ = device_memory("cpu", share)
+    if limit is not None and need > limit:
+        return "default (freed memory returned: the estimate with its slack would not fit)"
+    return "glibc: freed memory kept" if allocator.keep_freed_memory() else "default"
+
+
 def _drop_if_empty(out: Path | None, created: bool) -> None:
     if out is not None and created and out.is_dir() and not any(out.iterdir()):
         out.rmdir()
@@ -491,6 +505,7 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
     whole_set = whole_set_note(sched, len(ds.train_y), ds.name)
     check_fits(spec, eval_sizes(sched), training=False, device=str(dev), allow_large=allow_large, share=memory_share,
                what=f"{spec.name} (evaluation, eval_batch={sched.eval_batch})")
+    allocator = _choose_allocator(spec, micro, dev, memory_share)
     config = _config(spec, sched, ds, int(seed))
     ck, refused = None, None
     if out and resume and (out / CHECKPOINT).is_file():
@@ -525,6 +540,7 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
         torch.set_num_threads(threads_before)
     result.refused_checkpoint = str(refused) if refused else None
     result.micro_batches = {str(s): m for s, m in micro.part_sizes().items()}
+    result.allocator = allocator
     if out:
         write_json(out / RESULT, {**result.to_dict(), "config": config})
     return result
