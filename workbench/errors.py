@@ -4,6 +4,7 @@ no space, read-only file system) is said: the path and the cause in plain words.
 
 import errno
 import os
+import re
 import shutil
 
 
@@ -76,11 +77,21 @@ def masked_url(url: str | None) -> str:
 
 
 def scrubbed(text: str, url: str | None) -> str:
-    """`text` (another library's message about `url`) with the URL's password, if any, replaced by ***."""
+    """`text` (another library's message about `url`) with the URL's password FIELD replaced by ***: the URL
+    itself, and `USER:PASSWORD@` or `password=PASSWORD` wherever the library wrote them (as given, %-encoded
+    or decoded). The password's characters elsewhere are left alone: a password `p` must not turn
+    'psycopg.OperationalError' into '***sycopg...'."""
+    from urllib.parse import quote, unquote
+
     parts = _credentials(str(url)) if url else None
     if parts is None or not parts[1]:
         return text
-    return text.replace(str(url), masked_url(url)).replace(parts[1], "***")
+    text = text.replace(str(url), masked_url(url))
+    user = parts[0].partition("://")[2][:-1]
+    for pw in {parts[1], unquote(parts[1]), quote(unquote(parts[1]), safe="")}:
+        text = text.replace(f"{user}:{pw}@", f"{user}:***@")
+        text = re.sub(r"(\bpassword\s*=\s*)(['\"]?)" + re.escape(pw) + r"\2(?=[\s'\"&;,)]|$)", r"\1\2***\2", text)
+    return text
 
 
 _OS_CAUSES = {

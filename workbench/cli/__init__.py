@@ -49,17 +49,27 @@ def main(argv: list[str] | None = None) -> int:
         set_console_width(None if getattr(args, "wide", False) else CONSOLE_WIDTH)
         return args.func(args)
     except WorkbenchError as e:
-        print(f"workbench: error: {e}", file=sys.stderr)
+        print(f"workbench: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # a file or folder the command needed: permission, missing, no space, read-only
         if isinstance(e, BrokenPipeError):
             return _reader_left()
-        print(f"workbench: error: {os_error_line(e)}", file=sys.stderr)
+        print(f"workbench: error: {one_line(os_error_line(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", signal.SIGINT)
         print(f"workbench: {getattr(e, 'line', 'interrupted')}", file=sys.stderr, flush=True)
         return 128 + int(signum)
+
+
+MAX_ERROR = 1000  # characters of the error line: the messages quote values cut short; this is the backstop
+
+
+def one_line(message: str) -> str:
+    """The error as one line of at most MAX_ERROR characters, whatever it quotes: a line break (a file name
+    holding one, a library's message) is written as \\n, and an overlong message is cut."""
+    text = message.replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= MAX_ERROR else text[:MAX_ERROR] + f"... ({len(text):,} characters)"
 
 
 def _reader_left() -> int:

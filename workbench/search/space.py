@@ -20,7 +20,14 @@ from typing import Any, Mapping
 from workbench.arch.resolve import check_resolution, resolve_spec
 from workbench.arch.spec import ModelSpec, override_keys
 from workbench.counting import COUNTERS, DEFAULT_COUNTERS
-from workbench.engine.filecheck import FileChecker, LatencyPlan, latency_plan, resources_of, scalar_text
+from workbench.engine.filecheck import (
+    MAX_DESCRIPTION,
+    FileChecker,
+    LatencyPlan,
+    latency_plan,
+    resources_of,
+    scalar_text,
+)
 from workbench.errors import WorkbenchError
 from workbench.fileio import find_named_file, unique_folders
 from workbench.yamlfile import load_yaml
@@ -102,6 +109,9 @@ def parse_space(c: FileChecker, data: Any, path: Path, text: str) -> SearchSpace
     for required in ("name", "base", "parameters", "dataset", "schedule"):
         if required not in data:
             raise c.fail(required, "is required")
+    # The space's name names its study in the store (search-NAME) and its run folders: NAME_RE, checked first.
+    name = c.name("name", data["name"])
+    description = c.text("description", data.get("description"), MAX_DESCRIPTION, one_line=False)
     known = set(override_keys())
     fixed = c.assignments("fixed", data.get("fixed"))
     raw = data["parameters"]
@@ -111,7 +121,7 @@ def parse_space(c: FileChecker, data: Any, path: Path, text: str) -> SearchSpace
     base = c.string("base", data["base"])
     cpus, gpus = resources_of(c, data.get("resources", {}))
     space = SearchSpace(
-        name=c.string("name", data["name"]), path=path, description=str(data.get("description", "") or "").strip(),
+        name=name, path=path, description=description,
         base=base, fixed=fixed, params=params, dataset=c.string("dataset", data["dataset"]),
         schedule=c.string("schedule", data["schedule"]),
         schedule_overrides=c.assignments("schedule_overrides", data.get("schedule_overrides")),

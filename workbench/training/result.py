@@ -30,6 +30,8 @@ class RunResult:
     micro_batches: dict = field(default_factory=dict)  # size (px, as text) -> images per pass, where steps were split
     data_path: str = "memory"  # "memory" (decoded arrays) or "stream" (an image folder decoded per step)
     per_image: dict | None = None  # the last evaluation's hits per test image (training/predictions.py)
+    # damaged image files left out (folders.SkippedImages.record): {"count", "train", "val", "first": [...]}
+    skipped_images: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
