@@ -189,3 +189,181 @@ def test_streaming_workers_are_capped_at_the_trials_cpu_share(monkeypatch):
     assert stream.worker_count(s, cuda, cpus=1) == 1  # the GPU computes while one worker decodes
     assert stream.worker_count(s, cpu, cpus=2) == 2 and stream.worker_count(s, cpu, cpus=4) == 4
     assert stream.worker_count(s, cpu, cpus=16) == 6 and stream.worker_count(s, cpu) == 6
+
+
+# --- YAML that expands past a megabyte -----------------------------------------------------------------------
+def _long_alias_bomb() -> str:
+    """About 10 KB of YAML: one 10,000-character string aliased 59,049 times through five levels of lists
+    (66,430 values, under the value limit; 590 million characters written out)."""
+    levels = [f"&a [&s \"{'x' * 10_000}\"" + ", *s" * 8 + "]"]
+    levels += [f"&{n} [" + ", ".join([f"*{p}"] * 9) + "]" for n, p in zip("bcde", "abcd")]
+    return "[" + ", ".join(levels) + "]"
+
+
+_RSS = textwrap.dedent("""
+    import resource, subprocess, sys
+    r = subprocess.run([sys.executable, "-m", "workbench.cli", *sys.argv[1:]], capture_output=True, text=True)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+    print(r.returncode, peak, repr(r.stderr), sep="\\n")
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verb", ["count", "ablate"])
+def test_a_ten_kb_alias_file_of_long_strings_is_one_line_under_a_gigabyte(tmp_path, verb):
+    bomb = _long_alias_bomb()
+    if verb == "count":
+        path = tmp_path / "spec.yaml"
+        path.write_text(f"preset: v3-xxs\nname: {bomb}\n")
+        argv = ["count", str(path)]
+    else:
+        path = tmp_path / "study.yaml"
+        path.write_text(f"name: s\nbase: v3-xxs\nvariants: [{{name: a}}]\ndataset: digits\nschedule: smoke\n"
+                        f"description: {bomb}\n")
+        argv = ["ablate", "--study", str(path)]
+    assert path.stat().st_size < 11_000
+    r = subprocess.run([sys.executable, "-c", _RSS, *argv], cwd=tmp_path, env=_env(WORKBENCH_WORKSPACE=str(
+        tmp_path / "ws")), capture_output=True, text=True, timeout=300)
+    code, peak_kib, err = r.stdout.strip().split("\n", 2)
+    err = eval(err)  # noqa: S307 - our own repr of the child's stderr
+    line = _one_error_line(err)
+    assert code == "2" and "expand to more than 1,048,576 characters" in line and len(line) < 400, line
+    assert int(peak_kib) < (1 << 20), f"peak RSS {int(peak_kib) / 1024:.0f} MB"
+    assert not (tmp_path / "ws").exists()
+
+
+def test_descriptions_labels_and_names_are_short_strings_checked_first(tmp_path):
+    from workbench.study.files import load_study
+
+    base = "name: s\nbase: v3-xxs\ndataset: digits\nschedule: smoke\n"
+    cases = {
+        "description: [a, b]\nvariants: [{name: a}]\n": "description: expected a short text",
+        f"description: {'d' * 3000}\nvariants: [{{name: a}}]\n": "description: 3,000 characters; at most 2,000",
+        "variants: [{name: a, label: {x: 1}}]\n": "variants[0].label: expected a short text",
+        "variants: [{name: a, label: \"two\\nlines\"}]\n": "give it on one line",
+        "variants: [{name: ../a}]\n": "variants[0].name: '../a': use letters",
+        f"variants: [{{name: a, label: {'l' * 300}}}]\n": "variants[0].label: 300 characters",
+    }
+    for extra, says in cases.items():
+        (tmp_path / "s.yaml").write_text(base + extra)
+        with pytest.raises(WorkbenchError, match=r".*") as e:
+            load_study(str(tmp_path / "s.yaml"))
+        assert says in str(e.value) and len(str(e.value)) < 400, (extra[:40], str(e.value))
+    (tmp_path / "s.yaml").write_text(base.replace("name: s", "name: /abs") + "variants: [{name: a}]\n")
+    with pytest.raises(WorkbenchError, match="name: '/abs': use letters"):
+        load_study(str(tmp_path / "s.yaml"))
+
+
+def test_every_error_line_is_short_and_one_line():
+    from workbench.cli import one_line
+
+    assert one_line("a\nb\rc") == "a\\nb\\rc"
+    long = one_line("x" * 5000)
+    assert len(long) < 1100 and long.endswith("(5,000 characters)")
+
+
+# --- names that become paths ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["../x", "/abs/x", ".hidden", "a/b", "x" * 65, "new\nline"])
+def test_search_study_names_that_are_not_plain_names_are_refused(tmp_path, capsys, monkeypatch, name):
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(tmp_path / "ws"))
+    code = main(["search", "--space", "mobilevit", "--study", name, "--trials", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("workbench: error: --study ")
+    assert "a name may use" in err[0]
+    assert not (tmp_path / "ws").exists()
+
+
+def test_names_from_files_and_stores_never_leave_their_folder(tmp_path, capsys, monkeypatch):
+    from workbench.fileio import check_file_name, check_name
+    from workbench.study.files import load_study
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evil.yaml").write_text("preset: v3-xxs\nname: ../../escaped\n")
+    assert main(["export", str(tmp_path / "evil.yaml")]) == 2  # the default --out is NAME.onnx
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be a file name" in err[0] and "give --out" in err[0]
+    for bad in ("../x", "/x", "..", ".", "a/b", "a\\b"):
+        with pytest.raises(WorkbenchError):
+            check_file_name(bad, "name")
+        with pytest.raises(WorkbenchError):
+            check_name(bad, "study name")  # what results --out and report name their files by
+    (tmp_path / "g.yaml").write_text("name: g\nbase: v3-xxs\ndataset: digits\nschedule: smoke\n"
+                                     "grid: {name: [../../../tmp/x]}\n")
+    with pytest.raises(WorkbenchError, match="cannot name a variant"):
+        load_study(str(tmp_path / "g.yaml"))
+    (tmp_path / "sp.yaml").write_text("name: ../sp\nbase: v3-xxs\nparameters: {width: [0.5, 0.75]}\n"
+                                      "dataset: digits\nschedule: smoke\n")
+    assert main(["search", "--space", str(tmp_path / "sp.yaml")]) == 2
+    assert "name: '../sp': use letters" in capsys.readouterr().err
+
+
+# --- the Ray process records ---------------------------------------------------------------------------------
+def _planted(folder: Path, pid: int) -> None:
+    from workbench.engine.claims import process_start
+
+    (folder / "999999.json").write_text(json.dumps({"owner": f"{os.uname().nodename}|999999|1",
+                                                    "processes": [[pid, process_start(pid)]]}))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+@pytest.mark.parametrize("how", ["mode", "owner", "record-owner", "link"])
+def test_a_planted_ray_record_is_refused_not_acted_on(tmp_path, monkeypatch, how):
+    import pwd
+
+    from workbench.engine import rayproc
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    folder = tmp_path / "records"
+    folder.mkdir(mode=0o700)
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        _planted(folder, victim.pid)
+        monkeypatch.setenv("WORKBENCH_RAY_RECORDS", str(folder))
+        if how == "mode":
+            os.chmod(folder, 0o777)
+        elif how == "owner":
+            os.chown(folder, nobody, nobody)
+        elif how == "record-owner":
+            os.chown(folder / "999999.json", nobody, nobody)
+        else:
+            real = tmp_path / "real"
+            folder.rename(real)
+            folder.symlink_to(real)
+        if how == "record-owner":  # the folder is ours: the record is skipped, nothing is signalled
+            assert rayproc.end_stale_ray(print, grace_s=0.2) == 0
+        else:
+            with pytest.raises(rayproc.UnsafeRecords, match="refusing to act on records") as e:
+                rayproc.end_stale_ray(print, grace_s=0.2)
+            assert "\n" not in str(e.value)
+        assert victim.poll() is None  # never signalled
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_records_go_to_a_private_folder(tmp_path, monkeypatch):
+    import stat
+
+    from workbench.engine import rayproc
+
+    monkeypatch.delenv("WORKBENCH_RAY_RECORDS", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert rayproc.record_dir() == tmp_path / "workbench" / "ray"
+    made = rayproc.private_record_dir(create=True)
+    assert made == tmp_path / "workbench" / "ray"
+    for p in (made, made.parent):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o700
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert rayproc.record_dir() == tmp_path / "tmp" / f"workbench-{os.getuid()}" / "ray"
+    victim = subprocess.Popen(["sleep", "60"])
+    try:  # a record of our own, whose driver is dead, is acted on: the cleanup still works
+        folder = rayproc.private_record_dir(create=True)
+        _planted(folder, victim.pid)
+        said: list[str] = []
+        assert rayproc.end_stale_ray(said.append, grace_s=2) == 1 and victim.wait(5) is not None
+        assert "ended 1 Ray process" in said[0]
+    finally:
+        victim.kill()
+        victim.wait()

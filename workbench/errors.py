@@ -66,6 +66,12 @@ def _credentials(url: str) -> tuple[str, str, str] | None:
     return f"{scheme}://{user}:", password, rest[at:]
 
 
+def has_password(url: str | None) -> bool:
+    """The URL carries a password (user:password@host)."""
+    parts = _credentials(str(url)) if url else None
+    return parts is not None and bool(parts[1])
+
+
 def masked_url(url: str | None) -> str:
     """A storage URL fit to print: the password, if any, shown as ***
     (postgresql://ann:secret@db/studies -> postgresql://ann:***@db/studies). Every message and record that

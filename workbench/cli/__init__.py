@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     install_interrupt_handlers()
     try:
         args = build_parser().parse_args(argv)
+        from workbench.cli.options import resolve_storage
+
+        resolve_storage(args)  # --storage-env read; a password on the command line warned about
         from workbench.table import CONSOLE_WIDTH, set_console_width
 
         set_console_width(None if getattr(args, "wide", False) else CONSOLE_WIDTH)

@@ -95,8 +95,8 @@ def _list_split(root: Path, split: str, classes: list[str] | None) -> tuple[list
     if classes is not None:
         unknown = sorted(set(found) - set(classes))
         if unknown:
-            raise WorkbenchError(f"imagefolder:{root}: {split}/ has classes missing from train/: "
-                                 f"{', '.join(u if u.isprintable() and len(u) <= 40 else shown(u, 40) for u in unknown[:5])}")
+            named = [u if u.isprintable() and len(u) <= 40 else shown(u, 40) for u in unknown[:5]]
+            raise WorkbenchError(f"imagefolder:{root}: {split}/ has classes missing from train/: {', '.join(named)}")
     files: list[str] = []
     labels: list[str] = []
     skipped = 0
