@@ -367,3 +367,53 @@ def test_records_go_to_a_private_folder(tmp_path, monkeypatch):
     finally:
         victim.kill()
         victim.wait()
+
+
+# --- the dashboard shows stored text as text -----------------------------------------------------------------
+PAYLOAD = ("![x](http://127.0.0.1:{port}/planted.png) [click me](http://127.0.0.1:{port}/link) "
+           "<img src=http://127.0.0.1:{port}/tag.png> :red[alarm] $x^2$ http://127.0.0.1:{port}/bare")
+
+
+def _plant_error(db: Path, payload: str) -> None:
+    """A failed trial's stored error replaced by `payload`, as a hostile or unlucky run could have left it."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    with con:
+        n = con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE key = 'error'",
+                        (json.dumps(payload),)).rowcount
+    con.close()
+    assert n >= 1
+
+
+@pytest.mark.slow
+def test_a_markdown_payload_in_a_trial_error_is_shown_as_text(tmp_path_factory, tmp_path, monkeypatch):
+    import shutil
+
+    from dashboard_store import seeded_db
+    from streamlit.testing.v1 import AppTest
+
+    from workbench.dashboard import STORAGE_ENV
+
+    db = tmp_path / "studies.db"
+    shutil.copy(seeded_db(tmp_path_factory.getbasetemp() / "dashboard-store"), db)
+    payload = PAYLOAD.format(port=9)
+    _plant_error(db, payload)
+    monkeypatch.setenv(STORAGE_ENV, f"sqlite:///{db}")
+    at = AppTest.from_file(str(ROOT / "dashboards" / "pareto.py"), default_timeout=90).run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown_md = [e.value for kind in ("markdown", "caption", "warning", "info", "error", "title")
+                for e in getattr(at, kind)] + [e.value for e in at.sidebar.caption]
+    failed = [v for v in (w.value for w in at.warning) if v.startswith("failed: q")]
+    assert failed and r"\!\[x\]\(http\:" in failed[0] and r"\:red\[alarm\]" in failed[0] and r"\$x^2\$" in \
+        failed[0].replace("\\^", "^")
+    for value in shown_md:  # no element carries a live image, link, tag, directive or formula
+        for live in ("![", "](http", "<img", ":red[", "$x", " http://"):
+            assert live not in value.replace("\\" + live[0], ""), (live, value)
+
+
+def test_md_escapes_every_metacharacter():
+    from workbench.dashboard.app import md
+
+    assert md("a_b*c") == r"a\_b\*c" and md("x\n# y") == r"x \# y"
+    assert md("plain words 12") == "plain words 12"
