@@ -417,3 +417,89 @@ def test_md_escapes_every_metacharacter():
 
     assert md("a_b*c") == r"a\_b\*c" and md("x\n# y") == r"x \# y"
     assert md("plain words 12") == "plain words 12"
+
+
+# --- a finished store on a read-only medium ------------------------------------------------------------------
+def _can_mount() -> bool:
+    if os.geteuid() != 0:
+        return False
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", d], capture_output=True).returncode == 0
+        if ok:
+            subprocess.run(["umount", d])
+    return ok
+
+
+@pytest.fixture
+def read_only_store(tmp_path_factory, tmp_path):
+    """The seeded store copied into a folder, then seen through a read-only bind mount (EROFS)."""
+    import shutil
+
+    from dashboard_store import seeded_db
+
+    if not _can_mount():
+        pytest.skip("needs root and mount(2) for a read-only bind mount")
+    src, mnt = tmp_path / "src", tmp_path / "ro"
+    src.mkdir()
+    mnt.mkdir()
+    shutil.copy(seeded_db(tmp_path_factory.getbasetemp() / "dashboard-store"), src / "studies.db")
+    subprocess.run(["mount", "--bind", str(src), str(mnt)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mnt)], check=True)
+        yield src, mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
+@pytest.mark.slow
+def test_results_and_the_dashboard_read_a_store_on_a_read_only_medium(read_only_store, tmp_path):
+    from workbench.dashboard.readonly import StoreProblem, read_chart_data
+
+    src, mnt = read_only_store
+    url = f"sqlite:///{mnt / 'studies.db'}"
+    with pytest.raises(OSError):
+        (mnt / "probe").write_text("x")  # the medium is read-only indeed
+    r = _cli(["results", "--study", "alpha", "--storage", url, "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert {row["variant"] for row in json.loads(r.stdout)} == {"a", "b", "c"}
+    data = read_chart_data(url)
+    assert len(data.trials) == 8 and set(data.trials["study"]) == {"alpha", "beta"}
+    assert sorted(p.name for p in mnt.iterdir()) == ["studies.db"]  # nothing written beside it (no -shm, no -wal)
+    # A write-ahead log that was never folded in cannot be read there without its -shm: said, in one line
+    subprocess.run(["umount", "-l", str(mnt)], check=True)
+    (src / "studies.db-wal").write_bytes(b"\0" * 4096)
+    subprocess.run(["mount", "--bind", str(src), str(mnt)], check=True)
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(mnt)], check=True)
+    with pytest.raises(StoreProblem, match="is on a read-only file system, and its write-ahead log"):
+        read_chart_data(url)
+    r = _cli(["results", "--study", "alpha", "--storage", url], tmp_path)
+    line = _one_error_line(r.stderr)
+    assert r.returncode == 2 and "read-only file system" in line
+
+
+@pytest.mark.slow
+def test_results_read_a_store_on_a_full_disk(tmp_path_factory, tmp_path):
+    import shutil
+
+    from dashboard_store import seeded_db
+
+    if not _can_mount():
+        pytest.skip("needs root and mount(2) for a small tmpfs")
+    full = tmp_path / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)], check=True)
+    try:
+        shutil.copy(seeded_db(tmp_path_factory.getbasetemp() / "dashboard-store"), full / "studies.db")
+        with open(full / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        r = _cli(["results", "--study", "beta", "--storage", f"sqlite:///{full / 'studies.db'}"], tmp_path)
+        assert r.returncode in (0, 1) and "no space" not in r.stderr, r.stderr[-2000:]  # 1: beta has a failed trial
+    finally:
+        subprocess.run(["umount", "-l", str(full)])
