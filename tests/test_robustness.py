@@ -255,7 +255,7 @@ def test_descriptions_labels_and_names_are_short_strings_checked_first(tmp_path)
 
 
 def test_every_error_line_is_short_and_one_line():
-    from workbench.cli import one_line
+    from workbench.errors import one_line
 
     assert one_line("a\nb\rc") == "a\\nb\\rc"
     long = one_line("x" * 5000)
@@ -503,3 +503,65 @@ def test_results_read_a_store_on_a_full_disk(tmp_path_factory, tmp_path):
         assert r.returncode in (0, 1) and "no space" not in r.stderr, r.stderr[-2000:]  # 1: beta has a failed trial
     finally:
         subprocess.run(["umount", "-l", str(full)])
+
+
+# --- failed trials' checkpoints, out of memory, one-line errors ------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("outcome", ["exception", "diverged", "oom"])
+def test_failed_trials_checkpoints_are_removed_unless_kept(tmp_path, outcome):
+    from test_study_trial import _item, _result
+
+    from workbench.engine.trial import execute
+
+    def train(spec, dataset, schedule, out_dir=None, **kw):
+        run = Path(out_dir)
+        (run / "checkpoint.pt").write_bytes(b"x" * 1000)
+        (run / "metrics.jsonl").write_text("{}\n")
+        if outcome == "exception":
+            raise ValueError("bad things")
+        if outcome == "oom":
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                               "you tried to allocate 1073741824 bytes")
+        return _result("diverged", None)
+
+    rec = execute(_item(tmp_path), lambda m: None, train_fn=train)
+    assert rec["status"] == "failed" and rec["checkpoints_removed"] == 1000
+    assert rec["failure"] == {"exception": "exception", "diverged": "nan", "oom": "oom"}[outcome]
+    assert not (tmp_path / "run" / "checkpoint.pt").exists() and (tmp_path / "run" / "metrics.jsonl").exists()
+    rec = execute(_item(tmp_path, keep_checkpoints=True), lambda m: None, train_fn=train)
+    assert (tmp_path / "run" / "checkpoint.pt").exists() and "checkpoints_removed" not in rec
+
+
+@pytest.mark.parametrize("exc", [
+    MemoryError(),
+    RuntimeError("DataLoader worker (pid 123) is killed by signal: Killed. "),
+    OSError(12, "Cannot allocate memory"),
+])
+def test_a_trial_out_of_memory_is_recorded_as_oom(exc):
+    from workbench.engine.trial import _classify
+
+    assert _classify(exc) == "oom"
+    try:
+        raise RuntimeError("loading failed") from exc
+    except RuntimeError as wrapped:
+        assert _classify(wrapped) == "oom"
+    assert _classify(ValueError("memory of a goldfish")) == "exception"
+
+
+@pytest.mark.slow
+def test_a_file_name_with_a_line_break_stays_on_one_line(tmp_path, capsys):
+    from test_study_trial import _item
+
+    from workbench.engine.trial import execute
+
+    odd = tmp_path / "evil\nname.yaml"
+    odd.write_text("preset: v3-xxs\nname: [1, 2\n")
+    assert main(["count", str(odd)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "evil\\nname.yaml" in err
+
+    def train(*a, **k):
+        raise WorkbenchError(f"unreadable image {tmp_path}/a\nb.jpg: broken")
+
+    rec = execute(_item(tmp_path), lambda m: None, train_fn=train)
+    assert "\n" not in rec["error"] and "a\\nb.jpg" in rec["error"]

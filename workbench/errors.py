@@ -51,6 +51,16 @@ def first_line(exc: BaseException | str, limit: int = 300) -> str:
     return type(exc).__name__ if isinstance(exc, BaseException) else ""
 
 
+MAX_ERROR = 1000  # characters of an error line: the messages quote values cut short; this is the backstop
+
+
+def one_line(message: str, limit: int = MAX_ERROR) -> str:
+    """`message` as one line of at most `limit` characters, whatever it quotes: a line break (a file name holding
+    one, a library's message) is written as \\n, and an overlong message is cut with its length said."""
+    text = str(message).replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
+
+
 def _credentials(url: str) -> tuple[str, str, str] | None:
     """(text before the password, the password, text after it) of a URL with user:password@, else None."""
     scheme, sep, rest = url.partition("://")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from workbench.errors import WorkbenchError, install_interrupt_handlers, os_error_line
+from workbench.errors import WorkbenchError, install_interrupt_handlers, one_line, os_error_line
 
 
 class Parser(argparse.ArgumentParser):
@@ -63,16 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         signum = getattr(e, "signum", signal.SIGINT)
         print(f"workbench: {getattr(e, 'line', 'interrupted')}", file=sys.stderr, flush=True)
         return 128 + int(signum)
-
-
-MAX_ERROR = 1000  # characters of the error line: the messages quote values cut short; this is the backstop
-
-
-def one_line(message: str) -> str:
-    """The error as one line of at most MAX_ERROR characters, whatever it quotes: a line break (a file name
-    holding one, a library's message) is written as \\n, and an overlong message is cut."""
-    text = message.replace("\r", "\\r").replace("\n", "\\n")
-    return text if len(text) <= MAX_ERROR else text[:MAX_ERROR] + f"... ({len(text):,} characters)"
 
 
 def _reader_left() -> int:
