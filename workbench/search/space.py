@@ -29,7 +29,7 @@ from workbench.engine.filecheck import (
     scalar_text,
 )
 from workbench.errors import WorkbenchError
-from workbench.fileio import find_named_file, unique_folders
+from workbench.fileio import find_named_file, shown, unique_folders
 from workbench.yamlfile import load_yaml
 
 TOP_KEYS = ("name", "description", "base", "fixed", "parameters", "dataset", "schedule", "schedule_overrides",
@@ -131,14 +131,15 @@ def parse_space(c: FileChecker, data: Any, path: Path, text: str) -> SearchSpace
         latency=latency_plan(c, data.get("latency", False)),
         text=text)
     if not space.counters or any(x not in COUNTERS for x in space.counters):
-        raise c.fail("counters", f"{list(space.counters)!r}: expected a non-empty list of {' | '.join(COUNTERS)}")
+        raise c.fail("counters", f"{shown(list(space.counters), 80)}: expected a non-empty list of "
+                     f"{' | '.join(COUNTERS)}")
     # Each value alone on the base must build: a typo'd value fails here, not in trial 17.
     for p in params:
         for value in p.extremes():
             try:
                 check_resolution(space.spec_for({p.key: value}), space.count_resolution)
             except WorkbenchError as e:
-                raise c.fail(f"parameters.{p.key}", f"value {value!r}: {e}") from None
+                raise c.fail(f"parameters.{p.key}", f"value {shown(value, 80)}: {e}") from None
     return space
 
 
@@ -168,7 +169,7 @@ def _param(c: FileChecker, key: str, raw: Any, known: set[str]) -> Param:
         step = c.number(f"{where}.step", step, minimum=1e-12)
     log = rng.get("log", False)
     if not isinstance(log, bool):
-        raise c.fail(f"{where}.log", f"expected true or false, got {log!r}")
+        raise c.fail(f"{where}.log", f"expected true or false, got {shown(log, 60)}")
     if log and step is not None:
         raise c.fail(where, "use either step or log, not both")
     integer = all(isinstance(rng.get(k), int) and not isinstance(rng.get(k), bool)

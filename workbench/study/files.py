@@ -127,7 +127,7 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
     names = [v.name for v in variants]
     baseline = c.string("baseline", data.get("baseline", names[0]))
     if baseline not in names:
-        raise c.fail("baseline", f"{baseline!r} is not a variant; accepted: {', '.join(names)}")
+        raise c.fail("baseline", f"{shown(baseline, 80)} is not a variant; accepted: {', '.join(names)}")
 
     seeds_raw = data.get("seeds", 1)
     if isinstance(seeds_raw, list):
@@ -151,7 +151,7 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
             raise c.fail("count_resolution", f"variant {v.name}: {e}") from None
     counters_raw = data.get("counters", list(DEFAULT_COUNTERS))
     if not isinstance(counters_raw, list) or not counters_raw or any(x not in COUNTERS for x in counters_raw):
-        raise c.fail("counters", f"{counters_raw!r}: expected a non-empty list of {' | '.join(COUNTERS)}")
+        raise c.fail("counters", f"{shown(counters_raw, 80)}: expected a non-empty list of {' | '.join(COUNTERS)}")
     latency = latency_plan(c, data.get("latency", False))
     if latency is None and needs_latency(objectives):
         raise c.fail("latency", "the objectives name latency_ms or throughput_img_s; add a latency block, e.g. "
@@ -261,7 +261,7 @@ def _ratios(c: FileChecker, raw: Any, names: set[str]) -> LatencyRatioPlan | Non
     for p in pairs:
         for name in p:
             if name not in names:
-                raise c.fail("latency_ratios.pairs", f"unknown variant {name!r}: accepted are "
+                raise c.fail("latency_ratios.pairs", f"unknown variant {shown(name, 80)}: accepted are "
                              f"{', '.join(sorted(names))}")
     runtimes = raw.get("runtimes", list(LatencyRatioPlan.runtimes))
     if not isinstance(runtimes, list) or not runtimes:
