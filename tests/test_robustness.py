@@ -565,3 +565,44 @@ def test_a_file_name_with_a_line_break_stays_on_one_line(tmp_path, capsys):
 
     rec = execute(_item(tmp_path), lambda m: None, train_fn=train)
     assert "\n" not in rec["error"] and "a\\nb.jpg" in rec["error"]
+
+
+# --- passwords from the environment: PGPASSWORD, PGPASSFILE, --storage-env (a real server) --------------------
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_postgres_passwords_come_from_the_environment_not_the_command_line(tmp_path):
+    import shutil
+    import tempfile
+
+    pytest.importorskip("psycopg")
+    from pg_server import PASSWORD, USER, pg_bin, start_server
+
+    if pg_bin() is None:
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl)")
+    root = Path(tempfile.mkdtemp(prefix="wb-pg-"))
+    server = start_server(root)
+    try:
+        from workbench.engine.store import Store
+
+        Store(server.url).engine.dispose()  # the store's tables, as a first `ablate` makes them
+        bare = f"postgresql+psycopg://{USER}@127.0.0.1:{server.port}/studies"  # no password in the URL
+        argv = ["results", "--study", "nothing-here"]
+        # reached and logged in: the answer is about the study, not the connection
+        reached = "study 'nothing-here' is not in"
+        without = _cli([*argv, "--storage", bare], tmp_path, PGPASSWORD="", PGPASSFILE=str(tmp_path / "none"))
+        assert without.returncode == 2 and reached not in without.stderr
+        r = _cli([*argv, "--storage", bare], tmp_path, PGPASSWORD=PASSWORD)
+        assert r.returncode == 2 and reached in _one_error_line(r.stderr), r.stderr
+        passfile = tmp_path / "pgpass"
+        passfile.write_text(f"127.0.0.1:{server.port}:studies:{USER}:{PASSWORD}\n")
+        passfile.chmod(0o600)
+        r = _cli([*argv, "--storage", bare], tmp_path, PGPASSFILE=str(passfile))
+        assert r.returncode == 2 and reached in _one_error_line(r.stderr), r.stderr
+        r = _cli([*argv, "--storage-env", "WB_URL"], tmp_path, WB_URL=server.url)
+        assert reached in _one_error_line(r.stderr) and PASSWORD not in r.stderr
+        r = _cli([*argv, "--storage", server.url], tmp_path)  # on the command line: warned, never printed
+        lines = r.stderr.strip().splitlines()
+        assert lines[0].startswith("workbench: warning:") and reached in lines[1] and PASSWORD not in r.stderr
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)

@@ -106,8 +106,10 @@ class ReadOnlyStore(Store):
                 engine_url, skip_table_creation=True,
                 engine_kwargs={"poolclass": sa.pool.NullPool, "connect_args": connect_args})
         except Exception as e:  # noqa: BLE001 - driver, schema-version and I/O errors all mean "cannot read it"
+            from workbench.engine.store import _root_cause
+
             raise StoreProblem("corrupt", f"cannot read the study store {masked_url(self.url)!r}: "
-                                          f"{scrubbed(first_line(e), self.url)}") from None
+                                          f"{scrubbed(first_line(_root_cause(e)), self.url)}") from None
         self.engine = self.storage.engine
 
     def change_marker(self) -> tuple:
