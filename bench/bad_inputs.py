@@ -1,6 +1,6 @@
 """The bad-input campaign: 100 hostile or unlucky inputs, each run as a user would run it, and how it ended.
 
-    python bench/bad_inputs.py [--jobs 2] [--only CLASS] [--json FILE] [--repo CHECKOUT]
+    python bench/bad_inputs.py [--jobs 2] [--only CLASS] [--match TEXT] [--json FILE] [--repo CHECKOUT]
 
 Every case is one `workbench` command in a fresh workspace, run as a subprocess with a 180 s timeout, under
 an 8 GiB address-space limit when it should stop before training (Ray's processes reserve more than that).
@@ -982,6 +982,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=2, help="cases run at once (default: %(default)s)")
     p.add_argument("--only", choices=sorted(CLASSES), help="one class of cases")
+    p.add_argument("--match", action="append", metavar="TEXT", help="only the cases whose name holds TEXT (repeatable)")
     p.add_argument("--json", help="also write every outcome to this file")
     p.add_argument("--repo", help="run the cases against the workbench of another checkout (its root folder)")
     args = p.parse_args()
@@ -990,7 +991,11 @@ def main() -> int:
         REPO = Path(args.repo).resolve()
     sys.path.insert(0, str(ROOT))
     can = {"root-mount": can_mount(), "drop-dac": os.geteuid() != 0 or shutil.which("setpriv") is not None}
-    todo = [c for c in cases() if not args.only or c.cls == args.only]
+    todo = [
+        c
+        for c in cases()
+        if (not args.only or c.cls == args.only) and (not args.match or any(m in c.name for m in args.match))
+    ]
     t0 = time.monotonic()
     done: list[dict] = []
     with ThreadPoolExecutor(args.jobs) as pool:
