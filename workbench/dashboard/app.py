@@ -41,11 +41,19 @@ MAX_DEFAULT_CURVES = 6
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=\"'^@%])")
 
 
+_NO_LINK = "\u2060"  # WORD JOINER: invisible, and no autolink literal matches across it
+
+
 def md(value) -> str:
-    """`value` as literal text inside Markdown: every character Markdown, GitHub's extensions (autolinks,
-    tables, strike-through), HTML, LaTeX ($) or Streamlit's directives (:red[...], :emoji:) would read is
-    backslash-escaped; line breaks become spaces, so nothing starts a heading, list or quote."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).splitlines()))
+    """`value` as literal text inside Markdown: every character Markdown, GitHub's extensions (tables,
+    strike-through), HTML, LaTeX ($) or Streamlit's directives (:red[...], :emoji:) would read is
+    backslash-escaped; line breaks become spaces, so nothing starts a heading, list or quote. GitHub's autolink
+    literals (http://..., www.x, a@b.c) are found in the text after escapes are undone, so an invisible word
+    joiner goes after their '://', 'www' and '@'."""
+    text = " ".join(str(value).splitlines())
+    text = text.replace("://", ":" + _NO_LINK + "//").replace("@", "@" + _NO_LINK)
+    text = re.sub(r"(?i)(www)(?=\.)", "\\1" + _NO_LINK, text)
+    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 def storage_url() -> str:
