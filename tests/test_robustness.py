@@ -548,6 +548,15 @@ def test_a_trial_out_of_memory_is_recorded_as_oom(exc):
     assert _classify(ValueError("memory of a goldfish")) == "exception"
 
 
+def test_a_ray_worker_lost_for_memory_is_told_from_other_deaths():
+    from workbench.engine.trial import lost_worker_failure
+
+    assert lost_worker_failure("ray.exceptions.OutOfMemoryError: Task was killed due to the node running low on "
+                               "memory.") == "oom"
+    assert lost_worker_failure("The actor died unexpectedly before finishing this task.") == "worker"
+    assert lost_worker_failure(None) == "worker"
+
+
 @pytest.mark.slow
 def test_a_file_name_with_a_line_break_stays_on_one_line(tmp_path, capsys):
     from test_study_trial import _item

@@ -82,6 +82,16 @@ def _classify(exc: BaseException) -> str:
     return "exception"
 
 
+def lost_worker_failure(error: BaseException | str | None) -> str:
+    """"oom" when the error Ray gives for a trial whose worker died says memory was why (its memory monitor's
+    OutOfMemoryError, "killed due to ... low on memory", the kernel's OOM killer), else "worker": for the
+    driver, which sees such a death only as Tune's trial error."""
+    text = (f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error or "")).lower()
+    if any(t in text for t in ("outofmemoryerror", "low on memory", "oom killer", "oom-kill", "out of memory")):
+        return "oom"
+    return "worker"
+
+
 def _no_space_where(exc: BaseException, run_dir: str | None) -> str:
     """"no space left on PATH (N MB free)" for a full disk: the file the failed write named, else the run folder."""
     from workbench.errors import no_space_line
