@@ -184,8 +184,9 @@ def sqlite_reader_uri(path: Path) -> str:
     Where its folder can be written: `mode=ro` (WAL: readers see a running study's last commits). Where it
     cannot (read-only medium, someone else's folder, full disk) SQLite cannot make the -shm file a WAL reader
     needs: `immutable=1` reads the file as it is, which is the whole store once its write-ahead log (-wal) has
-    been folded in (as the last writer closing does); a non-empty -wal without its -shm cannot be read there,
-    and says so in one line."""
+    been folded in (as the last writer closing does). Where a -wal and its -shm are there (a writer of another
+    user's at work), `mode=ro` (SQLite reads them without writing); a non-empty -wal without its -shm cannot be
+    read there, and says so in one line."""
     from urllib.parse import quote
 
     base = f"file:{quote(str(path.resolve()), safe='/')}"
@@ -193,9 +194,11 @@ def sqlite_reader_uri(path: Path) -> str:
     if why is None:
         return f"{base}?mode=ro"
     wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    if wal.is_file() and shm.is_file():
+        # A writer is (or was) at work: SQLite reads a WAL store it cannot write when both files are there, and
+        # sees the writer's commits (an immutable read of a file being written could tear).
+        return f"{base}?mode=ro"
     if wal.is_file() and wal.stat().st_size > 0:
-        if shm.is_file():
-            return f"{base}?mode=ro"  # SQLite reads a WAL store on a read-only medium when both files are there
         raise WorkbenchError(f"study store {str(path)!r} {why}, and its write-ahead log {wal.name} holds recent "
                              f"trials that SQLite can only read with its {shm.name} beside it; copy the store's "
                              "files to a writable folder and read it there")
