@@ -726,8 +726,8 @@ def cases() -> list[Case]:
     add("shared", "a space named ../x", lambda d: ["search", "--space", _renamed(d)])
     add(
         "shared",
-        "export a spec named ../../x",
-        lambda d: ["export", write(d, "s.yaml", "preset: v3-xxs\nname: ../../x\n")],
+        "export a spec named ../CASE/escaped",  # climbs out and back into the case's folder: nothing lands outside
+        lambda d: ["export", write(d, "s.yaml", f"preset: v3-xxs\nname: ../{d.name}/escaped\n")],
     )
     add(
         "shared",
