@@ -1,6 +1,6 @@
 """The bad-input campaign: 100 hostile or unlucky inputs, each run as a user would run it, and how it ended.
 
-    python bench/bad_inputs.py [--jobs 2] [--only CLASS] [--json FILE] [--repo CHECKOUT]
+    python bench/bad_inputs.py [--jobs 2] [--only CLASS] [--match TEXT] [--json FILE] [--repo CHECKOUT]
 
 Every case is one `workbench` command in a fresh workspace, run as a subprocess with a 180 s timeout, under
 an 8 GiB address-space limit when it should stop before training (Ray's processes reserve more than that).
@@ -47,6 +47,7 @@ CLASSES = {
     "checkpoint": "damaged checkpoints",
     "disk": "full disks",
     "small": "small things",
+    "shared": "a shared machine",
 }
 TINY_SET = ["--set", "width=0.25"]
 FAST = ["--epochs", "1", "--resolution", "32", "--batch", "16", "--device", "cpu", "--quiet"]
@@ -59,6 +60,7 @@ class Case:
     make: Callable[[Path], list[str]]  # builds its files under the folder, returns the argv
     expect: str = "error"  # error | recover
     needs: str = ""  # root-mount | drop-dac | "" (anywhere)
+    env: Callable[[Path], dict] | None = None  # extra environment variables, made from the case's folder
 
     @property
     def limited(self) -> bool:
@@ -215,8 +217,8 @@ def full(d: Path) -> Path:
 def cases() -> list[Case]:
     c: list[Case] = []
 
-    def add(cls, name, make, expect="error", needs=""):
-        c.append(Case(cls, name, make, expect, needs))
+    def add(cls, name, make, expect="error", needs="", env=None):
+        c.append(Case(cls, name, make, expect, needs, env))
 
     # memory from tiny inputs
     add(
@@ -309,8 +311,12 @@ def cases() -> list[Case]:
     add("memory", "--sched workers=100000", lambda d: ["train", "--model", "v3-xxs", "--sched", "workers=100000"])
     # A batch beyond the training set trains whole-set steps (a tiny set must still train), planned as the set,
     # with one note line: works round it, allocates nothing for the 10^8 images.
-    add("memory", "--batch 100000000", lambda d: ["train", "--model", "v3-xxs", "--batch", "100000000", "--sched",
-                                                  "epochs=1"], expect="recover")
+    add(
+        "memory",
+        "--batch 100000000",
+        lambda d: ["train", "--model", "v3-xxs", "--batch", "100000000", "--sched", "epochs=1"],
+        expect="recover",
+    )
     add(
         "memory",
         "--sched eval_batch=100000000",
@@ -691,7 +697,193 @@ def cases() -> list[Case]:
     add("small", "--seeds 0,0", lambda d: ["ablate", "--study", study(d), "--seeds", "0,0"])
     add("small", "train --seed -1", lambda d: ["train", "--model", "v3-xxs", "--seed", "-1"])
     add("small", "count --resolution abc", lambda d: ["count", "v3-xxs", "--resolution", "abc"])
+
+    # a shared machine: what other users' files, names and folders can do
+    add("shared", "10 KB of aliased long strings (count)", lambda d: ["count", write(d, "s.yaml", LONG_BOMB_SPEC)])
+    add(
+        "shared",
+        "10 KB of aliased long strings (ablate)",
+        lambda d: ["ablate", "--study", write(d, "s.yaml", LONG_BOMB_STUDY)],
+    )
+    add(
+        "shared",
+        "a study description that is a list",
+        lambda d: ["ablate", "--study", study(d, extra="description: [a, b]\n")],
+    )
+    add(
+        "shared",
+        "a variant label on two lines",
+        lambda d: [
+            "ablate",
+            "--study",
+            write(
+                d, "s.yaml", STUDY.format(dataset="digits", extra="").replace("name: a,", 'name: a, label: "x\\ny",')
+            ),
+        ],
+    )
+    add("shared", "search --study ../x", lambda d: ["search", "--space", space(d), "--study", "../x"])
+    add("shared", "search --study /abs/x", lambda d: ["search", "--space", space(d), "--study", "/abs/x"])
+    add("shared", "a space named ../x", lambda d: ["search", "--space", _renamed(d)])
+    add(
+        "shared",
+        "export a spec named ../CASE/escaped",  # climbs out and back into the case's folder: nothing lands outside
+        lambda d: ["export", write(d, "s.yaml", f"preset: v3-xxs\nname: ../{d.name}/escaped\n")],
+    )
+    add(
+        "shared",
+        "a grid value that is a path",
+        lambda d: [
+            "ablate",
+            "--study",
+            write(d, "g.yaml", "name: g\nbase: v3-xxs\ndataset: digits\nschedule: smoke\ngrid: {name: [../../../x]}\n"),
+        ],
+    )
+    add(
+        "shared",
+        "--storage-env of an unset variable",
+        lambda d: ["results", "--study", "s", "--storage-env", "NO_SUCH_VAR"],
+    )
+    add(
+        "shared",
+        "a file name with a line break",
+        lambda d: ["count", write(d, "evil\nname.yaml", "preset: v3-xxs\nname: [1, 2\n")],
+    )
+    add(
+        "shared",
+        "Ray records in a folder others can write",
+        lambda d: ["ablate", "--study", study(d)],
+        env=lambda d: {"WORKBENCH_RAY_RECORDS": _open_folder(d)},
+    )
+    add(
+        "shared",
+        "a truncated JPEG in an image folder",
+        lambda d: ["train", "--model", "v3-xxs", *TINY_SET, *FAST, "--dataset", f"imagefolder:{_users_folder(d)}"],
+        expect="recover",
+    )
+    add(
+        "shared",
+        "the same, streamed",
+        lambda d: [
+            "train",
+            "--model",
+            "v3-xxs",
+            *TINY_SET,
+            *FAST,
+            "--data-path",
+            "stream",
+            "--sched",
+            "workers=0",
+            "--dataset",
+            f"imagefolder:{_users_folder(d)}",
+        ],
+        expect="recover",
+    )
+    add(
+        "shared",
+        "two damaged JPEGs of 8",
+        lambda d: ["train", "--model", "v3-xxs", *TINY_SET, *FAST, "--dataset", f"imagefolder:{_users_folder(d, 2)}"],
+    )
+    add(
+        "shared",
+        "results on a read-only medium",
+        lambda d: ["results", "--study", "s", "--storage", f"sqlite:///{_read_only(d, good_store(d))}"],
+        expect="recover",
+        needs="root-mount",
+    )
+    add(
+        "shared",
+        "results on a full disk",
+        lambda d: ["results", "--study", "s", "--storage", f"sqlite:///{_on_full_disk(d, good_store(d))}"],
+        expect="recover",
+        needs="root-mount",
+    )
     return c
+
+
+LONG_BOMB = (
+    "["
+    + ", ".join(
+        [f'&a [&s "{"x" * 10_000}"' + ", *s" * 8 + "]"]
+        + [f"&{n} [" + ", ".join([f"*{p}"] * 9) + "]" for n, p in zip("bcde", "abcd")]
+    )
+    + "]"
+)  # 10 KB: one 10,000-character string aliased 59,049 times (590 million characters written out)
+LONG_BOMB_SPEC = f"preset: v3-xxs\nname: {LONG_BOMB}\n"
+LONG_BOMB_STUDY = STUDY.format(dataset="digits", extra=f"description: {LONG_BOMB}\n")
+
+
+def _renamed(d: Path) -> str:
+    path = Path(space(d))
+    path.write_text(path.read_text().replace("name: sp\n", "name: ../sp\n"))
+    return str(path)
+
+
+def _open_folder(d: Path) -> str:
+    """A Ray records folder anyone may write into, holding a record that names a process (pid 1's child)."""
+    folder = d / "records"
+    folder.mkdir()
+    os.chmod(folder, 0o777)
+    (folder / "1.json").write_text(json.dumps({"owner": f"{os.uname().nodename}|999999|1", "processes": [[1, "?"]]}))
+    return str(folder)
+
+
+def _users_folder(d: Path, damaged: int = 1) -> str:
+    """Two classes of 4 JPEGs each, the first `damaged` of train/a truncated, a class's images in a sub-folder,
+    and a 16-bit PNG in val/."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    root = d / "imgs"
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            folder = root / split / cls / ("nested" if cls == "b" else "")
+            folder.mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    for i in range(damaged):
+        f = root / "train" / "a" / f"{i}.jpg"
+        f.write_bytes(f.read_bytes()[:300])
+    raw = b"".join(b"\0" + np.full((40, 3), 40000, ">u2").tobytes() for _ in range(40))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    (root / "val" / "a" / "wide.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 40, 40, 16, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+    return str(root)
+
+
+def _read_only(d: Path, db: str) -> Path:
+    """The store seen through a read-only bind mount (root only)."""
+    src, mnt = d / "ro-src", d / "ro"
+    src.mkdir()
+    mnt.mkdir()
+    shutil.copy(db, src / "s.db")
+    subprocess.run(["mount", "--bind", str(src), str(mnt)], check=True)
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(mnt)], check=True)
+    return mnt / "s.db"
+
+
+def _on_full_disk(d: Path, db: str) -> Path:
+    mnt = d / "full"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    shutil.copy(db, mnt / "s.db")
+    with open(mnt / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return mnt / "s.db"
 
 
 def _folder(d: Path, lock: bool = False, empty: bool = False) -> str:
@@ -739,7 +931,12 @@ def run_case(case: Case, can: dict[str, bool]) -> dict:
             if case.needs == "drop-dac" and os.geteuid() == 0
             else []
         )
-        env = {**os.environ, "WORKBENCH_WORKSPACE": str(d / "ws"), "PYTHONPATH": str(REPO)}
+        env = {
+            **os.environ,
+            "WORKBENCH_WORKSPACE": str(d / "ws"),
+            "PYTHONPATH": str(REPO),
+            **(case.env(d) if case.env else {}),
+        }
         try:
             r = subprocess.run(
                 prefix + [sys.executable, "-c", LIMITED, "limit" if case.limited else "free", *argv],
@@ -775,7 +972,7 @@ def run_case(case: Case, can: dict[str, bool]) -> dict:
                 os.chmod(p, 0o700)
             except OSError:
                 pass
-        for m in (d / "full",):
+        for m in (d / "full", d / "ro"):
             if m.is_dir():
                 subprocess.run(["umount", "-l", str(m)], capture_output=True)
         shutil.rmtree(d, ignore_errors=True)
@@ -785,6 +982,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=2, help="cases run at once (default: %(default)s)")
     p.add_argument("--only", choices=sorted(CLASSES), help="one class of cases")
+    p.add_argument("--match", action="append", metavar="TEXT", help="only the cases whose name holds TEXT (repeatable)")
     p.add_argument("--json", help="also write every outcome to this file")
     p.add_argument("--repo", help="run the cases against the workbench of another checkout (its root folder)")
     args = p.parse_args()
@@ -793,7 +991,11 @@ def main() -> int:
         REPO = Path(args.repo).resolve()
     sys.path.insert(0, str(ROOT))
     can = {"root-mount": can_mount(), "drop-dac": os.geteuid() != 0 or shutil.which("setpriv") is not None}
-    todo = [c for c in cases() if not args.only or c.cls == args.only]
+    todo = [
+        c
+        for c in cases()
+        if (not args.only or c.cls == args.only) and (not args.match or any(m in c.name for m in args.match))
+    ]
     t0 = time.monotonic()
     done: list[dict] = []
     with ThreadPoolExecutor(args.jobs) as pool:

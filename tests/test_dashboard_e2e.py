@@ -119,3 +119,51 @@ def test_page_follows_a_study_that_writes_without_slowing_it(dashboard, db):
         writer.engine.dispose()
         caption = page.wait_for(f"(() => {{ const t = {CAPTION}; return t.includes('2 fail') && t }})()", 30)
     assert "running" not in caption
+
+
+PAGE_TEXT = "document.body ? document.body.textContent : ''"
+
+
+def test_a_planted_markdown_payload_fetches_nothing(dashboard, db):
+    """A trial error holding a Markdown image, a link, an HTML tag and a bare URL pointing at a server of ours
+    is shown as its characters: the browser requests nothing from that server."""
+    import json
+    import sqlite3
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    requests: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            requests.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    payload = (f"![x](http://127.0.0.1:{port}/planted.png) [click me](http://127.0.0.1:{port}/link) "
+               f"<img src=http://127.0.0.1:{port}/tag.png> http://127.0.0.1:{port}/bare")
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE key = 'error'", (json.dumps(payload),))
+    con.close()
+    try:
+        with ChromiumPage(dashboard, width=1400, height=1100) as page:
+            page.wait_for(CHART_READY, timeout_s=90)
+            text = page.wait_for(f"(() => {{ const t = {PAGE_TEXT}; return t.includes('planted.png') ? t : null; }})()",
+                                 timeout_s=60)
+            time.sleep(2)  # time for any fetch the page would make
+            imgs = page.evaluate(f"Array.from(document.querySelectorAll('img, a')).map(e => e.src || e.href)"
+                                 f".filter(u => u && u.includes(':{port}'))")
+            where = page.evaluate(f"Array.from(document.querySelectorAll('img, a')).filter(e => (e.src || e.href "
+                                  f"|| '').includes(':{port}')).map(e => e.parentElement.outerHTML.slice(0, 400))")
+        # its characters on the page (a word joiner, invisible, after '://' keeps it from being linked)
+        assert f"![x](http://127.0.0.1:{port}/planted.png)" in text.replace("\u2060", "")
+        assert not imgs and not requests, (imgs, requests, where)
+    finally:
+        server.shutdown()

@@ -142,7 +142,10 @@ def test_imagefolder_decodes_once_into_a_cache(tmp_path, monkeypatch):
 def test_imagefolder_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     root = _image_folder(tmp_path / "imgs", bad=True)
-    with pytest.raises(WorkbenchError, match="unreadable image .*broken.jpg"):
+    ds = load_dataset(f"imagefolder:{root}", resolution=10)  # one damaged file of 7: skipped and counted
+    assert len(ds.train_y) == 6 and ds.skipped.record()["first"][0]["file"].endswith("broken.jpg")
+    (root / "train" / "cat" / "broken2.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(WorkbenchError, match="2 of the 8 train images cannot be decoded .*broken"):
         load_dataset(f"imagefolder:{root}", resolution=10)
     (tmp_path / "noval" / "train" / "a").mkdir(parents=True)
     (tmp_path / "noval" / "train" / "a" / "0.png").write_bytes((root / "train" / "cat" / "0.png").read_bytes())

@@ -192,13 +192,13 @@ def test_non_image_files_are_skipped_and_counted(folder):
 
 
 @pytest.mark.parametrize("damage, needle", [
-    (lambda f: f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2]), "000.jpg"),  # truncated
-    (lambda f: f.write_bytes(b"this is no jpeg" * 20), "000.jpg"),  # corrupt
+    (lambda f: f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2]), "truncated"),
+    (lambda f: f.write_bytes(b"this is no jpeg" * 20), "RuntimeError"),  # corrupt
     (lambda f: f.write_bytes(b""), "empty file"),
 ])
 @pytest.mark.parametrize("workers", [0, 1])
-def test_an_unreadable_image_is_one_line_naming_it_and_nothing_is_written(folder, tmp_path, capsys, damage, needle,
-                                                                          workers):
+def test_an_unreadable_image_is_skipped_counted_and_named_in_one_line(folder, tmp_path, capsys, damage, needle,
+                                                                      workers):
     damage(folder / "train" / "class2" / "000.jpg")
     out = tmp_path / "run"
     code = main(["train", "--model", "v3-xxs", *[a for k, v in TINY.items() for a in ("--set", f"{k}={v}")],
@@ -206,15 +206,16 @@ def test_an_unreadable_image_is_one_line_naming_it_and_nothing_is_written(folder
                  "--sched", "batch=8", "--sched", "resolution=32", "--sched", "multiscale=", "--sched",
                  "eval_resize=36", "--sched", f"workers={workers}", "--data-path", "stream", "--device", "cpu",
                  "--out", str(out), "--quiet"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err[-1].startswith("workbench: error: unreadable image") and needle in err[-1]
-    assert str(folder / "train" / "class2" / "000.jpg") in err[-1]
-    assert not out.exists()
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.startswith("data: skipped")]
+    assert code == 0 and len(err) == 1 and "1 damaged image file(s) (1 train)" in err[0] and needle in err[0]
+    assert str(folder / "train" / "class2" / "000.jpg") in err[0]
+    result = json.loads((out / "result.json").read_text())
+    assert result["skipped_images"]["count"] == 1 and result["status"] == "completed"
 
 
 def test_empty_class_and_val_only_class_are_one_line_errors(folder):
     (folder / "train" / "empty").mkdir()
-    with pytest.raises(WorkbenchError, match="empty holds no image"):
+    with pytest.raises(WorkbenchError, match="empty' holds no image"):
         index_imagefolder(str(folder))
     (folder / "train" / "empty").rmdir()
     (folder / "val" / "stranger").mkdir()

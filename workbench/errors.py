@@ -4,6 +4,7 @@ no space, read-only file system) is said: the path and the cause in plain words.
 
 import errno
 import os
+import re
 import shutil
 
 
@@ -64,6 +65,16 @@ def first_line(exc: BaseException | str, limit: int = 300) -> str:
     return type(exc).__name__ if isinstance(exc, BaseException) else ""
 
 
+MAX_ERROR = 1000  # characters of an error line: the messages quote values cut short; this is the backstop
+
+
+def one_line(message: str, limit: int = MAX_ERROR) -> str:
+    """`message` as one line of at most `limit` characters, whatever it quotes: a line break (a file name holding
+    one, a library's message) is written as \\n, and an overlong message is cut with its length said."""
+    text = str(message).replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
+
+
 def _credentials(url: str) -> tuple[str, str, str] | None:
     """(text before the password, the password, text after it) of a URL with user:password@, else None."""
     scheme, sep, rest = url.partition("://")
@@ -79,6 +90,12 @@ def _credentials(url: str) -> tuple[str, str, str] | None:
     return f"{scheme}://{user}:", password, rest[at:]
 
 
+def has_password(url: str | None) -> bool:
+    """The URL carries a password (user:password@host)."""
+    parts = _credentials(str(url)) if url else None
+    return parts is not None and bool(parts[1])
+
+
 def masked_url(url: str | None) -> str:
     """A storage URL fit to print: the password, if any, shown as ***
     (postgresql://ann:secret@db/studies -> postgresql://ann:***@db/studies). Every message and record that
@@ -90,11 +107,21 @@ def masked_url(url: str | None) -> str:
 
 
 def scrubbed(text: str, url: str | None) -> str:
-    """`text` (another library's message about `url`) with the URL's password, if any, replaced by ***."""
+    """`text` (another library's message about `url`) with the URL's password FIELD replaced by ***: the URL
+    itself, and `USER:PASSWORD@` or `password=PASSWORD` wherever the library wrote them (as given, %-encoded
+    or decoded). The password's characters elsewhere are left alone: a password `p` must not turn
+    'psycopg.OperationalError' into '***sycopg...'."""
+    from urllib.parse import quote, unquote
+
     parts = _credentials(str(url)) if url else None
     if parts is None or not parts[1]:
         return text
-    return text.replace(str(url), masked_url(url)).replace(parts[1], "***")
+    text = text.replace(str(url), masked_url(url))
+    user = parts[0].partition("://")[2][:-1]
+    for pw in {parts[1], unquote(parts[1]), quote(unquote(parts[1]), safe="")}:
+        text = text.replace(f"{user}:{pw}@", f"{user}:***@")
+        text = re.sub(r"(\bpassword\s*=\s*)(['\"]?)" + re.escape(pw) + r"\2(?=[\s'\"&;,)]|$)", r"\1\2***\2", text)
+    return text
 
 
 _OS_CAUSES = {

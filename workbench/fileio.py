@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Callable, Iterable, Union
@@ -18,6 +19,46 @@ from workbench.errors import WorkbenchError
 
 Content = Union[bytes, str, Callable[[IO], None]]
 YAML_SUFFIXES = (".yaml", ".yml")
+# A name that becomes one path component (a study's run folder, a results file, a search study): letters,
+# digits, '-', '_', '.', starting with a letter or digit, at most 64 characters. No '/', no '..', no leading '.'.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def shown(value, limit: int = 80) -> str:
+    """`value` as an error may quote it: its repr (so a newline stays `\\n` and the line stays one), a container's
+    type named, cut to about `limit` characters with a long string's length said. Built by reprlib, so a huge
+    value is never written out in full first."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring, r.maxother, r.maxlevel = limit, limit, 2
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 4
+    text = r.repr(value)
+    if not isinstance(value, (str, int, float, bool, type(None))):
+        text = f"{type(value).__name__} {text}"
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    if isinstance(value, str) and len(value) > limit:
+        text += f" ({len(value):,} characters)"
+    return text
+
+
+def check_name(name, what: str) -> str:
+    """A user-given name that becomes part of a path: refused (one line) unless NAME_RE matches it, so no name
+    can climb out of its folder ('../x'), start at the root ('/x'), or hide ('.x')."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise WorkbenchError(f"{what} {shown(name)}: a name may use letters, digits, '-', '_' and '.', start with a "
+                             "letter or digit, and have at most 64 characters (it becomes a file or folder name)")
+    return name
+
+
+def check_file_name(name: str, what: str) -> str:
+    """One path component made from a free-text name (a spec's name for a default output file): refused when it
+    holds a separator, a NUL or a newline, or is '.', '..' or empty."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0\n\r") or len(name.encode()) > 200:
+        raise WorkbenchError(f"{what} {shown(name)} cannot be a file name (a path separator, '..', a newline or too "
+                             "long): give --out")
+    return name
 
 
 def atomic_write(path: str | Path, content: Content, mode: str = "wb") -> Path:

@@ -5,7 +5,8 @@ takes (spec, study, search space, architecture list, ladder).
 (`a: &a [x, x]`, `b: &b [*a, *a]`, ...) expands into gigabytes once it is printed or stored, and a mistyped
 key given twice silently keeps the last one. So a file here is read whole (at most `MAX_FILE_BYTES`),
 decoded as UTF-8 with the offset of a bad byte named, parsed into a node graph, and refused when that graph
-would expand to more than `MAX_NODES` values through aliases, when it nests deeper than `MAX_DEPTH`, when a
+would expand to more than `MAX_NODES` values or `MAX_CHARS` characters through aliases (a 10 KB file of
+aliases to 10,000-character strings is 800 MB written out), when it nests deeper than `MAX_DEPTH`, when a
 mapping repeats a key, or when one string is longer than `MAX_STRING`. Every refusal is a `WorkbenchError`
 naming the file, the line where it can, and the limit.
 """
@@ -20,11 +21,13 @@ from typing import Any
 import yaml
 
 from workbench.errors import WorkbenchError, first_line, os_error_line
+from workbench.fileio import shown
 
 MAX_FILE_BYTES = 256 << 10  # 256 KiB: the biggest shipped study is under 4 KB
 MAX_NODES = 100_000  # values after alias expansion
 MAX_DEPTH = 64  # nesting of lists and mappings
 MAX_STRING = 10_000  # characters in one string (a study's description included)
+MAX_CHARS = 1 << 20  # characters of every string after alias expansion: the biggest shipped file has 4,000
 
 
 class _Loader(yaml.SafeLoader):
@@ -38,19 +41,28 @@ class _Loader(yaml.SafeLoader):
             ident = (key_node.tag, key_node.value)
             if ident in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key_node.value!r} appears twice in one mapping (first on line "
+                    None, None, f"key {shown(key_node.value, 60)} appears twice in one mapping (first on line "
                                 f"{seen[ident] + 1}); each key may appear once", key_node.start_mark)
             seen[ident] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
 
-def _expanded_size(root: yaml.Node) -> int:
-    """How many values the node graph holds once every alias is written out (shared nodes count each time
-    they are used), refusing cycles and deep nesting; linear in the graph, however large the expansion."""
-    sizes: dict[int, int] = {}
+def _expanded_size(root: yaml.Node) -> tuple[int, int]:
+    """(values, characters) the node graph holds once every alias is written out (shared nodes count each time
+    they are used), refusing cycles, deep nesting and expansions past MAX_NODES values or MAX_CHARS characters;
+    linear in the graph, however large the expansion."""
+    sizes: dict[int, tuple[int, int]] = {}
     active: set[int] = set()
 
-    def size(node: yaml.Node, depth: int) -> int:
+    def too_big(node: yaml.Node, values: int, chars: int) -> None:
+        if values > MAX_NODES:
+            raise _Refused(f"it expands to more than {MAX_NODES:,} values through aliases (&anchor / *alias); "
+                           "write the values out or use fewer aliases", node)
+        if chars > MAX_CHARS:
+            raise _Refused(f"its strings expand to more than {MAX_CHARS:,} characters through aliases (&anchor / "
+                           "*alias); write the values out or use fewer aliases", node)
+
+    def size(node: yaml.Node, depth: int) -> tuple[int, int]:
         key = id(node)
         if key in sizes:
             return sizes[key]
@@ -60,21 +72,20 @@ def _expanded_size(root: yaml.Node) -> int:
             if len(node.value) > MAX_STRING:
                 raise _Refused(f"a string of {len(node.value):,} characters; at most {MAX_STRING:,} are accepted",
                                node)
-            sizes[key] = 1
-            return 1
+            sizes[key] = (1, len(node.value))
+            return sizes[key]
         if key in active:
             raise _Refused("an alias refers to the value that contains it (a recursive alias)", node)
         active.add(key)
         children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else node.value
-        total = 1
+        values, chars = 1, 0
         for child in children:
-            total += size(child, depth + 1)
-            if total > MAX_NODES:
-                raise _Refused(f"it expands to more than {MAX_NODES:,} values through aliases (&anchor / *alias); "
-                               "write the values out or use fewer aliases", node)
+            v, c = size(child, depth + 1)
+            values, chars = values + v, chars + c
+            too_big(node, values, chars)
         active.discard(key)
-        sizes[key] = total
-        return total
+        sizes[key] = (values, chars)
+        return sizes[key]
 
     return size(root, 0)
 
@@ -120,7 +131,7 @@ def parse_yaml(text: str, kind: str, path: str | Path) -> Any:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(e, "problem", None) or first_line(e)
+        problem = first_line(getattr(e, "problem", None) or e, 200)
         raise WorkbenchError(f"{where} is not valid YAML{at}: {problem}") from None
     except RecursionError:
         raise WorkbenchError(f"{where} refused: it nests more than {MAX_DEPTH} levels deep") from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from workbench.errors import WorkbenchError, install_interrupt_handlers, interrupt_of, os_error_line
+from workbench.errors import WorkbenchError, install_interrupt_handlers, interrupt_of, one_line, os_error_line
 
 
 class Parser(argparse.ArgumentParser):
@@ -42,17 +42,20 @@ def main(argv: list[str] | None = None) -> int:
     install_interrupt_handlers()
     try:
         args = build_parser().parse_args(argv)
+        from workbench.cli.options import resolve_storage
+
+        resolve_storage(args)  # --storage-env read; a password on the command line warned about
         from workbench.table import CONSOLE_WIDTH, set_console_width
 
         set_console_width(None if getattr(args, "wide", False) else CONSOLE_WIDTH)
         return args.func(args)
     except WorkbenchError as e:
-        print(f"workbench: error: {e}", file=sys.stderr)
+        print(f"workbench: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # a file or folder the command needed: permission, missing, no space, read-only
         if isinstance(e, BrokenPipeError):
             return _reader_left()
-        print(f"workbench: error: {os_error_line(e)}", file=sys.stderr)
+        print(f"workbench: error: {one_line(os_error_line(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         e = interrupt_of(e)

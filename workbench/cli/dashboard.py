@@ -60,7 +60,7 @@ def cmd_dashboard(args) -> int:  # does not return: the process becomes the Stre
         try:
             inspect_sqlite(path)
         except StoreProblem as e:
-            if e.kind in ("corrupt", "bad-url"):
+            if e.kind in ("corrupt", "bad-url", "unreadable"):
                 raise
     _check_port(args.host, args.port)
     app = importlib.util.find_spec("workbench.dashboard.app").origin

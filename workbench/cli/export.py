@@ -44,7 +44,9 @@ def cmd_export(args) -> int:
     from workbench.counting.memory import check_fits
 
     check_fits(spec, [(resolution, max(args.batch, 2))], training=False, allow_large=args.allow_large)
-    out = Path(args.out or f"{spec.name}.onnx")
+    from workbench.fileio import check_file_name
+
+    out = Path(args.out or f"{check_file_name(spec.name, 'the model name')}.onnx")
     if out.is_dir() or not out.parent.is_dir():
         raise WorkbenchError(f"--out {out}: needs a file name in an existing folder")
 

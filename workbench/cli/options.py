@@ -10,7 +10,36 @@ STORE_HELP = "SQLAlchemy URL of the study store (default: sqlite:///workspace/st
 
 
 def add_store(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", help=STORE_HELP)
+    p.add_argument("--storage", help=STORE_HELP + "; a password here is visible in the process list: leave it out and "
+                   "set PGPASSWORD or PGPASSFILE, or use --storage-env")
+    p.add_argument("--storage-env", metavar="VAR", help="the name of an environment variable holding the whole storage "
+                   "URL (kept out of the process list, password included)")
+
+
+def resolve_storage(args) -> None:
+    """--storage-env VAR read into args.storage; a password given on the command line said in one warning line
+    (without it). Bad input (both given, VAR unset) is one line."""
+    import os
+    import sys
+
+    from workbench.errors import has_password
+    from workbench.fileio import shown
+
+    if not hasattr(args, "storage"):
+        return
+    var = getattr(args, "storage_env", None)
+    if var is not None:
+        if args.storage:
+            raise WorkbenchError("give --storage or --storage-env, not both")
+        value = os.environ.get(var, "").strip() if var else ""
+        if not value:
+            raise WorkbenchError(f"--storage-env {shown(var, 60)}: the environment variable is not set or empty; it "
+                                 "should hold the store's URL, e.g. postgresql://user:pass@host/db")
+        args.storage = value
+    elif args.storage and has_password(args.storage):
+        print("workbench: warning: the --storage URL carries a password, which other users of this machine can "
+              "read in the process list; leave it out and set PGPASSWORD or PGPASSFILE, or pass the URL in an "
+              "environment variable named by --storage-env", file=sys.stderr, flush=True)
 
 
 def add_ray(p: argparse.ArgumentParser) -> None:

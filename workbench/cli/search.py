@@ -7,6 +7,7 @@ from pathlib import Path
 
 from workbench.cli import options
 from workbench.errors import WorkbenchError
+from workbench.fileio import check_file_name, check_name
 from workbench.table import fold
 
 
@@ -102,7 +103,7 @@ def cmd_scale(args) -> int:
     result = scale(bases, target_params, target_macs, counter=args.counter, tolerance=args.tolerance,
                    top=args.top, budget=args.budget, seed=args.seed)
     chosen = result.candidates[0]
-    out = Path(args.out or f"{chosen.spec.name}.yaml")
+    out = Path(args.out or f"{check_file_name(chosen.spec.name, 'the spec name')}.yaml")
     if out.parent and not out.parent.exists():
         raise WorkbenchError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
     atomic_write(out, chosen.spec.to_yaml())  # a reader never sees half a spec
@@ -154,7 +155,7 @@ def _scale_latency(args) -> int:
     result = scale_to_latency(base, args.target_latency_ms, args.runtime, args.threads, args.resolution,
                               0.1 if args.tolerance is None else args.tolerance,
                               progress=None if args.json else lambda line: print(line, file=sys.stderr))
-    out = out or Path(f"{result.winner.name}.yaml")
+    out = out or Path(f"{check_file_name(result.winner.name, 'the spec name')}.yaml")
     atomic_write(out, result.winner.to_yaml())
     if args.json:
         print(json.dumps({**result.to_dict(), "written": str(out)}, indent=2, default=str))
@@ -198,6 +199,8 @@ def cmd_search(args) -> int:
         max_latency_ms=args.max_latency_ms, latency_resolution=space.count_resolution,
         latency_runtime=_latency_runtime(args.latency_runtime))
     overrides = parse_assignments(args.sched)
+    if args.study is not None:  # the study's name in the store and its run folders' (workspace/runs/NAME/)
+        check_name(args.study, "--study")
     options.check_engine_args(args)
     opts = SearchOptions(**options.engine_options(args), objectives=objectives, trials=args.trials,
                          sampler=args.sampler, pruner=args.pruner, grace=args.grace_epochs, eta=args.reduction_factor,

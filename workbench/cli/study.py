@@ -117,7 +117,7 @@ def _latency_ratios(study, args) -> int:
 
 
 def cmd_results(args) -> int:
-    from workbench.engine.store import Store
+    from workbench.dashboard.readonly import ReadOnlyStore
     from workbench.study.results import build_table, per_image_arrays
     from workbench.study.tables import power_sentence, render_console, to_json, write_outputs
     from workbench.training.data import normalize_dataset
@@ -125,7 +125,7 @@ def cmd_results(args) -> int:
     name = options.study_name(args.study)
     if args.per_image and not args.per_image.endswith(".npz"):
         raise WorkbenchError(f"--per-image {args.per_image!r}: expected a file name ending in .npz")
-    store = Store(args.storage, create=False)
+    store = ReadOnlyStore(args.storage)  # never writes, locks or needs space: a finished store on a read-only medium
     # As ablate stored it (a path made absolute); the data need not be on this machine to read its results.
     dataset = normalize_dataset(args.dataset, must_exist=False) if args.dataset else None
     table = build_table(store, name, dataset, args.schedule, holm=args.holm)
@@ -191,10 +191,10 @@ def cmd_fidelity(args) -> int:
         from workbench.errors import WorkbenchError
 
         raise WorkbenchError("fidelity: give --study NAME (or --ladder [FILE])")
-    from workbench.engine.store import Store
+    from workbench.dashboard.readonly import ReadOnlyStore
     from workbench.training.data import normalize_dataset
 
-    store = Store(args.storage, create=False)
+    store = ReadOnlyStore(args.storage)
     dataset = normalize_dataset(args.dataset, must_exist=False) if args.dataset else None
     doc = fidelity_report(store, options.study_name(args.study), args.reference, dataset, args.schedule, args.top_k)
     print(json.dumps(doc, indent=2) if args.json else fold(render(doc)))

@@ -4,11 +4,17 @@ Started by `workbench dashboard`, which passes the store's URL in $WORKBENCH_STO
 workspace's studies.db). The store is opened read-only (see readonly.py) and re-read only when a cheap
 change marker moves, checked every few seconds, so a running study shows up as it goes and is never
 disturbed.
+
+Every string the store holds or a user gave (study, variant and dataset names, trial errors, store URLs,
+labels) is shown as text, never as Markdown or HTML: it goes through `md` (each Markdown, HTML, LaTeX and
+emoji metacharacter backslash-escaped) or into a dataframe. A planted `![x](http://host/p.png)` in a trial's
+error is then its characters on the page, not an image the browser fetches.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 import pandas as pd
 import streamlit as st
@@ -32,6 +38,24 @@ from workbench.study.tables import title as table_title
 
 DEFAULT_REFRESH_S = 5
 MAX_DEFAULT_CURVES = 6
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=\"'^@%])")
+
+
+_NO_LINK = "\u2060"  # WORD JOINER: invisible, and no autolink literal matches across it
+
+
+def md(value) -> str:
+    """`value` as literal text inside Markdown: every character Markdown, GitHub's extensions (tables,
+    strike-through), HTML, LaTeX ($) or Streamlit's directives (:red[...], :emoji:) would read is
+    backslash-escaped; line breaks become spaces, so nothing starts a heading, list or quote. GitHub's autolink
+    literals (http://..., www.x, a@b.c) are found in the text after escapes are undone, so an invisible word
+    joiner goes after their '://', 'www' and '@'."""
+    text = " ".join(str(value).splitlines())
+    text = text.replace("://", ":" + _NO_LINK + "//").replace("@", "@" + _NO_LINK)
+    text = re.sub(r"(?i)(www)(?=\.)", "\\1" + _NO_LINK, text)
+    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 def storage_url() -> str:
@@ -78,9 +102,9 @@ def watch(url: str, marker, every_s: float) -> None:
 def show_problem(e: StoreProblem, every_s: float) -> None:
     again = f" This page checks again every {every_s:g} s." if every_s > 0 else ""
     if e.kind in ("missing", "empty"):
-        st.info(f"{e}.{again}" if not str(e).endswith(".") else f"{e}{again}")
+        st.info(f"{md(e)}.{again}" if not str(e).endswith(".") else f"{md(e)}{again}")
     else:
-        st.error(f"Cannot show this store: {e}")
+        st.error(f"Cannot show this store: {md(e)}")
 
 
 def sidebar_filters(data: ChartData) -> dict:
@@ -109,7 +133,7 @@ def chart_section(data: ChartData, x: str, colour_by: str, toggles: dict) -> Non
     st.caption(f"{len(shown)} measured variant(s): bubble area proportional to "
                f"{'fvcore' if x == 'macs_fvcore' else 'paper'} MACs, whiskers the 95% interval of {word} over seeds. "
                f"Stars: the paper's published {word} (on the paper's dataset and schedule). Dashed: the Pareto "
-               f"front of the measured points (smaller x, higher {word}): {', '.join(best['variant_key'])}.")
+               f"front of the measured points (smaller x, higher {word}): {md(', '.join(best['variant_key']))}.")
     pub = data.published if toggles["show_published"] else data.published.iloc[0:0]
     cols = st.columns(4)
     cols[0].download_button("Points (CSV)", data.points.to_csv(index=False), "pareto_points.csv", "text/csv")
@@ -149,17 +173,17 @@ def tables_section(data: ChartData) -> None:
         st.info("No study run in this selection.")
         return
     for (study, _), table in sorted(data.tables.items()):
-        st.markdown(f"**{table_title(table)}**")
+        st.markdown(f"**{md(table_title(table))}**")
         st.dataframe(ablation_frame(table), hide_index=True)
         for note in table.notes:  # incomplete, no per-image records, one seed: said before the figures are read
-            st.caption(note)
-        st.caption(power_sentence(table, study))  # what this run could detect (the MDE column, in words)
+            st.caption(md(note))
+        st.caption(md(power_sentence(table, study)))  # what this run could detect (the MDE column, in words)
         if len(table.rows) > 1:
             from workbench.dashboard.figure import ablation_figure
 
             st.pyplot(ablation_figure(table), clear_figure=True)
         for f in table.failed:
-            st.warning(f"failed: {f['variant']} seed {f['seed']} (trial {f['trial']}): {f['error']}")
+            st.warning(f"failed: {md(f['variant'])} seed {md(f['seed'])} (trial {md(f['trial'])}): {md(f['error'])}")
 
 
 def fidelity_section(data: ChartData) -> None:
@@ -173,17 +197,18 @@ def fidelity_section(data: ChartData) -> None:
         try:
             doc = fidelity(table, reference, bootstrap=300, reference_label="published")
         except WorkbenchError as e:
-            st.caption(f"{study}: {e}")
+            st.caption(f"{md(study)}: {md(e)}")
             continue
         shown += 1
         tau, rho, w = doc["kendall_tau"], doc["spearman_rho"], doc["within_size"]
         p = "" if tau.get("p") is None else f" (p {tau['p']:.3f} against 0, {tau['p_method']})"
         within = "" if not w["pairs"] else (f"; within size classes tau {w['tau']['value']:+.2f} over {w['pairs']} "
                                             "pairs")
-        st.markdown(f"**{study}** on {table.config['dataset']} / {table.config['schedule']} against the published "
+        st.markdown(f"**{md(study)}** on {md(table.config['dataset'])} / {md(table.config['schedule'])} against the "
+                    "published "
                     f"top-1: Kendall tau {tau['value']:+.2f} [{tau['ci'][0]:+.2f}, {tau['ci'][1]:+.2f}]{p}, Spearman "
                     f"rho {rho['value']:+.2f} [{rho['ci'][0]:+.2f}, {rho['ci'][1]:+.2f}] (intervals over "
-                    f"{doc['resampled']}){within}; {doc['verdict']}.")
+                    f"{md(doc['resampled'])}){md(within)}; {md(doc['verdict'])}.")
         signs = doc["nine_signs"]
         if signs["of"]:
             st.dataframe(pd.DataFrame([{"pair": f"{x['higher']} - {x['lower']}", "paper Δ": x["paper_delta"],
@@ -201,7 +226,7 @@ def fidelity_section(data: ChartData) -> None:
 def main() -> None:
     st.set_page_config(page_title="workbench: Pareto dashboard", layout="wide")
     url = storage_url()
-    st.sidebar.caption(f"Store (read-only): `{masked_url(url)}`")
+    st.sidebar.caption(f"Store (read-only): {md(masked_url(url))}")
     every_s = st.sidebar.number_input("Check the store every (s), 0 = never", min_value=0, max_value=3600,
                                       value=DEFAULT_REFRESH_S, step=1, key="refresh")
     st.title("Accuracy against size")

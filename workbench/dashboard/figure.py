@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 
+import matplotlib
 import pandas as pd
 
 from workbench.dashboard.chart_data import (
@@ -28,12 +29,18 @@ from workbench.dashboard.chart_data import (
 MAX_AREA_PT2 = 1400.0  # the largest bubble's area in points^2; every other area scales linearly from zero
 
 
+# Names, labels and paths from the store are text, never mathtext: a dataset path holding two '$' would
+# otherwise be parsed as a formula (or fail to parse and take the page down).
+_PLAIN_TEXT = matplotlib.rc_context({"text.parse_math": False})
+
+
 def _round_macs(value: float) -> float:
     """A round number (1, 2 or 5 times a power of ten) at or below `value`, for the size legend."""
     power = 10 ** math.floor(math.log10(value))
     return max(m * power for m in (1, 2, 5) if m * power <= value)
 
 
+@_PLAIN_TEXT
 def bubble_figure(points: pd.DataFrame, published: pd.DataFrame, x: str = "macs_paper",
                   colour_by: str = "variant", title: str | None = None):
     """A matplotlib Figure of the given points (one per variant) and published points."""
@@ -113,6 +120,7 @@ def figure_bytes(fig, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+@_PLAIN_TEXT
 def ladder_figure(doc: dict) -> dict[str, bytes]:
     """The proxy ladder's cost/fidelity curve: each rung's Kendall tau (with its bootstrap interval) against its
     training cost, and the naive rankers' tau as dashed lines. {"png": ..., "svg": ...}."""
@@ -151,6 +159,7 @@ def ladder_figure(doc: dict) -> dict[str, bytes]:
     return out
 
 
+@_PLAIN_TEXT
 def ablation_figure(table):
     """Each variant's delta against the baseline with its 95% interval (seed spread and test-set noise), the
     paper's delta beside it on the same axis, variants labelled by what they change. Its own axis: the
@@ -189,6 +198,7 @@ def ablation_figure(table):
     return fig
 
 
+@_PLAIN_TEXT
 def fidelity_figure(table, reference: dict[str, float], doc: dict):
     """The run's mean top-1 of each variant against the reference's, labelled, with tau in the title."""
     import matplotlib

@@ -6,13 +6,16 @@ open. Here a SQLite file is opened through SQLite's own read-only mode (`mode=ro
 missing file is never created) and every connection is closed after each use (NullPool), so the reader holds
 no lock and no snapshot between reads. Under the store's WAL journal a reader never blocks the writer.
 PostgreSQL sessions are made read-only with `default_transaction_read_only`; other back ends are only read.
+
+A finished store on a read-only medium (a read-only mount, a folder of someone else's, a full disk) is read as
+an immutable file (`store.sqlite_reader_uri`): reading never writes, locks or needs free space; what cannot be
+read says the real cause (read-only file system, unwritable folder) in one line.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from urllib.parse import quote
 
 from workbench.engine.store import (
     Store,
@@ -20,6 +23,8 @@ from workbench.engine.store import (
     default_storage_url,
     driver_url,
     sqlite_path,
+    sqlite_reader_uri,
+    unwritable_reason,
 )
 from workbench.errors import WorkbenchError, first_line, masked_url, scrubbed
 
@@ -35,8 +40,14 @@ class StoreProblem(WorkbenchError):
 
 
 def _readonly_sqlite_url(path: Path) -> str:
-    # SQLite URI filenames need %-escapes for '?', '#' and '%' in the path.
-    return f"sqlite:///file:{quote(str(path.resolve()), safe='/')}?mode=ro&uri=true"
+    # SQLite URI filenames need %-escapes for '?', '#' and '%' in the path (sqlite_reader_uri makes them).
+    return f"sqlite:///{sqlite_reader_uri(path)}&uri=true"
+
+
+def _cause(path: Path, e: Exception) -> str:
+    """SQLite's message, with the real cause where the folder is why (EROFS, unwritable)."""
+    why = unwritable_reason(path.resolve().parent)
+    return f"{e}; the store {why}" if why else str(e)
 
 
 def inspect_sqlite(path: Path) -> None:
@@ -47,13 +58,16 @@ def inspect_sqlite(path: Path) -> None:
     if not path.is_file():
         raise StoreProblem("bad-url", f"the study store {str(path)!r} is not a file")
     try:
-        con = sqlite3.connect(f"file:{quote(str(path.resolve()), safe='/')}?mode=ro", uri=True, timeout=5)
+        con = sqlite3.connect(sqlite_reader_uri(path), uri=True, timeout=5)
         try:
             tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         finally:
             con.close()
+    except WorkbenchError as e:
+        raise StoreProblem("unreadable", str(e)) from None
     except sqlite3.DatabaseError as e:
-        raise StoreProblem("corrupt", f"the study store {str(path)!r} is not a readable SQLite file ({e})") from None
+        raise StoreProblem("corrupt", f"the study store {str(path)!r} is not a readable SQLite file "
+                                      f"({_cause(path, e)})") from None
     if not tables:
         raise StoreProblem("empty", f"the study store {str(path)!r} is empty: no study has been recorded yet")
     if not OPTUNA_TABLES <= tables:
@@ -92,8 +106,10 @@ class ReadOnlyStore(Store):
                 engine_url, skip_table_creation=True,
                 engine_kwargs={"poolclass": sa.pool.NullPool, "connect_args": connect_args})
         except Exception as e:  # noqa: BLE001 - driver, schema-version and I/O errors all mean "cannot read it"
+            from workbench.engine.store import _root_cause
+
             raise StoreProblem("corrupt", f"cannot read the study store {masked_url(self.url)!r}: "
-                                          f"{scrubbed(first_line(e), self.url)}") from None
+                                          f"{scrubbed(first_line(_root_cause(e)), self.url)}") from None
         self.engine = self.storage.engine
 
     def change_marker(self) -> tuple:

@@ -11,7 +11,7 @@ from pathlib import Path
 from workbench.dashboard.chart_data import X_AXES, ChartData, front, plotted
 from workbench.dashboard.figure import ablation_figure, bubble_figure, figure_bytes
 from workbench.dashboard.readonly import ReadOnlyStore, read_chart_data
-from workbench.fileio import write_all
+from workbench.fileio import check_name, write_all
 from workbench.study.results import StudyTable, build_table
 from workbench.study.tables import render_markdown
 
@@ -50,6 +50,7 @@ def build_report(url: str | None, study: str, dataset: str | None = None, schedu
     the store recorded with it made absolute."""
     from workbench.training.data import normalize_dataset
 
+    check_name(study, "study name")  # it names every file the report writes
     dataset = normalize_dataset(dataset, must_exist=False) if dataset else None
     table, data = study_run(url, study, dataset, schedule)
     config = table.config

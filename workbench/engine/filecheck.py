@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from workbench.errors import WorkbenchError
+from workbench.fileio import NAME_RE, shown
 
+MAX_DESCRIPTION = 2_000  # characters of a file's description (the shipped ones are under 100)
+MAX_LABEL = 200  # characters of a variant's label (a table's row title)
 LATENCY_KEYS = ("device", "batch", "warmup", "iters", "resolution", "runtime")
 RESOURCE_KEYS = ("cpus", "gpus")
 
@@ -52,6 +55,31 @@ class FileChecker:
             raise self.fail(key, f"expected a non-empty string, got {kind_of(value)}")
         return value.strip()
 
+    def text(self, key: str, value: Any, maximum: int, one_line: bool = True) -> str:
+        """A short free text (a description, a label), checked before it is used: a string (None: empty) of at
+        most `maximum` characters, on one line unless `one_line` is False, with no other control character."""
+        if value is None:
+            return ""
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise self.fail(key, f"expected a short text (at most {maximum:,} characters), got {kind_of(value)}")
+        value = str(value).strip()
+        if len(value) > maximum:
+            raise self.fail(key, f"{len(value):,} characters; at most {maximum:,} are accepted")
+        allowed = "\t" if one_line else "\t\n"
+        bad = next((ch for ch in value if (ord(ch) < 32 and ch not in allowed) or ord(ch) == 127), None)
+        if bad is not None:
+            raise self.fail(key, f"{shown(value, 60)}: holds the control character {bad!r}"
+                            + ("; give it on one line" if bad in "\n\r" else ""))
+        return value
+
+    def name(self, key: str, value: Any) -> str:
+        """A name that becomes a folder or file name (a study's, a variant's): NAME_RE."""
+        name = self.string(key, value) if isinstance(value, str) else value
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise self.fail(key, f"{shown(name, 80)}: use letters, digits, '-', '_', '.', starting with a letter or "
+                            "digit (at most 64 characters)")
+        return name
+
     def integer(self, key: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum or \
                 (maximum is not None and value > maximum):
@@ -79,7 +107,11 @@ class FileChecker:
 
 
 def kind_of(value: Any) -> str:
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:80]
+    if value is None:
+        return "nothing"
+    if isinstance(value, (str, int, float, bool)):
+        return f"{type(value).__name__} {shown(value, 70)}"
+    return shown(value, 80)  # "list [1, 2, ...]": the container's type, and a few of its items
 
 
 def scalar_text(value: Any) -> str:
@@ -107,8 +139,8 @@ def latency_plan(c: FileChecker, raw: Any) -> LatencyPlan | None:
 def runtime_of(c: FileChecker, raw: Any, key: str = "latency.runtime") -> str:
     from workbench.deploy import RUNTIMES
 
-    if raw not in RUNTIMES:
-        raise c.fail(key, f"{raw!r}: accepted values are {' | '.join(RUNTIMES)}")
+    if not isinstance(raw, str) or raw not in RUNTIMES:
+        raise c.fail(key, f"{shown(raw, 60)}: accepted values are {' | '.join(RUNTIMES)}")
     return raw
 
 

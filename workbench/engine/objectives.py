@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from workbench.errors import WorkbenchError
+from workbench.fileio import shown
 
 METRICS = ("top1", "top5", "miou", "map", "params", "macs_paper", "macs_fvcore", "macs_ptflops", "latency_ms",
            "throughput_img_s")
@@ -28,7 +29,7 @@ def parse_objective(text: str) -> Objective:
     metric, _, direction = str(text).strip().partition(":")
     metric = ALIASES.get(metric.strip(), metric.strip())
     if metric not in METRICS or direction.strip() not in DIRECTIONS:
-        raise WorkbenchError(f"{text!r}: expected METRIC:max|min with METRIC one of {', '.join(METRICS)} "
+        raise WorkbenchError(f"{shown(text, 80)}: expected METRIC:max|min with METRIC one of {', '.join(METRICS)} "
                              "(macs = paper MACs)")
     return metric, direction.strip()
 

@@ -15,18 +15,95 @@ import atexit
 import json
 import os
 import signal
+import stat
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
 from workbench.engine.claims import owner_is_dead, process_start, this_owner
+from workbench.errors import WorkbenchError
 from workbench.fileio import atomic_write
 
 
+def _record_dirs() -> list[Path]:
+    """The records' folder and the folders above it this module makes (each must be the user's own): the one
+    $WORKBENCH_RAY_RECORDS names, else $XDG_RUNTIME_DIR/workbench/ray (a per-user 0700 folder, where the
+    session has one), else TMP/workbench-UID/ray."""
+    if os.environ.get("WORKBENCH_RAY_RECORDS"):
+        return [Path(os.environ["WORKBENCH_RAY_RECORDS"])]
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) and os.path.isdir(xdg) else None
+    top = base / "workbench" if base else Path(tempfile.gettempdir()) / f"workbench-{os.getuid()}"
+    return [top, top / "ray"]
+
+
 def record_dir() -> Path:
-    return Path(os.environ.get("WORKBENCH_RAY_RECORDS") or Path(tempfile.gettempdir()) /
-                f"workbench-{os.getuid()}" / "ray")
+    return _record_dirs()[-1]
+
+
+class UnsafeRecords(WorkbenchError):
+    """The records' folder is not this user's alone: its records could have been planted by someone else."""
+
+
+def _unsafe(path: Path) -> str | None:
+    """Why `path` (an existing folder) may not hold records, or None: it must be a real folder (not a link),
+    owned by this user, and writable by no one else."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a folder"
+    if st.st_uid != os.geteuid():
+        return f"owned by uid {st.st_uid}, not by you (uid {os.geteuid()})"
+    if st.st_mode & 0o022:
+        return f"writable by others than you (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def private_record_dir(create: bool) -> Path | None:
+    """The records' folder, made 0700 when `create`, checked to be this user's alone (UnsafeRecords, one line,
+    otherwise); None when it does not exist and `create` is False."""
+    folders = _record_dirs()
+    for folder in folders:
+        if not os.path.lexists(folder):
+            if not create:
+                return None
+            try:
+                os.mkdir(folder, 0o700)
+            except FileExistsError:
+                pass  # another workbench made it meanwhile: checked below like any other
+        why = _unsafe(folder)
+        if why:
+            raise UnsafeRecords(f"the Ray process records folder {str(folder)!r} is {why}: refusing to act on records "
+                                "someone else could have planted there (they name processes to end); remove it, or "
+                                "set XDG_RUNTIME_DIR or WORKBENCH_RAY_RECORDS to a folder of your own")
+    return folders[-1]
+
+
+def _read_own(path: Path) -> str | None:
+    """A record's text when it is a regular file of this user's (never through a link), else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_size > 1 << 20:
+            return None
+        return f.read().decode("utf-8", errors="replace")
+
+
+def _uid(pid: int) -> int | None:
+    """The real user id of process `pid`, or None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return None
 
 
 def _parents() -> dict[int, int]:
@@ -66,12 +143,11 @@ def record_local_ray() -> Path | None:
     fresh = not _RECORDED
     for pid in descendants([me]):
         _RECORDED.setdefault(pid, process_start(pid))
-    path = record_dir() / f"{me}.json"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = private_record_dir(create=True) / f"{me}.json"
         atomic_write(path, json.dumps({"owner": this_owner(), "processes": [[p, s] for p, s in _RECORDED.items()]}))
-    except OSError:
-        return None  # best effort: an unwritable temp folder only loses the cleanup
+    except (OSError, UnsafeRecords):
+        return None  # best effort: an unwritable (or someone else's) folder only loses the cleanup
     if fresh:
         atexit.register(_forget, path)
     return path
@@ -92,21 +168,31 @@ def _forget(path: Path) -> None:
 def end_stale_ray(say: Callable[[str], None] | None = None, grace_s: float = 3.0) -> int:
     """End the Ray processes of dead drivers on this host (SIGTERM, then SIGKILL after `grace_s`); returns
     how many were ended."""
-    folder = record_dir()
-    if not folder.is_dir():
+    try:
+        folder = private_record_dir(create=False)  # someone else's folder: UnsafeRecords, one line, nothing ended
+    except OSError as e:
+        from workbench.errors import os_error_line
+
+        raise WorkbenchError(f"the Ray process records folder {os_error_line(e)}") from None
+    if folder is None:
         return 0
-    ended = 0
+    ended, me = 0, os.geteuid()
     for path in sorted(folder.glob("*.json")):
+        text = _read_own(path)
+        if text is None:  # a link, a folder, or a file of someone else's: never acted on
+            continue
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
+            record = json.loads(text)
             owner, procs = record["owner"], [(int(p), str(s)) for p, s in record["processes"]]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             _forget(path)
             continue
-        if not owner_is_dead(owner):
+        if not isinstance(owner, str) or not owner_is_dead(owner):
             continue
-        running = [pid for pid, started in procs if started != "?" and alive(pid, started)]
-        targets = running + [p for p in descendants(running) if p not in running and _alive(p)]
+        # Only this user's processes: a record can never make workbench signal another user's (root's included).
+        running = [pid for pid, started in procs if pid > 1 and started != "?" and alive(pid, started)
+                   and _uid(pid) == me]
+        targets = running + [p for p in descendants(running) if p not in running and _alive(p) and _uid(p) == me]
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in targets:
                 try:

@@ -16,15 +16,16 @@ HEADROOM = 1.25
 def parse_gpus(value, where: str) -> float | str:
     """A GPU count (>= 0) or "auto"; WorkbenchError naming `where` otherwise."""
     from workbench.errors import WorkbenchError
+    from workbench.fileio import shown
 
     if isinstance(value, str) and value.strip().lower() == AUTO:
         return AUTO
     try:
         gpus = float(value)
     except (TypeError, ValueError):
-        raise WorkbenchError(f"{where} {value!r}: expected a number of GPUs >= 0 or auto") from None
+        raise WorkbenchError(f"{where} {shown(value, 60)}: expected a number of GPUs >= 0 or auto") from None
     if gpus < 0 or gpus != gpus:
-        raise WorkbenchError(f"{where} {value!r}: expected a number of GPUs >= 0 or auto")
+        raise WorkbenchError(f"{where} {shown(value, 60)}: expected a number of GPUs >= 0 or auto")
     return gpus
 
 

@@ -162,6 +162,49 @@ def sqlite_path(url: str) -> Path | None:
     return None if path in ("", ":memory:") else Path(path)
 
 
+def unwritable_reason(folder: Path) -> str | None:
+    """Why SQLite could not create its shared-memory file (-shm) beside a store in `folder`, or None: a read-only
+    file system (a finished store on a read-only mount, a CD, a snapshot), a folder this user cannot write, or a
+    full disk (under 1 MB free)."""
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "is on a read-only file system"
+    except OSError:
+        return None
+    if not os.access(folder, os.W_OK):
+        return "is in a folder you cannot write"
+    if _nearly_full(folder / "x"):
+        return "is on a full disk"
+    return None
+
+
+def sqlite_reader_uri(path: Path) -> str:
+    """The SQLite URI filename that reads the store at `path` and never writes, locks or needs free space.
+
+    Where its folder can be written: `mode=ro` (WAL: readers see a running study's last commits). Where it
+    cannot (read-only medium, someone else's folder, full disk) SQLite cannot make the -shm file a WAL reader
+    needs: `immutable=1` reads the file as it is, which is the whole store once its write-ahead log (-wal) has
+    been folded in (as the last writer closing does). Where a -wal and its -shm are there (a writer of another
+    user's at work), `mode=ro` (SQLite reads them without writing); a non-empty -wal without its -shm cannot be
+    read there, and says so in one line."""
+    from urllib.parse import quote
+
+    base = f"file:{quote(str(path.resolve()), safe='/')}"
+    why = unwritable_reason(path.resolve().parent)
+    if why is None:
+        return f"{base}?mode=ro"
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    if wal.is_file() and shm.is_file():
+        # A writer is (or was) at work: SQLite reads a WAL store it cannot write when both files are there, and
+        # sees the writer's commits (an immutable read of a file being written could tear).
+        return f"{base}?mode=ro"
+    if wal.is_file() and wal.stat().st_size > 0:
+        raise WorkbenchError(f"study store {str(path)!r} {why}, and its write-ahead log {wal.name} holds recent "
+                             f"trials that SQLite can only read with its {shm.name} beside it; copy the store's "
+                             "files to a writable folder and read it there")
+    return f"{base}?immutable=1"
+
+
 def driver_url(url: str) -> str:
     """The URL SQLAlchemy opens: a plain postgresql:// (SQLAlchemy's psycopg2 by default) uses psycopg 3, the
     driver of the `postgres` extra, unless psycopg2 is what is installed."""

@@ -4,8 +4,11 @@ The driver sends a `WorkItem` (as a plain dict, which Ray pickles cheaply); `exe
 failing model: an exception, a diverged (NaN) loss or an out-of-memory error becomes a record with status
 "failed" and the error, so the driver stores it and the study goes on. Per-epoch metrics go to Ray Tune as
 they come (schedulers and the driver's progress see them); the final report carries the whole record as
-JSON. A completed trial's checkpoints are deleted (its record, metrics and result files stay) unless the
-item says to keep them.
+JSON. A finished trial's checkpoints are deleted, whether it completed, failed or diverged (its record,
+metrics and result files stay), unless the item says to keep them (--keep-checkpoints); a trial a scheduler
+stops early never returns here, so the driver removes its checkpoints with `remove_checkpoints`. A failure for
+want of memory (CUDA, the CPU allocator, Python's MemoryError, a DataLoader worker the kernel killed) is
+recorded as "oom", not a plain exception. A stored error is one line (a file name's line break as \\n).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from workbench.errors import one_line
 
 FINAL_KEY = "workbench_record"  # the final Tune result carries the record under this key
 
@@ -55,15 +60,38 @@ class WorkItem:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
+_OOM_TEXTS = ("out of memory", "can't allocate memory", "cannot allocate memory", "bad_alloc",
+              "killed by signal: killed", "memoryerror")
+
+
 def _classify(exc: BaseException) -> str:
+    """nospace | oom | exception, from the exception and what caused it."""
+    import errno
+
     from workbench.errors import is_no_space
 
-    text = f"{type(exc).__name__}: {exc}"
     if is_no_space(exc):
         return "nospace"
-    if "OutOfMemory" in type(exc).__name__ or "out of memory" in text.lower():
-        return "oom"
+    e: BaseException | None = exc
+    for _ in range(8):
+        if e is None:
+            break
+        text = f"{type(e).__name__}: {e}".lower()
+        if isinstance(e, MemoryError) or "outofmemory" in type(e).__name__.lower() or \
+                (isinstance(e, OSError) and e.errno == errno.ENOMEM) or any(t in text for t in _OOM_TEXTS):
+            return "oom"
+        e = e.__cause__ or e.__context__
     return "exception"
+
+
+def lost_worker_failure(error: BaseException | str | None) -> str:
+    """"oom" when the error Ray gives for a trial whose worker died says memory was why (its memory monitor's
+    OutOfMemoryError, "killed due to ... low on memory", the kernel's OOM killer), else "worker": for the
+    driver, which sees such a death only as Tune's trial error."""
+    text = (f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error or "")).lower()
+    if any(t in text for t in ("outofmemoryerror", "low on memory", "oom killer", "oom-kill", "out of memory")):
+        return "oom"
+    return "worker"
 
 
 def _no_space_where(exc: BaseException, run_dir: str | None) -> str:
@@ -150,22 +178,25 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
         primary = getattr(result, getattr(result, "metric", "top1"), None)  # top1, miou or map
         if result.status != "completed" or primary is None or not math.isfinite(float(primary)):
             record.update(status="failed", failure="nan",
-                          error=f"training {result.status}: {getattr(result, 'message', '') or 'non-finite loss'}")
-            return _done(record, t0)
-        record["status"] = "completed"
-        if run_dir and not item.keep_checkpoints:
-            record["checkpoints_removed"] = _remove_checkpoints(run_dir)
+                          error=one_line(f"training {result.status}: "
+                                         f"{getattr(result, 'message', '') or 'non-finite loss'}", 2000))
+        else:
+            record["status"] = "completed"
     except Exception as exc:  # noqa: BLE001 - every failure must become a stored record, not a lost trial
         if type(exc).__name__ == "TakenOver":  # another process owns the work now: its record, not ours
             record.update(status="taken", failure="taken", error=f"{stage}: {exc}")
             return _done(record, t0)
         record.update(status="failed", failure=_classify(exc), stage=stage,
-                      error=f"{stage}: {type(exc).__name__}: {exc}"[:2000],
+                      error=one_line(f"{stage}: {type(exc).__name__}: {exc}", 2000),
                       traceback="".join(traceback.format_exception(exc))[-4000:])
         if record["failure"] == "nospace":
             record["error_line"] = _no_space_where(exc, item.run_dir)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+    if item.run_dir and not item.keep_checkpoints:  # completed, failed or diverged alike: the weights go
+        removed = remove_checkpoints(Path(item.run_dir))
+        if removed:
+            record["checkpoints_removed"] = removed
     return _done(record, t0)
 
 
@@ -186,17 +217,26 @@ def _rss_mb() -> float | None:
     return None
 
 
-def _remove_checkpoints(run_dir: Path) -> int:
-    """A completed trial needs its record, not its weights: checkpoints go, metrics and results stay."""
+def remove_checkpoints(run_dir: Path | str | None) -> int:
+    """A finished trial (completed, failed, diverged, stopped early) needs its record, not its weights:
+    checkpoints go, metrics and results stay. Returns the bytes freed; a folder that is gone is 0."""
     from workbench.training.checkpoint import BAD_SUFFIX, CHECKPOINT
 
+    if not run_dir:
+        return 0
     removed = 0
-    for path in run_dir.glob(f"{CHECKPOINT}*"):
+    for path in Path(run_dir).glob(f"{CHECKPOINT}*"):
         if BAD_SUFFIX in path.name:  # a refused checkpoint set aside: evidence, kept
             continue
-        removed += path.stat().st_size
-        path.unlink(missing_ok=True)
+        try:
+            removed += path.stat().st_size
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
     return removed
+
+
+_remove_checkpoints = remove_checkpoints  # the name tests and older callers use
 
 
 def _log_attempt(run_dir: Path, item: WorkItem) -> None:

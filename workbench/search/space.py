@@ -20,9 +20,16 @@ from typing import Any, Mapping
 from workbench.arch.resolve import check_resolution, resolve_spec
 from workbench.arch.spec import ModelSpec, override_keys
 from workbench.counting import COUNTERS, DEFAULT_COUNTERS
-from workbench.engine.filecheck import FileChecker, LatencyPlan, latency_plan, resources_of, scalar_text
+from workbench.engine.filecheck import (
+    MAX_DESCRIPTION,
+    FileChecker,
+    LatencyPlan,
+    latency_plan,
+    resources_of,
+    scalar_text,
+)
 from workbench.errors import WorkbenchError
-from workbench.fileio import find_named_file, unique_folders
+from workbench.fileio import find_named_file, shown, unique_folders
 from workbench.yamlfile import load_yaml
 
 TOP_KEYS = ("name", "description", "base", "fixed", "parameters", "dataset", "schedule", "schedule_overrides",
@@ -102,6 +109,9 @@ def parse_space(c: FileChecker, data: Any, path: Path, text: str) -> SearchSpace
     for required in ("name", "base", "parameters", "dataset", "schedule"):
         if required not in data:
             raise c.fail(required, "is required")
+    # The space's name names its study in the store (search-NAME) and its run folders: NAME_RE, checked first.
+    name = c.name("name", data["name"])
+    description = c.text("description", data.get("description"), MAX_DESCRIPTION, one_line=False)
     known = set(override_keys())
     fixed = c.assignments("fixed", data.get("fixed"))
     raw = data["parameters"]
@@ -111,7 +121,7 @@ def parse_space(c: FileChecker, data: Any, path: Path, text: str) -> SearchSpace
     base = c.string("base", data["base"])
     cpus, gpus = resources_of(c, data.get("resources", {}))
     space = SearchSpace(
-        name=c.string("name", data["name"]), path=path, description=str(data.get("description", "") or "").strip(),
+        name=name, path=path, description=description,
         base=base, fixed=fixed, params=params, dataset=c.string("dataset", data["dataset"]),
         schedule=c.string("schedule", data["schedule"]),
         schedule_overrides=c.assignments("schedule_overrides", data.get("schedule_overrides")),
@@ -121,14 +131,15 @@ def parse_space(c: FileChecker, data: Any, path: Path, text: str) -> SearchSpace
         latency=latency_plan(c, data.get("latency", False)),
         text=text)
     if not space.counters or any(x not in COUNTERS for x in space.counters):
-        raise c.fail("counters", f"{list(space.counters)!r}: expected a non-empty list of {' | '.join(COUNTERS)}")
+        raise c.fail("counters", f"{shown(list(space.counters), 80)}: expected a non-empty list of "
+                     f"{' | '.join(COUNTERS)}")
     # Each value alone on the base must build: a typo'd value fails here, not in trial 17.
     for p in params:
         for value in p.extremes():
             try:
                 check_resolution(space.spec_for({p.key: value}), space.count_resolution)
             except WorkbenchError as e:
-                raise c.fail(f"parameters.{p.key}", f"value {value!r}: {e}") from None
+                raise c.fail(f"parameters.{p.key}", f"value {shown(value, 80)}: {e}") from None
     return space
 
 
@@ -158,7 +169,7 @@ def _param(c: FileChecker, key: str, raw: Any, known: set[str]) -> Param:
         step = c.number(f"{where}.step", step, minimum=1e-12)
     log = rng.get("log", False)
     if not isinstance(log, bool):
-        raise c.fail(f"{where}.log", f"expected true or false, got {log!r}")
+        raise c.fail(f"{where}.log", f"expected true or false, got {shown(log, 60)}")
     if log and step is not None:
         raise c.fail(where, "use either step or log, not both")
     integer = all(isinstance(rng.get(k), int) and not isinstance(rng.get(k), bool)

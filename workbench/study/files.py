@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,6 +23,8 @@ from workbench.arch.spec import ModelSpec
 from workbench.arch.tasks import TASKS, TaskSpec, resolve_model
 from workbench.counting import COUNTERS, DEFAULT_COUNTERS
 from workbench.engine.filecheck import (
+    MAX_DESCRIPTION,
+    MAX_LABEL,
     FileChecker,
     LatencyPlan,
     kind_of,
@@ -34,7 +35,7 @@ from workbench.engine.filecheck import (
 )
 from workbench.engine.objectives import needs_latency, parse_objective, with_needed_counters
 from workbench.errors import WorkbenchError
-from workbench.fileio import find_named_file, names_in, unique_folders
+from workbench.fileio import NAME_RE, find_named_file, names_in, shown, unique_folders  # noqa: F401 - NAME_RE re-exported
 from workbench.study.published import lookup_published
 from workbench.training.data import normalize_dataset
 from workbench.yamlfile import load_yaml
@@ -49,7 +50,6 @@ TASK_METRICS = {"classification": ("top1", "top5"), "segmentation": ("miou",), "
 RATIO_KEYS = ("pairs", "runtimes", "threads", "resolution", "warmup", "iters", "rounds")
 MAX_SEEDS = 1000  # seeds per variant
 MAX_VARIANTS = 10_000  # variants of a study (a grid's combinations included)
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -137,9 +137,8 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
     for required in ("name", "base", "dataset", "schedule"):
         if required not in data:
             raise c.fail(required, "is required")
-    name = c.string("name", data["name"])
-    if not NAME_RE.match(name):
-        raise c.fail("name", f"{name!r}: use letters, digits, '-', '_', '.' (at most 64 characters)")
+    name = c.name("name", data["name"])  # the store's study name and the run folder's: NAME_RE
+    description = c.text("description", data.get("description"), MAX_DESCRIPTION, one_line=False)
     base = c.string("base", data["base"])
     task = data.get("task")
     if task is not None and task not in TASKS:
@@ -156,7 +155,7 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
     names = [v.name for v in variants]
     baseline = c.string("baseline", data.get("baseline", names[0]))
     if baseline not in names:
-        raise c.fail("baseline", f"{baseline!r} is not a variant; accepted: {', '.join(names)}")
+        raise c.fail("baseline", f"{shown(baseline, 80)} is not a variant; accepted: {', '.join(names)}")
 
     seeds_raw = data.get("seeds", 1)
     if isinstance(seeds_raw, list):
@@ -186,14 +185,14 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
             raise c.fail("count_resolution", f"variant {v.name}: {e}") from None
     counters_raw = data.get("counters", list(DEFAULT_COUNTERS))
     if not isinstance(counters_raw, list) or not counters_raw or any(x not in COUNTERS for x in counters_raw):
-        raise c.fail("counters", f"{counters_raw!r}: expected a non-empty list of {' | '.join(COUNTERS)}")
+        raise c.fail("counters", f"{shown(counters_raw, 80)}: expected a non-empty list of {' | '.join(COUNTERS)}")
     latency = latency_plan(c, data.get("latency", False))
     if latency is None and needs_latency(objectives):
         raise c.fail("latency", "the objectives name latency_ms or throughput_img_s; add a latency block, e.g. "
                      "latency: {device: cpu, batch: 8, warmup: 2, iters: 10, resolution: 256}")
     # A counter an objective names is computed even when `counters` leaves it out.
     counters_raw = list(with_needed_counters(objectives, counters_raw))
-    return Study(name=name, path=path, description=str(data.get("description", "") or "").strip(),
+    return Study(name=name, path=path, description=description,
                  variants=variants, baseline=baseline, dataset=_dataset(c, data["dataset"]),
                  schedule=c.string("schedule", data["schedule"]),
                  schedule_overrides=c.assignments("schedule_overrides", data.get("schedule_overrides")),
@@ -242,9 +241,9 @@ def _variants(c: FileChecker, base: str, raw: Any, task: str | None = None) -> l
         item = c.keys(where, item, VARIANT_KEYS)
         if "name" not in item:
             raise c.fail(f"{where}.name", "is required")
-        name = c.string(f"{where}.name", scalar_text(item["name"]))
-        if not NAME_RE.match(name):
-            raise c.fail(f"{where}.name", f"{name!r}: use letters, digits, '-', '_', '.'")
+        raw_name = item["name"]
+        name = c.name(f"{where}.name", scalar_text(raw_name) if isinstance(raw_name, (int, float)) else raw_name)
+        label = c.text(f"{where}.label", item.get("label"), MAX_LABEL) or name
         if name in [v.name for v in out]:
             raise c.fail(f"{where}.name", f"{name!r} is used twice; variant names must be unique")
         preset = c.string(f"{where}.preset", item.get("preset", base))
@@ -257,7 +256,7 @@ def _variants(c: FileChecker, base: str, raw: Any, task: str | None = None) -> l
                 published = lookup_published(item["published"])
             except WorkbenchError as e:
                 raise c.fail(f"{where}.published", str(e)) from None
-        out.append(Variant(name, str(item.get("label", "") or name), spec, preset, overrides, published, init_from))
+        out.append(Variant(name, label, spec, preset, overrides, published, init_from))
     return out
 
 
@@ -276,6 +275,10 @@ def _grid(c: FileChecker, base: str, raw: Any, task: str | None = None) -> list[
     for combo in itertools.product(*(raw[k] for k in keys)):
         overrides = {str(k): scalar_text(v) for k, v in zip(keys, combo)}
         name = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in overrides.items())
+        # The name becomes the items' run folder name (workspace/runs/STUDY/NAME-SEED-KEY): one path component.
+        if any(ch in name for ch in "/\\") or any(ord(ch) < 32 for ch in name) or len(name) > 200:
+            raise c.fail("grid", f"the combination {shown(name, 80)} cannot name a variant (a path separator, a "
+                         "control character, or over 200 characters); grid values are numbers and short words")
         spec = _build(c, "grid", base, overrides, task)
         out.append(Variant(name, name, spec, base, overrides, None))
     return out
@@ -305,7 +308,7 @@ def _ratios(c: FileChecker, raw: Any, names: set[str]) -> LatencyRatioPlan | Non
     for p in pairs:
         for name in p:
             if name not in names:
-                raise c.fail("latency_ratios.pairs", f"unknown variant {name!r}: accepted are "
+                raise c.fail("latency_ratios.pairs", f"unknown variant {shown(name, 80)}: accepted are "
                              f"{', '.join(sorted(names))}")
     runtimes = raw.get("runtimes", list(LatencyRatioPlan.runtimes))
     if not isinstance(runtimes, list) or not runtimes:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import WorkbenchError
-from workbench.fileio import find_named_file, unique_folders
+from workbench.fileio import find_named_file, shown, unique_folders
 from workbench.study.files import load_study, study_dirs
 from workbench.yamlfile import load_yaml
 
@@ -132,8 +132,8 @@ def resolve_data(ladder: Ladder) -> list[Rung]:
         try:
             out.append(dataclasses.replace(r, dataset=normalize_dataset(r.dataset)))
         except WorkbenchError as e:
-            raise WorkbenchError(f"ladder {ladder.name!r}, rung {r.name!r}: {e} (edit the ladder file, or choose "
-                                 f"rungs with --rungs)") from None
+            raise WorkbenchError(f"ladder {shown(ladder.name, 60)}, rung {shown(r.name, 60)}: {e} (edit the ladder "
+                                 "file, or choose rungs with --rungs)") from None
     return out
 
 
@@ -144,7 +144,7 @@ def select_rungs(ladder: Ladder, names: str | None) -> Ladder:
     known = [r.name for r in ladder.rungs]
     missing = [n for n in wanted if n not in known]
     if missing or not wanted:
-        raise WorkbenchError(f"--rungs {names!r}: accepted rung names are {', '.join(known)}")
+        raise WorkbenchError(f"--rungs {shown(names, 80)}: accepted rung names are {', '.join(known)}")
     return dataclasses.replace(ladder, rungs=[r for r in ladder.rungs if r.name in wanted])
 
 

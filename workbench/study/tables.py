@@ -8,7 +8,7 @@ import io
 import textwrap
 from pathlib import Path
 
-from workbench.fileio import write_all
+from workbench.fileio import check_name, write_all
 from workbench.study import paired
 from workbench.study.results import StudyTable
 from workbench.table import CONSOLE_WIDTH
@@ -245,7 +245,8 @@ def render_csv(t: StudyTable) -> str:
 
 
 def write_outputs(t: StudyTable, out_dir: Path) -> list[Path]:
-    """The table as CSV and Markdown, both or neither."""
+    """The table as CSV and Markdown, both or neither; the study's name (from the store) must be a plain name."""
+    check_name(t.study, "study name")
     return write_all(out_dir, {f"{t.study}.csv": render_csv(t), f"{t.study}.md": render_markdown(t)})
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import WorkbenchError, first_line, os_error_line
-from workbench.fileio import atomic_write
+from workbench.fileio import atomic_write, shown
 from workbench.training.folders import IMAGE_SUFFIXES, MAX_CLASSES  # noqa: F401 - part of this module's face
 
 DEFAULT_DATASET = "digits"
@@ -41,6 +41,7 @@ class Dataset:
     test_x: np.ndarray
     test_y: np.ndarray
     classes: list[str]
+    skipped: object = None  # an image folder's damaged files left out (folders.SkippedImages), or None
 
     @property
     def num_classes(self) -> int:
@@ -243,20 +244,25 @@ def cache_dir() -> Path:
 
 
 def decode_image(path: Path, size: int) -> np.ndarray:
-    """Shorter side to `size`, centre square crop, RGB uint8: the cache keeps what any crop could use."""
+    """Shorter side to `size`, centre square crop, RGB uint8: the cache keeps what any crop could use. Images of
+    more than 8 bits per channel are scaled to 8 (folders.rgb8), not clipped."""
     from PIL import Image, UnidentifiedImageError
+
+    from workbench.training.folders import rgb8
 
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = rgb8(im)
             w, h = im.size
             scale = size / min(w, h)
             im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
             w, h = im.size
             left, top = (w - size) // 2, (h - size) // 2
             return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise WorkbenchError(f"unreadable image {path}: {type(e).__name__}: {first_line(e)}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        # PIL raises SyntaxError for some malformed headers (a PNG's broken chunk)
+        raise WorkbenchError(f"unreadable image {shown(str(path), 200)}: {type(e).__name__}: {first_line(e)}") \
+            from None
 
 
 def _fingerprint(root: Path, files: list[Path], size: int) -> str:
@@ -267,32 +273,60 @@ def _fingerprint(root: Path, files: list[Path], size: int) -> str:
     return h.hexdigest()[:16]
 
 
-def _decode_split(files: list[Path], size: int) -> np.ndarray:
-    # PIL releases the GIL while decoding, so threads use every core without worker processes.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        return np.stack(list(pool.map(lambda f: decode_image(f, size), files)))
+def _decode_split(files: list[Path], size: int, split: str, skipped) -> tuple[np.ndarray, np.ndarray]:
+    """(the images decoded, the indices of `files` they are); a damaged file is left out and counted in
+    `skipped` (past the split's limit: one line, the run stops)."""
+    def one(f: Path) -> np.ndarray | str:
+        try:
+            return decode_image(f, size)
+        except WorkbenchError as e:
+            return str(e).split(": ", 1)[-1]  # why, without the 'unreadable image PATH' the record names apart
+
+    # PIL releases the GIL while decoding, so threads use the run's cores without worker processes: as many as
+    # it may use (a trial's pinned thread count), not every core of a shared machine.
+    import torch
+
+    from workbench.machine import usable_cores
+
+    with ThreadPoolExecutor(max_workers=max(1, min(usable_cores(), torch.get_num_threads()))) as pool:
+        decoded = list(pool.map(one, files))
+    keep = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
+    for f, d in zip(files, decoded):
+        if isinstance(d, str):
+            skipped.add(split, str(f), d)
+    if not keep:
+        return np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64)
+    return np.stack([decoded[i] for i in keep]), np.asarray(keep, dtype=np.int64)
 
 
 def load_imagefolder(spec: str, size: int, listed=None) -> Dataset:
     """The folder decoded once to `size` px into a uint8 cache (and read from it later); `listed` is its listing
-    when the caller already has it (training/folders.py, the one lister)."""
-    from workbench.training.folders import index_imagefolder
+    when the caller already has it (training/folders.py, the one lister). Damaged files are left out, counted
+    (`Dataset.skipped`), and remembered by the cache."""
+    from workbench.training.folders import SkippedImages, index_imagefolder
 
     listed = listed or index_imagefolder(spec)
     root, classes = listed.root, listed.classes
     tr_files = [Path(os.fsdecode(f)) for f in listed.train.files]
     va_files = [Path(os.fsdecode(f)) for f in listed.test.files]
+    skipped = SkippedImages({"train": len(tr_files), "val": len(va_files)})
     cache = cache_dir() / "imagefolder" / f"{root.name}-{size}px-{_fingerprint(root, tr_files + va_files, size)}.npz"
     if cache.is_file():
         try:
             with np.load(cache) as z:
-                return make_dataset(f"imagefolder:{spec}", (z["train_x"], z["train_y"]), (z["test_x"], z["test_y"]),
-                                    classes, f"imagefolder:{spec}")
+                if "skipped" in z.files:
+                    skipped = SkippedImages.load(str(z["skipped"]))
+                ds = make_dataset(f"imagefolder:{spec}", (z["train_x"], z["train_y"]), (z["test_x"], z["test_y"]),
+                                  classes, f"imagefolder:{spec}")
+                ds.skipped = skipped if skipped.count else None
+                return ds
         except (OSError, ValueError, KeyError, EOFError):
             pass  # a damaged cache is rebuilt below
-    train = (_decode_split(tr_files, size), listed.train.labels)
-    test = (_decode_split(va_files, size), listed.test.labels)
-    ds = make_dataset(f"imagefolder:{spec}", train, test, classes, f"imagefolder:{spec}")
+    tr_x, tr_keep = _decode_split(tr_files, size, "train", skipped)
+    va_x, va_keep = _decode_split(va_files, size, "val", skipped)
+    ds = make_dataset(f"imagefolder:{spec}", (tr_x, listed.train.labels[tr_keep]), (va_x, listed.test.labels[va_keep]),
+                      classes, f"imagefolder:{spec}")
+    ds.skipped = skipped if skipped.count else None
     _write_cache(cache, ds)
     return ds
 
@@ -301,8 +335,9 @@ def _write_cache(path: Path, ds: Dataset) -> None:
     """Write to a temporary file and rename, so a killed run never leaves a half cache that later loads."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        extra = {"skipped": np.array(ds.skipped.dump())} if ds.skipped is not None else {}
         atomic_write(path, lambda f: np.savez(f, train_x=ds.train_x, train_y=ds.train_y, test_x=ds.test_x,
-                                              test_y=ds.test_y))
+                                              test_y=ds.test_y, **extra))
     except OSError:
         pass  # an unwritable cache only costs the decode next time
 

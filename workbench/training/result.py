@@ -31,6 +31,8 @@ class RunResult:
     data_path: str = "memory"  # "memory" (decoded arrays) or "stream" (an image folder decoded per step)
     per_image: dict | None = None  # the last evaluation's hits per test image (training/predictions.py)
     allocator: str = "default"  # how freed memory was handled on the CPU (training/allocator.py)
+    # damaged image files left out (folders.SkippedImages.record): {"count", "train", "val", "first": [...]}
+    skipped_images: dict | None = None
     # The run's primary metric: top1 for a classifier; miou (segmentation) or map (detection, COCO mAP@[.5:.95])
     # for a task model, whose top1/top5 are None. Each in percent, of the last epoch's EMA model.
     metric: str = "top1"
@@ -47,7 +49,6 @@ class RunResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
 
 
 LABELS = {"top1": "top-1 %", "top5": "top-5 %", "miou": "mIOU %", "map": "mAP %", "map50": "mAP@.5 %"}

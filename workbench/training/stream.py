@@ -11,13 +11,20 @@ normalised there. Evaluation resizes the shorter side to `eval_resize` and takes
 Each image's random draws come from a generator seeded by (run seed, epoch, position in the epoch), so a
 resumed run replays the same crops whatever the number of workers.
 
-A file that cannot be decoded stops the run with one line naming it (torchvision's ImageFolder would raise
-too); files without an image suffix are skipped and counted, as ImageFolder skips them.
+A file that cannot be decoded (truncated, not an image) is skipped and counted (`folders.SkippedImages`): in a
+training batch its place is taken by another image of the same batch, so every step keeps its size; in an
+evaluation batch by a copy scored as a miss, so per-image records stay aligned with the split. Past
+`folders.skip_limit` of a split the run stops with one line naming a file. Files without an image suffix are
+skipped and counted, as ImageFolder skips them. Images of more than 8 bits per channel are scaled to uint8.
+
+Workers: at most the schedule's `workers`, the usable cores, the trial's CPU share (its pinned thread count)
+and what /dev/shm holds; a 1-CPU share on a CPU device decodes in the training process itself (0 workers).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 
@@ -25,8 +32,16 @@ import numpy as np
 import torch
 
 from workbench.errors import WorkbenchError, first_line
+from workbench.fileio import shown
 from workbench.training.batches import MEAN, STD, EpochPlan, epoch_seed
-from workbench.training.folders import FolderSplit, ImageFolderSet, index_imagefolder  # noqa: F401 - re-exported
+from workbench.training.folders import (  # noqa: F401 - FolderSplit, index_imagefolder re-exported
+    FolderSplit,
+    ImageFolderSet,
+    SkippedImages,
+    index_imagefolder,
+    rgb8,
+    uint8_image,
+)
 from workbench.training.schedules import Schedule
 
 _TORCHVISION_DECODES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
@@ -54,15 +69,19 @@ def read_image(path: str) -> torch.Tensor:
                 data = f.read()
             if not data:
                 raise UnreadableImage("empty file")
-            return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            return uint8_image(decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                                            mode=ImageReadMode.RGB))
         from PIL import Image
 
         with Image.open(path) as im:
-            return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
+            return torch.from_numpy(np.asarray(rgb8(im)).copy()).permute(2, 0, 1)
     except UnreadableImage:
         raise
     except Exception as e:  # noqa: BLE001 - any decoder failure is the file's fault; name it, one line
-        raise UnreadableImage(f"{type(e).__name__}: {first_line(e)}") from None
+        # torchvision's messages start with where in its C++ it failed ("decode_jpeg, /__w/.../decode_jpeg.cpp:171,"):
+        # the user needs the why that follows.
+        why = re.sub(r"^\w+, \S+\.(cpp|h):\d+, ", "", first_line(e))
+        raise UnreadableImage(f"{type(e).__name__}: {why}") from None
 
 
 def _interp(name: str):
@@ -156,28 +175,45 @@ def _empty(shape: tuple[int, ...], dtype: torch.dtype, stride: tuple[int, ...]) 
     return torch.empty(0, dtype=dtype).set_(storage._untyped_storage, 0, shape, stride)
 
 
+MISS = -1  # the label of an evaluation image that could not be decoded: no prediction matches it
+
+
 class _Collate:
     """Stack a batch; on a CPU run also normalise it here, in the worker, where it runs in parallel (for a GPU
-    the uint8 batch crosses the bus at a quarter of the bytes and the device normalises it for free)."""
+    the uint8 batch crosses the bus at a quarter of the bytes and the device normalises it for free).
 
-    def __init__(self, normalise: bool):
-        self.normalise = normalise
+    An image that could not be decoded is replaced by another of the batch (training: with that image's label;
+    evaluation: labelled MISS), and named in the third element, [(path, why)]; a batch with no readable image
+    is (None, None, bad)."""
 
-    def __call__(self, items: list) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, str]:
-        for img, path, why in items:
-            if img is None:
-                return None, f"unreadable image {path}: {why}"
-        imgs = [img for img, _, _ in items]
+    def __init__(self, normalise: bool, evaluation: bool = False):
+        self.normalise, self.evaluation = normalise, evaluation
+
+    def __call__(self, items: list) -> tuple[torch.Tensor | None, torch.Tensor | None, list[tuple[str, str]]]:
+        bad = [(path, why) for img, path, why in items if img is None]
+        good = [(img, y) for img, y, _ in items if img is not None]
+        if not good:
+            return None, None, bad
+        if bad:
+            filled, k = [], 0
+            for img, y, _ in items:
+                if img is None:
+                    img, y = good[k % len(good)][0], (MISS if self.evaluation else good[k % len(good)][1])
+                    k += 1
+                filled.append((img, y))
+        else:
+            filled = good
+        imgs = [img for img, _ in filled]
         n, (c, h, w) = len(imgs), imgs[0].shape
-        labels = torch.tensor([y for _, y, _ in items], dtype=torch.int64)
+        labels = torch.tensor([y for _, y in filled], dtype=torch.int64)
         if not self.normalise:
-            return torch.stack(imgs, out=_empty((n, c, h, w), torch.uint8, (c * h * w, h * w, w, 1))), labels
+            return torch.stack(imgs, out=_empty((n, c, h, w), torch.uint8, (c * h * w, h * w, w, 1))), labels, bad
         # Written straight into shared memory, channels_last, as torch's default_collate does for its batches:
         # a worker's batch then reaches the main process without another copy.
         out = _empty((n, c, h, w), torch.float32, (c * h * w, 1, w * c, c))
         for i, img in enumerate(imgs):
             out[i].copy_(img)
-        return out.mul_(_SCALE).add_(_SHIFT), labels
+        return out.mul_(_SCALE).add_(_SHIFT), labels, bad
 
 
 class _PlanSampler(torch.utils.data.Sampler):
@@ -240,18 +276,31 @@ def _workers_shm_allows(schedule: Schedule, device: torch.device) -> int:
     return max(0, fits)
 
 
+def worker_count(schedule: Schedule, device: torch.device, cpus: int | None = None) -> int:
+    """DataLoader workers for a run whose CPU share is `cpus` (its pinned thread count; None: the usable cores):
+    at most the schedule's `workers`, the usable cores, the share and what /dev/shm holds. A 1-CPU share on a CPU
+    device decodes in the training process (0 workers): a worker there would only take turns with the training
+    step on the one core, and pay the batch's hand-over through shared memory on top (bench/data_throughput.py)."""
+    share = usable_cpus() if cpus is None else max(1, min(int(cpus), usable_cpus()))
+    if share == 1 and device.type == "cpu":
+        return 0
+    return max(0, min(schedule.workers, share, _workers_shm_allows(schedule, device)))
+
+
 class FolderBatches:
     """The streamed source: `train(plan)` yields (NCHW at the step's size, labels, size) on the device, already
     cropped: uint8 for CUDA, normalised float on CPU (`normalised`); `test(batch)` yields evaluation batches.
-    `workers` is capped at the usable CPUs."""
+    `workers` is capped at the run's CPU share (`worker_count`); `skipped` counts the damaged files met."""
 
     resident = False
     augmented = True  # batches arrive cropped and flipped: the trainer at most normalises them
 
-    def __init__(self, ds: ImageFolderSet, device: torch.device, schedule: Schedule, seed: int):
+    def __init__(self, ds: ImageFolderSet, device: torch.device, schedule: Schedule, seed: int,
+                 cpus: int | None = None):
         self.ds, self.device, self.schedule, self.seed = ds, device, schedule, seed
-        self.workers = min(schedule.workers, usable_cpus(), _workers_shm_allows(schedule, device))
+        self.workers = worker_count(schedule, device, cpus)
         self.normalised = device.type == "cpu"  # batches arrive normalised (float) rather than uint8
+        self.skipped = SkippedImages({"train": len(ds.train), "val": len(ds.test)})
         self._sampler = _PlanSampler(seed)
         # Workers are forked from this process: what they import for their first image (torchvision's decoders
         # and v2 transforms, about a second) is imported here once, not again in each worker of each evaluation.
@@ -262,27 +311,35 @@ class FolderBatches:
         # evaluation's are started per evaluation, so they hold no memory between.
         self._train_loader = self._loader(ds.train, self._sampler, persistent=True)
 
-    def _loader(self, split: FolderSplit, sampler, persistent: bool = False):
+    def _loader(self, split: FolderSplit, sampler, persistent: bool = False, evaluation: bool = False):
         w = self.workers
         return torch.utils.data.DataLoader(
-            _Items(split, self.schedule), batch_sampler=sampler, collate_fn=_Collate(self.normalised), num_workers=w,
-            pin_memory=self.device.type == "cuda", prefetch_factor=2 if w else None,
+            _Items(split, self.schedule), batch_sampler=sampler, collate_fn=_Collate(self.normalised, evaluation),
+            num_workers=w, pin_memory=self.device.type == "cuda", prefetch_factor=2 if w else None,
             timeout=WORKER_TIMEOUT_S if w else 0, persistent_workers=persistent and w > 0)
 
-    def _batches(self, loader):
-        for x, y in loader:
+    def _batches(self, loader, split: str):
+        for x, y, bad in loader:
+            for path, why in bad:
+                self.skipped.add(split, path, why)  # past the split's limit: one line, the run stops
             if x is None:
-                raise WorkbenchError(y)
+                if split == "train":
+                    raise WorkbenchError(f"no image of a training batch could be decoded, e.g. "
+                                         f"{shown(bad[0][0], 160)}: {shown(bad[0][1], 120)}")
+                r = self.schedule.resolution  # an evaluation batch of misses keeps the per-image record aligned
+                x = torch.zeros((len(bad), 3, r, r), dtype=torch.float32 if self.normalised else torch.uint8)
+                y = torch.full((len(bad),), MISS, dtype=torch.int64)
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def train(self, plan: EpochPlan, epoch: int = 0):
         sizes = iter([size for size, _, _ in plan.steps])
         self._sampler.set_epoch(plan, epoch)
-        for x, y in self._batches(self._train_loader):
+        for x, y in self._batches(self._train_loader, "train"):
             yield x, y, next(sizes)
 
     def test(self, batch: int):
-        yield from self._batches(self._loader(self.ds.test, _EvalSampler(len(self.ds.test), batch)))
+        loader = self._loader(self.ds.test, _EvalSampler(len(self.ds.test), batch), evaluation=True)
+        yield from self._batches(loader, "val")
 
 
 def decoded_bytes(n_images: int, size: int) -> int:

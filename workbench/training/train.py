@@ -58,6 +58,7 @@ from workbench.training.checkpoint import (
 )
 from workbench.training.data import DEFAULT_DATASET, Dataset, load_dataset, parse_dataset_name
 from workbench.training.ema import EMA
+from workbench.training.folders import SkippedImages
 from workbench.training.micro import MicroBatchPlan, WholeBatchNorm, eval_sizes, passes_for, plan_micro_batches
 from workbench.training.preflight import check_sizes, whole_set_note
 from workbench.training.result import RunResult
@@ -298,6 +299,7 @@ class _Loop:
         self.spec, self.schedule, self.ds, self.device, self.seed = spec, schedule, ds, device, seed
         self.progress = progress
         self.micro = micro.micro if micro else {}  # size -> images per forward/backward pass
+        share = torch.get_num_threads() if threads == "auto" else int(threads)  # the run's CPUs, before a probe
         self.threads = thread_chooser(threads, device)  # None: the thread count stays as it is
         seed_everything(seed)
         self.model = init_weights(MobileViT(spec, dropout=schedule.dropout), schedule.init).to(device)
@@ -309,7 +311,7 @@ class _Loop:
         self.opt = torch.optim.AdamW(param_groups(self.model, schedule.weight_decay, schedule.no_decay_bn_filter_bias),
                                      lr=schedule.warmup_init_lr, **fused)
         self.ema = EMA(self.model, schedule.ema_momentum, schedule.ema_warmup) if schedule.ema_momentum > 0 else None
-        self.source = (FolderBatches(ds, device, schedule, seed) if isinstance(ds, ImageFolderSet)
+        self.source = (FolderBatches(ds, device, schedule, seed, cpus=share) if isinstance(ds, ImageFolderSet)
                        else choose_source(ds, device, schedule))
         self.mix = batch_mixer(schedule, ds.num_classes)
         self.warmup = schedule.warmup_steps(len(plan_epoch(len(ds.train_y), schedule, seed, 0).steps))
@@ -431,7 +433,12 @@ def _result(loop: _Loop, status: str, message: str, device: torch.device, wall_s
         peak_mem_mb=peak_memory_mb(device), device=str(device), versions=versions(device), message=message,
         params=count_params(loop.model)[0], schedule=loop.schedule.name, dataset=loop.ds.name,
         out_dir=str(out_dir) if out_dir else None, n_test=len(loop.ds.test_y), peak_mem_scope=loop.mem_scope,
-        data_path=data_path_of(loop.ds), per_image=per_image)
+        data_path=data_path_of(loop.ds), per_image=per_image, skipped_images=_skipped(loop).record())
+
+
+def _skipped(loop: _Loop) -> SkippedImages:
+    """The damaged image files the run left out: met by the streaming workers, or by the in-memory decode."""
+    return getattr(loop.source, "skipped", None) or getattr(loop.ds, "skipped", None) or SkippedImages({})
 
 
 def _choose_allocator(spec: ModelSpec, micro: MicroBatchPlan, dev: torch.device, share: float) -> str:
@@ -536,6 +543,8 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
         loop = _Loop(spec, sched, ds, dev, int(seed), progress, threads, micro)
         loop.mem_scope = mem_scope
         result = _epochs(loop, ck, out, created, config, on_epoch, t_start, still_ours)
+        if _skipped(loop).count:
+            print(_skipped(loop).line(), file=sys.stderr, flush=True)
     finally:
         torch.set_num_threads(threads_before)
     result.refused_checkpoint = str(refused) if refused else None
