@@ -46,7 +46,7 @@ from workbench.engine.raystart import (
 from workbench.engine.resources import AUTO
 from workbench.engine.source import DONE, WAIT, Started, Tally, WorkSource
 from workbench.engine.store import Store, StoreUnreadable, workspace_dir
-from workbench.engine.trial import FINAL_KEY, WorkItem, execute
+from workbench.engine.trial import FINAL_KEY, WorkItem, execute, remove_checkpoints
 from workbench.errors import (
     DiskFull,
     Interrupted,
@@ -181,6 +181,9 @@ class Engine:
         if not self.address:
             check_local_resources(p.cpus, p.gpus)
             self._share_memory(source, local_slots(p.cpus, p.gpus))
+            from workbench.engine.rayproc import private_record_dir
+
+            private_record_dir(create=False)  # a records folder someone else could write is refused before the store
         for name, spec in source.specs():
             self.check_spec(source, name, spec)
 
@@ -399,6 +402,8 @@ class Engine:
             state, record = "PRUNED", {"stopped_at_epoch": epoch, "top1_at_stop": result.get("top1"),
                                        "epochs_trained": epoch, "rung_values": rung,
                                        "counts": counts_of(result)}
+            if not self.options.keep_checkpoints:  # Ray ended it before the trial could clean up after itself
+                record["checkpoints_removed"] = remove_checkpoints(st.item.run_dir)
         else:
             if record is None:
                 record = {"status": "failed", "failure": "worker",

@@ -155,7 +155,8 @@ def record_local_ray() -> Path | None:
 
 def forget_own_record() -> None:
     """This driver's record removed (its Ray has been shut down), as a normal exit does."""
-    _forget(record_dir() / f"{os.getpid()}.json")
+    for folder in _record_dirs():  # wherever record_local_ray wrote it
+        _forget(folder / f"{os.getpid()}.json")
 
 
 def _forget(path: Path) -> None:

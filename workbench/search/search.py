@@ -134,7 +134,9 @@ class SearchSource(WorkSource):
 
     def __init__(self, space: SearchSpace, opts: SearchOptions):
         self.space, self.opts = space, opts
-        self.name = opts.study_name or f"search-{space.name}"
+        from workbench.fileio import check_name
+
+        self.name = check_name(opts.study_name or f"search-{space.name}", "--study")
         self.objectives = opts.objectives
         self.rejects = 0
         self.last_reap = 0.0
