@@ -178,3 +178,8 @@ class ClaimCheck:
         except Exception:  # noqa: BLE001 - an unreachable store is the driver's to report; the trial goes on
             return True
         return row is None or (row.owner == self.owner and row.state == "running")
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None

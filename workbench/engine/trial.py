@@ -262,4 +262,22 @@ def tune_trainable(config: dict, train_fn: Callable | None = None, store_url: st
     check = ClaimCheck(store_url, study, item.key, item.owner) if store_url and study else None
     record = execute(item, report=lambda metrics: tune.report(metrics), train_fn=train_fn, still_ours=check)
     record["ray_node"] = ray.get_runtime_context().get_node_id()
+    if check is not None:
+        check.close()
+    record["worker_rss_mb"] = _release_memory()  # the worker is reused for the next trial: start it from this
     tune.report({FINAL_KEY: json.dumps(record, default=str)})
+
+
+def _release_memory() -> float | None:
+    """Between trials of a reused worker: collect the trial's objects and hand the allocator's free memory back to
+    the kernel (glibc malloc_trim), so the next trial starts where the first did. Returns the resident set after."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    return _rss_mb()
