@@ -170,7 +170,7 @@ def test_cli_trains_and_prints_a_summary(blobs, tmp_path, capsys):
     (["--dataset", "{blobs}", "--seed", "-1"], "seed"),
     (["--dataset", "{badlabels}"], "out of range"),
     (["--dataset", "{badkeys}"], "missing array"),
-    (["--dataset", "{badimage}"], "unreadable image"),
+    (["--dataset", "{badimage}"], "cannot be decoded"),
 ])
 def test_cli_bad_input_is_one_line_and_writes_nothing(args, needle, blobs, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
@@ -181,7 +181,8 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(args, needle, blobs, tmp_p
     np.savez(bad / "keys" / "train.npz", images=np.zeros((2, 32, 32, 3), np.uint8), y=np.array([0, 1]))
     from test_data import _image_folder
 
-    _image_folder(bad / "images", bad=True)
+    _image_folder(bad / "images", bad=True)  # one damaged file is skipped and counted; two are past the limit
+    (bad / "images" / "train" / "cat" / "broken2.jpg").write_bytes(b"\xff\xd8 not a jpeg either")
     fills = {"blobs": blobs, "badlabels": f"npz:{bad / 'labels'}", "badkeys": f"npz:{bad / 'keys'}",
              "badimage": f"imagefolder:{bad / 'images'}"}
     args = [a.format(**fills) for a in args]
@@ -203,3 +204,19 @@ def test_cli_refuses_to_overwrite_or_resume_nothing(blobs, tmp_path, capsys):
     code, _, err = run_cli(["--dataset", blobs, "--out", str(out_dir)], capsys)
     assert code == 2 and "already holds a run" in err
     assert {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()} == before
+
+
+@pytest.mark.slow
+def test_compile_is_kept_only_where_measured_faster_and_the_choice_is_remembered(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    spec = resolve_spec("v3-xxs", {"width": "0.25", "layer3.depth": "1", "layer4.depth": "1", "layer5.depth": "1"})
+    first = train_model(spec, "digits", "smoke", overrides={"epochs": "1", "compile": "true"}, progress=True,
+                        threads=1)
+    err = capsys.readouterr().err
+    assert first.status == "completed" and first.compile.startswith("compile: compiled step ")
+    assert first.compile in err and ("kept" in first.compile) and "compiling took" in first.compile
+    assert len(list((tmp_path / "cache" / "compile").glob("*.json"))) == 1
+    again = train_model(spec, "digits", "smoke", overrides={"epochs": "1", "compile": "true"}, progress=False,
+                        threads=1)
+    assert again.compile.endswith(".json)") and "decided before" in again.compile

@@ -31,6 +31,7 @@ class RunResult:
     data_path: str = "memory"  # "memory" (decoded arrays) or "stream" (an image folder decoded per step)
     per_image: dict | None = None  # the last evaluation's hits per test image (training/predictions.py)
     allocator: str = "default"  # how freed memory was handled on the CPU (training/allocator.py)
+    compile: str = ""  # with compile=true: the measured choice between the compiled and the eager step
     # damaged image files left out (folders.SkippedImages.record): {"count", "train", "val", "first": [...]}
     skipped_images: dict | None = None
     # The run's primary metric: top1 for a classifier; miou (segmentation) or map (detection, COCO mAP@[.5:.95])

@@ -12,8 +12,6 @@ done (per-epoch generators for order and augmentation, saved RNG states for drop
 from __future__ import annotations
 
 import math
-import platform
-import resource
 import sys
 import time
 from contextlib import nullcontext
@@ -56,7 +54,16 @@ from workbench.training.checkpoint import (
     write_json,
     write_jsonl,
 )
+from workbench.training.compiled import CompiledStep, compile_key
 from workbench.training.data import DEFAULT_DATASET, Dataset, load_dataset, parse_dataset_name
+from workbench.training.device import (  # noqa: F401 - re-exported: the trainer's face for callers and tests
+    autocast_for,
+    peak_memory_mb,
+    reset_peak_memory,
+    resolve_device,
+    sync,
+    versions,
+)
 from workbench.training.ema import EMA
 from workbench.training.folders import SkippedImages
 from workbench.training.micro import MicroBatchPlan, WholeBatchNorm, eval_sizes, passes_for, plan_micro_batches
@@ -65,83 +72,6 @@ from workbench.training.result import RunResult
 from workbench.training.schedules import Schedule, get_schedule, lr_at
 from workbench.training.stream import FolderBatches, ImageFolderSet, choose_data_path, index_imagefolder
 from workbench.training.threads import check_threads, thread_chooser
-
-
-# --- environment -----------------------------------------------------------------------------------
-def resolve_device(device: str) -> torch.device:
-    text = str(device).strip().lower()
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(text)
-    except RuntimeError:
-        raise WorkbenchError(f"device {device!r}: accepted values are auto | cpu | cuda | cuda:N") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise WorkbenchError(f"device {device!r}: accepted values are auto | cpu | cuda | cuda:N")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise WorkbenchError(f"device {device!r}: CUDA is not available on this machine (use --device cpu)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise WorkbenchError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return dev
-
-
-def versions(device: torch.device) -> dict:
-    import torchvision
-
-    from workbench import __version__
-
-    out = {"workbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
-           "torchvision": torchvision.__version__, "numpy": np.__version__, "cuda": torch.version.cuda,
-           "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-           "threads": torch.get_num_threads()}
-    if device.type == "cuda":  # what makes a GPU run repeat (or not), recorded with every run
-        out["cudnn_deterministic"] = bool(torch.backends.cudnn.deterministic)
-        out["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
-    out["device_name"] = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                          else platform.processor() or platform.machine())
-    return out
-
-
-def reset_peak_memory(device: torch.device) -> str:
-    """Start a run's peak-memory count; returns its scope ("run", or "process" where it cannot be reset).
-
-    A Ray worker runs trial after trial, so its lifetime peak (ru_maxrss) is some earlier trial's. Linux resets
-    the resident-set high-water mark (VmHWM) when "5" is written to /proc/self/clear_refs."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return "run"
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return "run"
-    except OSError:
-        return "process"
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def autocast_for(device: torch.device, precision: str):
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if not use_bf16:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 # --- model and optimizer ---------------------------------------------------------------------------
@@ -305,7 +235,9 @@ class _Loop:
         self.model = init_weights(MobileViT(spec, dropout=schedule.dropout), schedule.init).to(device)
         if schedule.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.step_model = torch.compile(self.model) if schedule.compile else self.model
+        # compile=true: the compiled step is kept only where it is measured faster (training/compiled.py)
+        self.compiled = CompiledStep(self.model, compile_key(spec, schedule, device), progress) \
+            if schedule.compile else None
         # fused AdamW is one kernel per step on CUDA; on CPU the foreach path is the fast one.
         fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
         self.opt = torch.optim.AdamW(param_groups(self.model, schedule.weight_decay, schedule.no_decay_bn_filter_bias),
@@ -357,7 +289,7 @@ class _Loop:
         s, dev = self.schedule, self.device
         plan: EpochPlan = plan_epoch(len(self.ds.train_y), s, self.seed, self.epoch)
         gen = torch.Generator(device=dev).manual_seed(epoch_seed(self.seed, self.epoch, 1))
-        self.step_model.train()
+        self.model.train()
         loss_sum = torch.zeros((), device=dev)
         # A loss read is a device sync: every step on CPU (free), every 16 on CUDA, always at the end.
         check_every = 1 if dev.type == "cpu" else 16
@@ -381,9 +313,14 @@ class _Loop:
             data_s += time.perf_counter() - t_data
             lr = self.set_lr((self.epoch + i / steps) / s.epochs)
             self.opt.zero_grad(set_to_none=True)
-            loss = forward_backward(self.step_model, x, y, self.micro.get(size, len(x)),
+            t_step = time.perf_counter()
+            loss = forward_backward(self.compiled.module if self.compiled else self.model, x, y,
+                                    self.micro.get(size, len(x)),
                                     lambda out, target: F.cross_entropy(out, target, label_smoothing=s.label_smoothing),
                                     lambda: autocast_for(dev, s.precision))
+            if self.compiled is not None and self.compiled.choice is None:
+                sync(dev)
+                self.compiled.timed(time.perf_counter() - t_step)
             if s.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.clip_grad, foreach=True)
             loss_sum += loss.detach()
@@ -550,6 +487,7 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
     result.refused_checkpoint = str(refused) if refused else None
     result.micro_batches = {str(s): m for s, m in micro.part_sizes().items()}
     result.allocator = allocator
+    result.compile = loop.compiled.line if loop.compiled else ""
     if out:
         write_json(out / RESULT, {**result.to_dict(), "config": config})
     return result
