@@ -109,3 +109,16 @@ def test_a_changed_spec_is_named_after_what_changed(capsys, tmp_path):
     edited.write_text(text.replace("depth: 4", "depth: 3"))
     rc, out, _ = run(capsys, "count", str(edited), "--counter", "paper", "--json")
     assert json.loads(out)["model"] == "shallow"  # an edited copy of a preset is named after its file
+
+
+@pytest.mark.parametrize("argv", [
+    ["count", "v3-xs"],  # the reconciliation's "why" column was 187 characters wide
+    ["scale", "--target-params", "2.5M", "--base", "v3-xxs"],  # the candidates were 203
+    ["models", "--task", "detection"],
+], ids=["count", "scale", "models-detection"])
+def test_console_output_fits_120_columns_and_wide_keeps_every_line_whole(capsys, tmp_path, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)  # scale writes its winner as a spec file here
+    rc, out, _ = run(capsys, *argv)
+    assert rc == 0 and max(len(line) for line in out.splitlines()) <= 120, out
+    rc, wide, _ = run(capsys, *argv, "--wide")
+    assert rc == 0 and len(wide.splitlines()) <= len(out.splitlines())

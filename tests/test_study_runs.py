@@ -327,3 +327,22 @@ def test_an_interrupt_says_so_in_one_line_leaves_no_table_and_the_same_command_f
     assert r.returncode == 0, r.stderr[-3000:]
     assert len([x for x in _store(tmp).records("tiny") if x.state == "COMPLETE"]) == 6
     assert (tmp / "results" / "tiny.csv").is_file()
+
+
+def test_a_running_study_never_goes_quiet_for_more_than_30_s(ws):
+    """A line at least every 30 s (each epoch of a trial, or a 'training: ...' line when nothing else happened),
+    from the start of the command to its end."""
+    tmp, env = ws
+    study = _study(tmp / "s.yaml", TWO, epochs=3)
+    proc = subprocess.Popen(WORKBENCH + ["ablate", "--study", str(study)], env=env, cwd=tmp,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stamps, lines = [time.monotonic()], []
+    for line in proc.stderr:
+        stamps.append(time.monotonic())
+        lines.append(line.rstrip())
+    proc.wait(timeout=60)
+    stamps.append(time.monotonic())
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert proc.returncode == 0, "\n".join(lines[-20:])
+    assert max(gaps) <= 30.0, (max(gaps), lines)
+    assert any(" epoch " in ln for ln in lines)  # trials report their epochs
