@@ -63,14 +63,12 @@ def test_ablate_a_table3_study_on_a_tiny_voc_set_records_miou_and_prints_the_tab
     assert by["v1-xxs"]["n_seeds"] == 2 and by["v1-xxs"]["top1_ci"] is not None
 
 
+@pytest.mark.ray
 def test_a_table4_study_on_a_tiny_coco_set_records_map_and_its_table_and_dashboard_say_map(tmp_path, monkeypatch,
                                                                                           capsys):
     from workbench.cli import main
     from workbench.dashboard.chart_data import collect, y_title
     from workbench.dashboard.figure import bubble_figure
-    from workbench.engine.engine import Engine, EngineOptions
-    from workbench.engine.plan import RunPlan
-    from workbench.study.ablate import StudySource
     from workbench.study.files import load_study
     from workbench.study.results import build_table
     from workbench.study.tables import power_sentence, render_console, render_csv
@@ -81,12 +79,13 @@ def test_a_table4_study_on_a_tiny_coco_set_records_map_and_its_table_and_dashboa
                                                                    ("v3-xxs", "ssdlite-v3-xxs", "MobileViTv3-XXS")],
                                   f"coco:{coco}")))
     assert study.task == "detection" and study.objectives == [("map", "max")]
-    plan = RunPlan.resolve(study.dataset, "smoke", dict(a.split("=") for a in TINY[1::2]))
     storage = f"sqlite:///{tmp_path / 'ws' / 'studies.db'}"
-    (tmp_path / "ws").mkdir()
-    tally = Engine(EngineOptions(storage=storage, gpus_per_trial=0, progress=False)).run_inline(
-        StudySource(study, plan))
-    assert tally.completed == 4 and tally.failed == 0
+    env = {**os.environ, "WORKBENCH_WORKSPACE": str(tmp_path / "ws"), "PYTHONUNBUFFERED": "1"}
+    r = subprocess.run(WORKBENCH + ["ablate", "--study", str(tmp_path / "tiny4.yaml"), "--dataset", f"coco:{coco}",
+                                    "--schedule", "smoke", "--gpus-per-trial", "0"] + TINY,
+                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "mAP % ± CI" in r.stdout and "4 trials run now" in r.stderr
     store = Store(storage, create=False)
     recs = store.records("tiny4")
     assert {x.attrs["train"]["metric"] for x in recs} == {"map"}
