@@ -201,20 +201,11 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
 
 
 def _done(record: dict, t0: float) -> dict:
+    from workbench.training.device import process_memory_mb
+
     record["trial_wall_s"] = time.perf_counter() - t0
-    record["worker_rss_mb"] = _rss_mb()  # the worker's resident set as the trial ends: flat across reused workers
+    record["worker_rss_mb"] = process_memory_mb("VmRSS")  # as the trial ends: flat across reused workers
     return record
-
-
-def _rss_mb() -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def remove_checkpoints(run_dir: Path | str | None) -> int:
@@ -275,9 +266,11 @@ def _release_memory() -> float | None:
     import ctypes.util
     import gc
 
+    from workbench.training.device import process_memory_mb
+
     gc.collect()
     try:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-    return _rss_mb()
+    return process_memory_mb("VmRSS")
