@@ -25,7 +25,6 @@ means of per-image hits, so a study pairs task runs by seed alone (study/results
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -67,7 +66,6 @@ from workbench.training.threads import check_threads, thread_chooser
 from workbench.training.train import (
     Diverged,
     TakenOver,
-    _bar,
     _config,
     _config_mismatch,
     _drop_if_empty,
@@ -77,7 +75,7 @@ from workbench.training.train import (
     peak_memory_mb,
     reset_peak_memory,
     resolve_device,
-    sync,
+    run_epoch,
     train_model,
     versions,
 )
@@ -258,55 +256,19 @@ class _TaskLoop:
         return lr
 
     def train_epoch(self) -> dict:
-        s, dev = self.schedule, self.device
+        s = self.schedule
         plan = plan_epoch(len(self.ds.train), s, self.seed, self.epoch)
         self.step_model.train()
-        loss_sum = torch.zeros((), device=dev)
-        check_every = 1 if dev.type == "cpu" else 16
-        bar = _bar(self.progress, plan.images, f"epoch {self.epoch + 1}/{s.epochs}")
-        sync(dev)
-        t0 = time.perf_counter()
-        data_s, steps, lr = 0.0, len(plan.steps), s.warmup_init_lr
-        batches = self.source.train(plan, self.epoch)
-        for i in range(steps):
-            if self.threads:
-                self.threads.begin()
-            t_data = time.perf_counter()
-            x, y, size = next(batches)
-            x = normalise_uint8(x)
-            data_s += time.perf_counter() - t_data
-            lr = self.set_lr((self.epoch + i / steps) / s.epochs)
-            self.opt.zero_grad(set_to_none=True)
-            with autocast_for(dev, s.precision):
+
+        def loss_of(x, y, size):
+            with autocast_for(self.device, s.precision):
                 out = self.step_model(x)
             loss = self.loss(out, y)
             loss.backward()
-            if s.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.clip_grad, foreach=True)
-            loss_sum += loss.detach()
-            if (i + 1) % check_every == 0 or i + 1 == steps:
-                value = loss_sum.item() / (i + 1)
-                if not math.isfinite(loss.item()) or not math.isfinite(value):
-                    bar.close()
-                    raise Diverged(f"the training loss became non-finite ({loss.item()}) at epoch {self.epoch + 1}, "
-                                   f"step {i + 1} (learning rate {lr:.3g}): lower lr or set clip_grad")
-                bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}", refresh=False)
-            self.opt.step()
-            if self.ema:
-                self.ema.update(self.step)
-            self.step += 1
-            if self.threads:
-                self.threads.end(x.shape[0] * x.shape[-2] * x.shape[-1])
-            bar.update(len(x))
-        sync(dev)
-        seconds = time.perf_counter() - t0
-        bar.close()
-        self.train_images += plan.images
-        self.train_seconds += seconds
-        threads = self.threads.take_steps() if self.threads else {torch.get_num_threads(): steps}
-        return {"train_loss": loss_sum.item() / steps, "lr": lr, "steps": steps, "images": plan.images,
-                "img_per_s": plan.images / seconds, "train_s": seconds, "data_s": data_s,
-                "threads": {str(k): v for k, v in sorted(threads.items(), reverse=True)}}
+            return loss
+
+        return run_epoch(self, plan, self.source.train(plan, self.epoch),
+                         lambda batch: (normalise_uint8(batch[0]), batch[1], batch[2]), loss_of)
 
     def evaluate(self) -> dict[str, float]:
         return evaluate_task(self.eval_model, self.source, self.spec, self.schedule, self.device, self.eval_anchors)

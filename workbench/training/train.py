@@ -290,29 +290,18 @@ class _Loop:
         plan: EpochPlan = plan_epoch(len(self.ds.train_y), s, self.seed, self.epoch)
         gen = torch.Generator(device=dev).manual_seed(epoch_seed(self.seed, self.epoch, 1))
         self.model.train()
-        loss_sum = torch.zeros((), device=dev)
-        # A loss read is a device sync: every step on CPU (free), every 16 on CUDA, always at the end.
-        check_every = 1 if dev.type == "cpu" else 16
-        bar = _bar(self.progress, plan.images, f"epoch {self.epoch + 1}/{s.epochs}")
-        sync(dev)
-        t0 = time.perf_counter()
-        data_s = 0.0
-        steps = len(plan.steps)
-        batches = self.source.train(plan, self.epoch)
-        for i in range(steps):
-            if self.threads:
-                self.threads.begin()
-            t_data = time.perf_counter()
-            x, y, size = next(batches)
+
+        def prepare(batch):
+            x, y, size = batch
             if self.source.augmented:
                 x = x if self.source.normalised else normalise_uint8(x)
             else:
                 x = train_transform(x, size, s.crop_scale, s.flip, gen, s.interpolation)
             if self.mix is not None:
                 x, y = self.mix(x, y)
-            data_s += time.perf_counter() - t_data
-            lr = self.set_lr((self.epoch + i / steps) / s.epochs)
-            self.opt.zero_grad(set_to_none=True)
+            return x, y, size
+
+        def loss_of(x, y, size):
             t_step = time.perf_counter()
             loss = forward_backward(self.compiled.module if self.compiled else self.model, x, y,
                                     self.micro.get(size, len(x)),
@@ -321,33 +310,59 @@ class _Loop:
             if self.compiled is not None and self.compiled.choice is None:
                 sync(dev)
                 self.compiled.timed(time.perf_counter() - t_step)
-            if s.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.clip_grad, foreach=True)
-            loss_sum += loss.detach()
-            if (i + 1) % check_every == 0 or i + 1 == steps:
-                value = loss_sum.item() / (i + 1)
-                if not math.isfinite(loss.item()) or not math.isfinite(value):
-                    bar.close()
-                    raise Diverged(f"the training loss became non-finite ({loss.item()}) at epoch {self.epoch + 1}, "
-                                   f"step {i + 1} (learning rate {lr:.3g}): lower lr or set clip_grad")
-                bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}", refresh=False)
-            self.opt.step()
-            if self.ema:
-                self.ema.update(self.step)
-            self.step += 1
-            if self.threads:
-                self.threads.end(x.shape[0] * x.shape[-2] * x.shape[-1])
-            bar.update(len(x))
-        sync(dev)
-        seconds = time.perf_counter() - t0
-        bar.close()
-        self.train_images += plan.images
-        self.train_seconds += seconds
-        # Steps run at each CPU thread count (a choosing run may change it; see training/threads.py).
-        threads = self.threads.take_steps() if self.threads else {torch.get_num_threads(): steps}
-        return {"train_loss": loss_sum.item() / steps, "lr": lr, "steps": steps, "images": plan.images,
-                "img_per_s": plan.images / seconds, "train_s": seconds, "data_s": data_s,
-                "threads": {str(k): v for k, v in sorted(threads.items(), reverse=True)}}
+            return loss
+
+        return run_epoch(self, plan, self.source.train(plan, self.epoch), prepare, loss_of)
+
+
+def run_epoch(loop, plan: EpochPlan, batches, prepare: Callable, loss_of: Callable) -> dict:
+    """One training epoch of a classifier's or a task's loop: `prepare` turns a batch into (inputs, targets, size)
+    (timed as data), `loss_of` runs forward and backward on them. The rest is shared: learning rate, clipping, a
+    divergence check, the optimiser, EMA, the thread chooser and the epoch's figures."""
+    s, dev = loop.schedule, loop.device
+    loss_sum = torch.zeros((), device=dev)
+    # A loss read is a device sync: every step on CPU (free), every 16 on CUDA, always at the end.
+    check_every = 1 if dev.type == "cpu" else 16
+    bar = _bar(loop.progress, plan.images, f"epoch {loop.epoch + 1}/{s.epochs}")
+    sync(dev)
+    t0 = time.perf_counter()
+    data_s, steps, lr = 0.0, len(plan.steps), s.warmup_init_lr
+    for i in range(steps):
+        if loop.threads:
+            loop.threads.begin()
+        t_data = time.perf_counter()
+        x, y, size = prepare(next(batches))
+        data_s += time.perf_counter() - t_data
+        lr = loop.set_lr((loop.epoch + i / steps) / s.epochs)
+        loop.opt.zero_grad(set_to_none=True)
+        loss = loss_of(x, y, size)
+        if s.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(loop.model.parameters(), s.clip_grad, foreach=True)
+        loss_sum += loss.detach()
+        if (i + 1) % check_every == 0 or i + 1 == steps:
+            value = loss_sum.item() / (i + 1)
+            if not math.isfinite(loss.item()) or not math.isfinite(value):
+                bar.close()
+                raise Diverged(f"the training loss became non-finite ({loss.item()}) at epoch {loop.epoch + 1}, "
+                               f"step {i + 1} (learning rate {lr:.3g}): lower lr or set clip_grad")
+            bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}", refresh=False)
+        loop.opt.step()
+        if loop.ema:
+            loop.ema.update(loop.step)
+        loop.step += 1
+        if loop.threads:
+            loop.threads.end(x.shape[0] * x.shape[-2] * x.shape[-1])
+        bar.update(len(x))
+    sync(dev)
+    seconds = time.perf_counter() - t0
+    bar.close()
+    loop.train_images += plan.images
+    loop.train_seconds += seconds
+    # Steps run at each CPU thread count (a choosing run may change it; see training/threads.py).
+    threads = loop.threads.take_steps() if loop.threads else {torch.get_num_threads(): steps}
+    return {"train_loss": loss_sum.item() / max(steps, 1), "lr": lr, "steps": steps, "images": plan.images,
+            "img_per_s": plan.images / seconds, "train_s": seconds, "data_s": data_s,
+            "threads": {str(k): v for k, v in sorted(threads.items(), reverse=True)}}
 
 
 def _bar(enabled: bool, total: int, desc: str):
