@@ -61,15 +61,7 @@ def lookup_published(selector: Any) -> dict[str, Any]:
     if not rows:
         tables = sorted({r["table"] for r in _rows("published.csv")} | {"T6"} | set(TASK_TABLES))
         raise WorkbenchError(f"table {table!r}: accepted tables are {', '.join(tables)}")
-    columns = list(rows[0])
-    for k in sel:
-        if k not in columns:
-            raise WorkbenchError(f"{k!r} is not a column of {filename} ({table}); accepted: {', '.join(columns)}")
-    matches = [r for r in rows if all(r[k] == v for k, v in sel.items())]
-    described = ", ".join(f"{k}={v}" for k, v in sel.items())
-    if len(matches) != 1:
-        raise WorkbenchError(f"{table} {described}: {len(matches)} rows of {filename} match, expected exactly 1")
-    row = matches[0]
+    row, described = _one_row(rows, sel, table, filename)
     out = {"source": f"{table} {described}", "model": row.get("model", "")}
     for k in NUMBERS:
         value = _number(row.get(k))
@@ -78,18 +70,23 @@ def lookup_published(selector: Any) -> dict[str, Any]:
     return out
 
 
-def _task_row(table: str, sel: dict[str, str]) -> dict[str, Any]:
-    """A row of Tables 3a/3b/4a/4b: {"miou" or "map": value, "params_m", "model", "source"}."""
-    rows = tuple(r for r in _rows("tables34.csv") if r["table"] == table)
+def _one_row(rows, sel: dict[str, str], table: str, filename: str) -> tuple[dict, str]:
+    """The one row of `rows` whose columns hold `sel`'s values, and the selection in words; refused in one line."""
     columns = list(rows[0])
     for k in sel:
         if k not in columns:
-            raise WorkbenchError(f"{k!r} is not a column of tables34.csv ({table}); accepted: {', '.join(columns)}")
+            raise WorkbenchError(f"{k!r} is not a column of {filename} ({table}); accepted: {', '.join(columns)}")
     matches = [r for r in rows if all(r[k] == v for k, v in sel.items())]
     described = ", ".join(f"{k}={v}" for k, v in sel.items())
     if len(matches) != 1:
-        raise WorkbenchError(f"{table} {described}: {len(matches)} rows of tables34.csv match, expected exactly 1")
-    row = matches[0]
+        raise WorkbenchError(f"{table} {described}: {len(matches)} rows of {filename} match, expected exactly 1")
+    return matches[0], described
+
+
+def _task_row(table: str, sel: dict[str, str]) -> dict[str, Any]:
+    """A row of Tables 3a/3b/4a/4b: {"miou" or "map": value, "params_m", "model", "source"}."""
+    rows = tuple(r for r in _rows("tables34.csv") if r["table"] == table)
+    row, described = _one_row(rows, sel, table, "tables34.csv")
     out: dict[str, Any] = {"source": f"{table} {described}", "model": row["backbone"],
                            {"mIOU": "miou", "mAP": "map"}[row["metric"]]: float(row["value"])}
     params = _number(row.get("params_m"))
