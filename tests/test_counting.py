@@ -66,6 +66,63 @@ def test_latency_measures_batch1_and_batch_n():
     assert lat["throughput_img_s"] > 0 and model.training  # mode restored
 
 
+
+def _steps_of_a_training_process(out, lock_dir):
+    """A child process that trains in steps the way run_epoch does (each under the machine's step lock) and writes
+    each step's start and end."""
+    import os
+    import time
+
+    import torch
+
+    os.environ["WORKBENCH_LOCK_DIR"] = lock_dir
+    from workbench.machine import StepLock
+
+    torch.set_num_threads(1)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3))
+    lock, t_end = StepLock(), time.monotonic() + 6
+    with open(out, "w") as f:
+        while time.monotonic() < t_end:
+            with lock:
+                t0 = time.monotonic()
+                net(torch.randn(8, 3, 64, 64)).sum().backward()
+                f.write(f"{t0} {time.monotonic()}\n")
+                f.flush()
+    lock.close()
+
+
+def test_a_cpu_latency_is_timed_while_this_machines_training_steps_wait(tmp_path, monkeypatch):
+    import multiprocessing as mp
+    import time
+
+    monkeypatch.setenv("WORKBENCH_LOCK_DIR", str(tmp_path))
+    out = tmp_path / "steps.txt"
+    child = mp.get_context("spawn").Process(target=_steps_of_a_training_process, args=(str(out), str(tmp_path)))
+    child.start()
+    try:
+        deadline = time.monotonic() + 60
+        while (not out.exists() or len(out.read_text().splitlines()) < 3) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        lat = measure_latency(create_model("v3-xxs", {"width": "0.5", "num_classes": "10"}), 64, batch=4,
+                              warmup=2, iters=10)
+        t1 = time.monotonic()
+    finally:
+        child.join(timeout=60)
+    steps = [tuple(map(float, line.split())) for line in out.read_text().splitlines()]
+    assert lat["quiet"]["steps_held"] and lat["quiet"]["waited_s"] < 30
+    # Steps ran before and after the measurement (the child was training throughout) ...
+    assert any(b < t0 for a, b in steps) and any(a > t1 for a, b in steps)
+    # ... and each timing fell between steps: no step ran while a timed pass did. Sessions are built between
+    # timings without the lock, so steps may run then; the timed passes are what `by_threads` holds.
+    timed = lat["by_threads"][0]
+    assert timed["latency_quiet"]["steps_held"] and timed["throughput_quiet"]["steps_held"]
+    running = [(a, b) for a, b in steps if a < t1 and b > t0]
+    busy_s = sum(min(b, t1) - max(a, t0) for a, b in running)
+    timed_s = sum(timed[k]["median_ms"] * timed[k]["iterations"] / 1000 for k in ("latency", "throughput"))
+    assert busy_s <= (t1 - t0) - 0.9 * timed_s, (busy_s, t1 - t0, timed_s)
+
+
 @pytest.mark.parametrize("preset, impl", [("v1-xxs", "matmul"), ("v1-xxs", "sdpa"), ("v3-0.5", "matmul")])
 def test_flopcounter_is_reconciled_with_the_paper_per_operator(preset, impl):
     report = count(create_model(preset, attention_impl=impl), 256, ("paper", "flopcounter"))

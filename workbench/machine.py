@@ -1,4 +1,5 @@
-"""The machine a measurement ran on, for provenance: CPU model, cores this process may use, OS."""
+"""The machine a measurement ran on, for provenance: CPU model, cores this process may use, OS; how busy it was
+while timing, and the lock that holds this machine's training steps still while a latency is timed."""
 
 from __future__ import annotations
 
@@ -133,3 +134,95 @@ def busy_warning(load: dict | None, what: str = "this was timed") -> str | None:
         return None
     return (f"warning: other processes kept {load['other_cores']:.1f} of {load['cores']} cores busy while {what} "
             f"(load average {load['loadavg_1m']:.1f}); the figures read high and vary: time on a quiet machine")
+
+
+# -- cores held still for a timing --------------------------------------------------------------------------------
+# A latency timed while other trials train on the same cores reads high and varies (the paper's Table 5 times an
+# otherwise idle device). So every training step on this machine holds a shared lock, and a timing takes it
+# exclusively: steps in flight finish, the next ones wait until the timing ends. Two files, so a stream of steps
+# cannot starve a timing: the timing first closes the gate (new steps wait there), then waits for the steps in
+# flight. flock locks die with their process, so a killed trial never leaves the machine held. Per user (a shared
+# machine's other users are neither paused nor able to pause us); WORKBENCH_LOCK_DIR moves the files.
+
+def _lock_files() -> tuple[int, int] | None:
+    import tempfile
+
+    try:
+        base = os.path.join(os.environ.get("WORKBENCH_LOCK_DIR") or tempfile.gettempdir(),
+                            f"workbench-cores-{os.getuid()}")
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        return (os.open(os.path.join(base, "gate.lock"), os.O_RDWR | os.O_CREAT, 0o600),
+                os.open(os.path.join(base, "steps.lock"), os.O_RDWR | os.O_CREAT, 0o600))
+    except (OSError, AttributeError):  # no /tmp to write, or not POSIX: steps and timings go unsynchronised
+        return None
+
+
+class StepLock:
+    """Held by a training process around each step: `with lock: step()`; open it once a loop, close it after."""
+
+    def __init__(self) -> None:
+        self.fds = _lock_files()
+
+    def __enter__(self) -> "StepLock":
+        if self.fds:
+            import fcntl
+
+            gate, steps = self.fds
+            fcntl.flock(gate, fcntl.LOCK_SH)  # waits while a timing holds the gate
+            fcntl.flock(steps, fcntl.LOCK_SH)
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fds:
+            import fcntl
+
+            fcntl.flock(self.fds[1], fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self.fds:
+            for fd in self.fds:
+                os.close(fd)
+            self.fds = None
+
+
+class QuietCores:
+    """Around a timing: `with QuietCores() as q: time_it()`; q.record() says whether this machine's training steps
+    were held and how long the timing waited for them. Waits at most `wait_s` (a step longer than that: timed
+    anyway, said in the record)."""
+
+    def __init__(self, wait_s: float = 120.0) -> None:
+        self.wait_s, self.held, self.waited_s = wait_s, False, 0.0
+        self.fds: tuple[int, int] | None = None
+
+    def __enter__(self) -> "QuietCores":
+        import fcntl
+        import time
+
+        self.fds = _lock_files()
+        if not self.fds:
+            return self
+        t0 = time.monotonic()
+        taken = []
+        for fd in self.fds:  # the gate, then the steps in flight
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    taken.append(fd)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() - t0 > self.wait_s:
+                        break
+                    time.sleep(0.01)
+        self.held = len(taken) == 2
+        self.waited_s = time.monotonic() - t0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fds:
+            for fd in self.fds:
+                os.close(fd)  # closing releases the lock
+            self.fds = None
+
+    def record(self) -> dict:
+        return {"steps_held": self.held, "waited_s": round(self.waited_s, 3)}

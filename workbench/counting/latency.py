@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -32,7 +33,7 @@ from torch.utils.benchmark.utils.common import Measurement, TaskSpec, set_torch_
 _ext_log.setLevel(_level)
 
 from workbench.deploy.runtimes import Session, open_session  # noqa: E402
-from workbench.machine import LoadProbe, cpu_model, usable_cores  # noqa: E402
+from workbench.machine import LoadProbe, QuietCores, cpu_model, usable_cores  # noqa: E402
 
 
 @dataclass
@@ -89,14 +90,19 @@ def measure_latency(model: nn.Module, resolution: int, device: str = "cpu", batc
         threads = (threads,)
     was_training = model.training
     runs = []
+    # On a CPU, this machine's training steps (other trials of a study) wait while each timing runs (not while a
+    # session is built or exported); see machine.py.
+    cpu = torch.device(device).type == "cpu"
     try:
         for n in threads:
             row = {"threads": n}
             for key, b in (("latency", 1), ("throughput", batch)) if throughput else (("latency", 1),):
                 session = open_session(model, runtime, resolution, batch=b, threads=n, device=device)
-                with LoadProbe() as probe:
+                with QuietCores() if cpu else nullcontext() as quiet, LoadProbe() as probe:
                     row[key] = asdict(time_session(session, warmup, iters))
                 row[f"{key}_load"] = probe.record()
+                if quiet is not None:
+                    row[f"{key}_quiet"] = quiet.record()
                 row["provider"], row["version"] = session.provider, session.version
                 if progress:
                     progress(f"timed {runtime} at {n} thread{'s' if n != 1 else ''}, batch {b}: "
@@ -113,11 +119,20 @@ def measure_latency(model: nn.Module, resolution: int, device: str = "cpu", batc
                           "threads": list(threads), "cpu": cpu_model(), "cores": usable_cores(),
                           "device": hardware, "resolution": resolution, "batch": batch if throughput else 1},
            "latency_ms": first["latency"]["median_ms"], "latency": first["latency"], "by_threads": runs,
-           "load": _busiest([r.get(f"{k}_load") for r in runs for k in ("latency", "throughput")])}
+           "load": _busiest([r.get(f"{k}_load") for r in runs for k in ("latency", "throughput")]),
+           "quiet": _quiet([r.get(f"{k}_quiet") for r in runs for k in ("latency", "throughput")])}
     if throughput:
         out["throughput"] = first["throughput"]
         out["throughput_img_s"] = first["throughput"]["batch"] / (first["throughput"]["median_ms"] / 1000.0)
     return out
+
+
+def _quiet(records: list[dict | None]) -> dict | None:
+    """Whether every timing held this machine's training steps still, and the longest wait for them."""
+    known = [x for x in records if x]
+    if not known:
+        return None
+    return {"steps_held": all(x["steps_held"] for x in known), "waited_s": max(x["waited_s"] for x in known)}
 
 
 def _busiest(loads: list[dict | None]) -> dict | None:

@@ -28,6 +28,7 @@ from workbench.arch.resolve import resolve_spec
 from workbench.arch.spec import ModelSpec
 from workbench.counting.memory import check_fits
 from workbench.errors import WorkbenchError, os_error_line
+from workbench.machine import StepLock
 from workbench.training import predictions
 from workbench.training.batches import (
     EpochPlan,
@@ -327,32 +328,41 @@ def run_epoch(loop, plan: EpochPlan, batches, prepare: Callable, loss_of: Callab
     sync(dev)
     t0 = time.perf_counter()
     data_s, steps, lr = 0.0, len(plan.steps), s.warmup_init_lr
-    for i in range(steps):
-        if loop.threads:
-            loop.threads.begin()
-        t_data = time.perf_counter()
-        x, y, size = prepare(next(batches))
-        data_s += time.perf_counter() - t_data
-        lr = loop.set_lr((loop.epoch + i / steps) / s.epochs)
-        loop.opt.zero_grad(set_to_none=True)
-        loss = loss_of(x, y, size)
-        if s.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(loop.model.parameters(), s.clip_grad, foreach=True)
-        loss_sum += loss.detach()
-        if (i + 1) % check_every == 0 or i + 1 == steps:
-            value = loss_sum.item() / (i + 1)
-            if not math.isfinite(loss.item()) or not math.isfinite(value):
-                bar.close()
-                raise Diverged(f"the training loss became non-finite ({loss.item()}) at epoch {loop.epoch + 1}, "
-                               f"step {i + 1} (learning rate {lr:.3g}): lower lr or set clip_grad")
-            bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}", refresh=False)
-        loop.opt.step()
-        if loop.ema:
-            loop.ema.update(loop.step)
-        loop.step += 1
-        if loop.threads:
-            loop.threads.end(x.shape[0] * x.shape[-2] * x.shape[-1])
-        bar.update(len(x))
+    # On a CPU each step holds this machine's step lock, so a latency timed meanwhile (another trial's) runs on
+    # cores these steps leave still. The wait counts in the epoch's seconds, not in the thread chooser's timings.
+    held = StepLock() if dev.type == "cpu" else nullcontext()
+    try:
+        for i in range(steps):
+            with held:
+                if loop.threads:
+                    loop.threads.begin()
+                t_data = time.perf_counter()
+                x, y, size = prepare(next(batches))
+                data_s += time.perf_counter() - t_data
+                lr = loop.set_lr((loop.epoch + i / steps) / s.epochs)
+                loop.opt.zero_grad(set_to_none=True)
+                loss = loss_of(x, y, size)
+                if s.clip_grad > 0:
+                    torch.nn.utils.clip_grad_norm_(loop.model.parameters(), s.clip_grad, foreach=True)
+                loss_sum += loss.detach()
+                if (i + 1) % check_every == 0 or i + 1 == steps:
+                    value = loss_sum.item() / (i + 1)
+                    if not math.isfinite(loss.item()) or not math.isfinite(value):
+                        bar.close()
+                        raise Diverged(f"the training loss became non-finite ({loss.item()}) at epoch "
+                                       f"{loop.epoch + 1}, step {i + 1} (learning rate {lr:.3g}): lower lr or set "
+                                       "clip_grad")
+                    bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}", refresh=False)
+                loop.opt.step()
+                if loop.ema:
+                    loop.ema.update(loop.step)
+                loop.step += 1
+                if loop.threads:
+                    loop.threads.end(x.shape[0] * x.shape[-2] * x.shape[-1])
+            bar.update(len(x))
+    finally:
+        if isinstance(held, StepLock):
+            held.close()
     sync(dev)
     seconds = time.perf_counter() - t0
     bar.close()
