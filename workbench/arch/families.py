@@ -18,6 +18,7 @@ import torch inside its builder, as the example in docs/families.md does).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import importlib
@@ -345,7 +346,8 @@ def get_family(ref: str) -> Family:
         near = difflib.get_close_matches(ref, known, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(near)}?" if near else f"known families: {', '.join(known)}"
         raise WorkbenchError(f"unknown model family {ref!r}: {hint} (or name a module:factory)")
-    family = _load(target, ref)
+    # a copy per name: one module's Family named two ways (an entry point, module:factory) records each its own way
+    family = copy.copy(_load(target, ref))
     family.ref = ref
     _LOADED[ref] = family
     return family
