@@ -129,8 +129,9 @@ def test_page_follows_a_study_that_writes_without_slowing_it(dashboard, db):
 # Every family on one chart: the shipped baselines study (MobileViTv3 beside timm's MobileNetV3, EfficientNet-Lite0,
 # MNASNet and FastViT-T8) recorded through the engine's path (real builds and counts at 64 px, a fake trainer).
 LEGEND = """Array.from(document.querySelectorAll('.vega-embed g.role-legend-label text')).map(t => t.textContent)"""
-FAMILY_RADIO = """(() => { const l = Array.from(document.querySelectorAll('label[data-baseweb="radio"]'))
-  .find(e => e.innerText.trim() === 'family'); if (!l) return null; l.click(); return true; })()"""
+FAMILY_RADIO = """(() => { const l = Array.from(document.querySelectorAll('[data-testid="stSidebar"] label'))
+  .find(e => e.innerText.trim() === 'family'); if (!l) return null;
+  const input = l.querySelector('input'); (input || l).click(); return true; })()"""
 BASELINE_FAMILIES = {"v3", "mobilenetv3", "efficientnet_lite", "mnasnet", "fastvit"}
 
 
