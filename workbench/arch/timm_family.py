@@ -77,6 +77,8 @@ class TimmFamily(Family):
                  "EfficientNet-Lite)"),
             Knob("drop_rate", float, low=0.0, high=0.99, help="dropout before the classifier"),
             Knob("drop_path_rate", float, low=0.0, high=0.99, help="stochastic depth"),
+            Knob("reparameterize", bool, help="the inference form: timm's reparameterize_model merges re-"
+                 "parameterisable branches (FastViT, MobileOne, RepVGG); to count and time it as deployed"),
         ))
 
     def model_names(self) -> list[str]:
@@ -129,6 +131,7 @@ class TimmFamily(Family):
         self.check(spec)
         kwargs = spec.knob_values
         width, depth = kwargs.pop("width", None), kwargs.pop("depth", None)
+        inference_form = kwargs.pop("reparameterize", False)
         try:
             with fused_attention(attention_impl != "matmul"):
                 if width is None and depth is None:
@@ -143,6 +146,10 @@ class TimmFamily(Family):
         except TypeError as e:
             raise WorkbenchError(f"timm:{spec.model} refused a keyword: {first_line(e)} (its knobs: "
                                  f"{', '.join(spec.knob_values) or 'none set'})") from None
+        if inference_form:
+            from timm.utils import reparameterize_model
+
+            model = reparameterize_model(model.eval(), inplace=True)
         for m in model.modules():  # the path chosen, on every module that has one
             if hasattr(m, "fused_attn"):
                 m.fused_attn = attention_impl != "matmul"
