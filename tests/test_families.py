@@ -139,6 +139,28 @@ def test_study_and_space_files_name_family_models(tmp_path):
         load_space(str(space))
 
 
+def test_a_family_model_takes_the_sides_its_family_declares():
+    from workbench.arch.resolve import check_resolution
+    from workbench.arch.tasks import resolve_model
+
+    assert check_resolution(resolve_model(TINY), 16) == 16
+    with pytest.raises(WorkbenchError, match="needs 16 <= resolution <= 4096"):
+        check_resolution(resolve_model(TINY), 8)
+    with pytest.raises(WorkbenchError, match="needs 32 <= resolution"):
+        check_resolution(resolve_model("timm:fastvit_t8"), 16)
+
+
+def test_search_constraints_on_a_family_measure_params_and_refuse_paper_macs():
+    from workbench.arch.tasks import resolve_model
+    from workbench.search.search import Constraints
+
+    spec = resolve_model(TINY)
+    assert Constraints(max_params=10**6, latency_resolution=32).violation(spec) is None
+    assert "params" in Constraints(max_params=100, latency_resolution=32).violation(spec)
+    with pytest.raises(WorkbenchError, match="--max-macs is in paper MACs"):
+        Constraints(max_macs=10**9).violation(spec)
+
+
 def test_macs_of_a_family_search_are_flopcounters_and_paper_macs_are_refused():
     from workbench.engine.objectives import parse_objectives
 
