@@ -270,6 +270,21 @@ def test_mobilevit_presets_and_timms_mobilevit_count_the_same(ours, theirs):
 
 
 @pytest.mark.slow
+def test_a_study_with_a_bad_timm_name_stops_before_ray_and_the_store(tmp_path, capsys, monkeypatch):
+    from workbench.cli import main
+
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(tmp_path / "ws"))
+    study = tmp_path / "bad.yaml"
+    study.write_text("name: bad\nbase: v3-xxs\nvariants:\n  - {name: ok}\n"
+                     "  - {name: typo, preset: \"timm:mobilenetv3_large_10\"}\n"
+                     "dataset: digits\nschedule: smoke\ncounters: [paper]\n")
+    assert main(["ablate", "--study", str(study), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "bad: typo: timm has no model 'mobilenetv3_large_10': did you mean timm:mobilenetv3_large_100" in err
+    assert err.count("\n") == 1 and not (tmp_path / "ws" / "studies.db").exists()
+
+
+@pytest.mark.slow
 def test_timm_acceptance_count_export_and_latency_on_onnxruntime(tmp_path):
     pytest.importorskip("onnxruntime", reason="the deploy extra is not installed")
     env = env_with_family(tmp_path)
