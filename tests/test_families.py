@@ -220,6 +220,7 @@ def test_a_study_of_families_is_stored_tabulated_and_charted_like_any(tmp_path):
     assert render_csv(table).splitlines()[0].endswith("macs_flopcounter,macs_by")
     points = collect(store).points
     assert set(points["family"]) == {"v3", "tinyconv"} and default_x(points) == "macs_fvcore"
+    assert dict(zip(points["variant"], points["macs_by"])) == by and points["macs_paper"].isna().sum() == 2
     store.engine.dispose()
 
 

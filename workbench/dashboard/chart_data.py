@@ -140,7 +140,7 @@ def collect(store: Store, studies: list[str] | None = None) -> ChartData:
 POINT_COLUMNS = ["variant_key", "study", "run", "dataset", "schedule", "variant", "label", "family", "preset",
                  "toggles", "baseline", "params", "macs_paper", "macs_fvcore", "macs_ptflops", "top1", "top1_low",
                  "top1_high", "top1_text", "n_seeds", "seeds", "n_failed", "n_running", "delta", "delta_low",
-                 "delta_high", "published_top1", "metric"]
+                 "delta_high", "published_top1", "metric", "macs_flopcounter", "macs_by"]
 
 
 def _m(value) -> float:
@@ -162,7 +162,9 @@ def _point_row(study: str, run_id: str, attrs: dict, table: StudyTable, row: dic
             "top1_text": text, "n_seeds": row["n_seeds"], "seeds": ", ".join(map(str, seeds)) or "-",
             "n_failed": row["n_failed"], "n_running": row["n_running"], "delta": row["delta_mean"],
             "delta_low": dci[0], "delta_high": dci[1], "published_top1": row["published_top1"],
-            "metric": table.metric}
+            "metric": table.metric, "macs_flopcounter": _m(row["macs"].get("flopcounter")),
+            # whose MACs the row's table shows: paper (MobileViT) or flopcounter (another family: no paper MACs)
+            "macs_by": row.get("macs_by", "paper")}
 
 
 PUBLISHED_COLUMNS = ["variant_key", "study", "dataset", "schedule", "family", "variant", "label", "source",
