@@ -137,6 +137,7 @@ BASELINE_FAMILIES = {"v3", "mobilenetv3", "efficientnet_lite", "mnasnet", "fastv
 
 @pytest.fixture
 def baselines_db(tmp_path):
+    pytest.importorskip("timm", reason="the timm extra is not installed")
     import torch
     from dashboard_store import seed_study
 

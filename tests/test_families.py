@@ -248,6 +248,7 @@ def test_mobilevit_presets_and_timms_mobilevit_count_the_same(ours, theirs):
     counters that trace the aten ops (fvcore, FlopCounterMode). ptflops counts Python calls and modules, so it sees
     how each library writes the model: conv, linear and norm agree; attention and the total differ by exactly what
     docs/families.md ("The cross-check") explains."""
+    pytest.importorskip("timm", reason="the timm extra is not installed")
     import torch
 
     from workbench.arch.model import create_model
@@ -276,6 +277,7 @@ def test_mobilevit_presets_and_timms_mobilevit_count_the_same(ours, theirs):
 
 @pytest.mark.slow
 def test_a_study_with_a_bad_timm_name_stops_before_ray_and_the_store(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("timm", reason="the timm extra is not installed")
     from workbench.cli import main
 
     monkeypatch.setenv("WORKBENCH_WORKSPACE", str(tmp_path / "ws"))
@@ -291,6 +293,7 @@ def test_a_study_with_a_bad_timm_name_stops_before_ray_and_the_store(tmp_path, c
 
 @pytest.mark.slow
 def test_timm_acceptance_count_export_and_latency_on_onnxruntime(tmp_path):
+    pytest.importorskip("timm", reason="the timm extra is not installed")
     pytest.importorskip("onnxruntime", reason="the deploy extra is not installed")
     env = env_with_family(tmp_path)
     out = subprocess.run(WORKBENCH + ["count", "timm:mobilenetv3_large_100", "--json", "--resolution", "224"],

@@ -52,6 +52,16 @@ def group_name(model: str) -> str:
     return head if re.search(r"v\d+$", head) else re.sub(r"\d+$", "", head) or head
 
 
+def require_timm():
+    """timm, or one line saying which extra installs it (the `timm` extra; the README's dev install has it)."""
+    try:
+        import timm
+    except ImportError:
+        raise WorkbenchError("timm models need timm, which is not installed: pip install 'workbench[timm]' (or "
+                             "pip install timm)") from None
+    return timm
+
+
 @contextmanager
 def fused_attention(enabled: bool):
     """timm's attention modules read this switch when built: off, they run explicit matmuls (what fvcore and
@@ -83,9 +93,7 @@ class TimmFamily(Family):
 
     def model_names(self) -> list[str]:
         """Every timm model name (imports timm)."""
-        import timm
-
-        return list(timm.list_models())
+        return list(require_timm().list_models())
 
     def resolve(self, model: str | None, overrides: Mapping[str, Any] | list[str] | None = None, *,
                 defaults: bool = True) -> FamilySpec:
@@ -112,8 +120,7 @@ class TimmFamily(Family):
         """timm has the model: else one line with the closest names."""
         import difflib
 
-        import timm
-
+        timm = require_timm()
         if timm.is_model(spec.model):
             return
         names = timm.list_models()
@@ -126,8 +133,7 @@ class TimmFamily(Family):
     def build(self, spec: FamilySpec, *, attention_impl: str = "sdpa", dropout: float = 0.0):
         import importlib
 
-        import timm
-
+        timm = require_timm()
         self.check(spec)
         kwargs = spec.knob_values
         width, depth = kwargs.pop("width", None), kwargs.pop("depth", None)
