@@ -129,6 +129,9 @@ def test_study_and_space_files_name_family_models(tmp_path):
     assert [v.spec.name for v in study.variants][1:] == ["tinyconv-base", "tinyconv-small+act=silu"]
     keys = [it.key for it in plan_items(study, RunPlan(study.dataset, study.schedule))]
     assert len(set(keys)) == 6
+    path.write_text(STUDY.format(tiny=TINY) + "objectives: [top1:max, macs:min]\n")
+    with pytest.raises(WorkbenchError, match="objectives: macs_paper: paper MACs are MobileViT's"):
+        load_study(str(path))
     space = tmp_path / "tiny.yaml"
     space.write_text(f"name: tiny\nbase: \"{TINY}\"\nparameters:\n  width: {{low: 4, high: 32}}\n  act: [relu, silu]\n"
                      "dataset: digits\nschedule: smoke\ncount_resolution: 64\ncounters: [fvcore]\n")
