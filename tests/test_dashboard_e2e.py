@@ -62,6 +62,11 @@ def db(tmp_path_factory, tmp_path):
 
 @pytest.fixture
 def dashboard(db):
+    yield from serve(db)
+
+
+def serve(db):
+    """`workbench dashboard` on `db`, on a free port, until the test ends."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "dashboard", "--port", str(port),
                              "--storage", f"sqlite:///{db}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -167,3 +172,54 @@ def test_a_planted_markdown_payload_fetches_nothing(dashboard, db):
         assert not imgs and not requests, (imgs, requests, where)
     finally:
         server.shutdown()
+
+
+# Every family on one chart: the shipped baselines study (MobileViTv3 beside timm's MobileNetV3, EfficientNet-Lite0,
+# MNASNet and FastViT-T8) recorded through the engine's path (real builds and counts at 64 px, a fake trainer).
+LEGEND = """Array.from(document.querySelectorAll('.vega-embed g.role-legend-label text')).map(t => t.textContent)"""
+FAMILY_RADIO = """(() => { const l = Array.from(document.querySelectorAll('[data-testid="stSidebar"] label'))
+  .find(e => e.innerText.trim() === 'family'); if (!l) return null;
+  const input = l.querySelector('input'); (input || l).click(); return true; })()"""
+BASELINE_FAMILIES = {"v3", "mobilenetv3", "efficientnet_lite", "mnasnet", "fastvit"}
+
+
+@pytest.fixture
+def baselines_db(tmp_path):
+    pytest.importorskip("timm", reason="the timm extra is not installed")
+    import torch
+    from dashboard_store import seed_study
+
+    from workbench.study.files import find_study_file
+
+    text = find_study_file("baselines").read_text().replace("count_resolution: 256", "count_resolution: 64")
+    text = text.replace("counters: [paper, fvcore, flopcounter]", "counters: [paper, fvcore]")
+    text = "\n".join(line for line in text.splitlines() if not line.startswith("latency:"))
+    study = tmp_path / "baselines.yaml"
+    study.write_text(text)
+    names = [line.split("name: ")[1].split(",")[0] for line in text.splitlines() if line.startswith("  - {name: ")]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        db = tmp_path / "studies.db"
+        seed_study(f"sqlite:///{db}", study, {(n, 0): 40.0 + 3 * i for i, n in enumerate(names)})
+    finally:
+        torch.set_num_threads(threads)
+    return db, names
+
+
+@pytest.fixture
+def baselines_dashboard(baselines_db):
+    yield from serve(baselines_db[0])
+
+
+def test_every_family_of_the_baselines_study_is_on_one_bubble_chart(baselines_dashboard, baselines_db):
+    _, names = baselines_db
+    ready = CHART_READY.replace("symbols < 7", f"symbols < {len(names)}")
+    with ChromiumPage(baselines_dashboard, width=1400, height=1100) as page:
+        box = page.wait_for(ready, timeout_s=120)
+        assert box["symbols"] >= len(names)  # a bubble per variant: timm's too, on fvcore MACs (no paper MACs)
+        assert set(page.wait_for(f"(() => {{ const l = {LEGEND}; return l.length >= {len(names)} && l }})()",
+                                 30)) >= set(names)
+        assert page.wait_for(FAMILY_RADIO, 30)
+        legend = page.wait_for(f"(() => {{ const l = {LEGEND}; return l.includes('mobilenetv3') && l }})()", 60)
+    assert set(legend) >= BASELINE_FAMILIES

@@ -81,13 +81,15 @@ def test_no_import_loops():
 
 
 def test_reading_study_and_space_files_imports_no_torch_fvcore_ptflops_or_ray():
+    """timm too: a study naming timm models (baselines) and a space over one (mobilenetv3) are read without it."""
     code = ("import sys\n"
             "from workbench.study.files import load_study\n"
             "from workbench.search.space import load_space\n"
-            "for name in ('table2', 'table5', 'table6', 'table7'):\n"
+            "for name in ('table2', 'table5', 'table6', 'table7', 'baselines'):\n"
             "    load_study(name)\n"
             "load_space('mobilevit')\n"
-            "heavy = sorted(m for m in ('torch', 'fvcore', 'ptflops', 'ray', 'optuna') if m in sys.modules)\n"
+            "load_space('mobilenetv3')\n"
+            "heavy = sorted(m for m in ('torch', 'fvcore', 'ptflops', 'ray', 'optuna', 'timm') if m in sys.modules)\n"
             "print(','.join(heavy))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

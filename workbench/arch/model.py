@@ -1,5 +1,6 @@
-"""The builder: `create_model(preset | spec file | ModelSpec | TaskSpec, task=...)` -> a MobileViT `nn.Module`: the
-classifier, or a DeepLabv3 / SSDLite model on the same backbone (segmentation.py, detection.py)."""
+"""The builder: `create_model(preset | FAMILY:MODEL | spec file | spec, task=...)` -> an `nn.Module`: a classifier
+of any family (the registry in families.py builds it: MobileViT, timm, a user's), or a DeepLabv3 / SSDLite model on
+a MobileViT backbone (segmentation.py, detection.py)."""
 
 from __future__ import annotations
 
@@ -9,89 +10,15 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from workbench.arch.blocks import (
-    ATTENTION_IMPLS,
-    ConvNormAct,
-    InvertedResidual,
-    MobileViTBlock,
-    MultiHeadSelfAttention,
-)
 from workbench.arch.detection import SSDLite
+from workbench.arch.families import FamilySpec, build_model
+from workbench.arch.mobilevit import MobileViT
 from workbench.arch.segmentation import Segmenter
-from workbench.arch.spec import ModelSpec, ResolvedSpec
-from workbench.arch.tasks import TaskSpec, dilation_plan, resolve_model
+from workbench.arch.spec import ModelSpec
+from workbench.arch.tasks import TaskSpec, resolve_model
 from workbench.errors import WorkbenchError
 
-
-class MobileViT(nn.Module):
-    """stem -> layer1..layer5 (MV2 stacks, then MV2 + MobileViT block) -> [1x1 expansion] -> pool -> linear.
-
-    As a task model's backbone (`classifier=False`) it stops at layer5, without the expansion conv and the
-    classifier (ml-cvnets deletes both), its state_dict keys those of the classifier's backbone; `output_stride`
-    16 or 8 dilates layer5 (and layer4) instead of striding them, and `dilate_block` dilates the MobileViT blocks'
-    local 3x3 conv there too (tasks.dilation_plan)."""
-
-    def __init__(self, spec: ModelSpec, attention_impl: str = "sdpa", dropout: float = 0.0, *,
-                 classifier: bool = True, output_stride: int | None = None, dilate_block: bool = False):
-        """`dropout` acts in the transformer layers (cvnets' mit.dropout: a training choice, not architecture);
-        the classifier's dropout is the spec's head.dropout."""
-        super().__init__()
-        self.spec = spec
-        r = spec.resolve()
-        plan = dilation_plan(r, output_stride)
-        self.stem = ConvNormAct(3, r.stem_channels, 3, r.stem_stride)
-        for st in r.stages:
-            expand = st.expansion != 1
-            p = plan[st.name]
-            mv2 = [InvertedResidual(st.in_channels if i == 0 else st.channels, st.channels,
-                                    p.stride if i == 0 else 1, hidden, expand, p.mv2_dilation if i == 0 else 1)
-                   for i, hidden in enumerate(st.mv2_hidden)]
-            block_dilation = p.block_dilation if dilate_block else 1
-            layers = mv2 if st.kind == "mv2" else mv2 + [MobileViTBlock(st, r.block, dropout, block_dilation)]
-            self.add_module(st.name, nn.Sequential(*layers))
-        self.has_classifier = classifier
-        if classifier:
-            self.head_conv = ConvNormAct(r.stages[-1].channels, r.head_channels, 1) if r.head_channels \
-                else nn.Identity()
-            self.pool = nn.AdaptiveAvgPool2d(1)
-            self.dropout = nn.Dropout(r.dropout)
-            self.classifier = nn.Linear(r.out_channels, r.num_classes)
-        else:
-            self.head_conv = nn.Identity()
-        self.set_attention_impl(attention_impl)
-
-    @property
-    def resolved(self) -> ResolvedSpec:
-        return self.spec.resolve()
-
-    def set_attention_impl(self, impl: str) -> "MobileViT":
-        """Run every v1 attention as explicit matmuls ("matmul") or F.scaled_dot_product_attention ("sdpa")."""
-        if impl not in ATTENTION_IMPLS:
-            raise WorkbenchError(f"attention impl {impl!r}: accepted values are {' | '.join(ATTENTION_IMPLS)}")
-        self.attention_impl = impl
-        for m in self.modules():
-            if isinstance(m, MultiHeadSelfAttention):
-                m.impl = impl
-        return self
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = self.layer5(self.layer4(self.layer3(self.layer2(self.layer1(x)))))
-        return self.head_conv(x)
-
-    def forward_taps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every stage's output by name (layer1 ... layer5): what the task heads read."""
-        taps = {}
-        x = self.stem(x)
-        for name in ("layer1", "layer2", "layer3", "layer4", "layer5"):
-            x = taps[name] = getattr(self, name)(x)
-        return taps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.has_classifier:  # a task model's backbone: its last feature map
-            return self.forward_features(x)
-        x = self.pool(self.forward_features(x)).flatten(1)
-        return self.classifier(self.dropout(x))
+__all__ = ["MobileViT", "create_model", "build_task_model", "init_weights", "count_params"]
 
 
 INIT_SCHEMES = ("torch", "cvnets")
@@ -133,16 +60,18 @@ def build_task_model(spec: TaskSpec, attention_impl: str = "sdpa", dropout: floa
     return TASK_MODELS[spec.task](spec, backbone)
 
 
-def create_model(model: str | Path | ModelSpec | TaskSpec, overrides: Mapping[str, Any] | list[str] | None = None,
-                 attention_impl: str = "sdpa", task: str | None = None) -> nn.Module:
-    """Build a model from a preset name (classification or task), a spec file, a `ModelSpec` or a `TaskSpec`.
+def create_model(model: str | Path | ModelSpec | FamilySpec | TaskSpec,
+                 overrides: Mapping[str, Any] | list[str] | None = None, attention_impl: str = "sdpa",
+                 task: str | None = None, dropout: float = 0.0) -> nn.Module:
+    """Build a model from a preset name (classification or task), a family model (`timm:efficientnet_lite0`), a
+    spec file or a spec; a classifier is built by its family (families.build_model), MobileViT's included.
 
     `task` None keeps what the name says (a classifier for a backbone preset); "segmentation" or "detection" on
     a backbone puts the head its family's config builds on it (tasks.default_task_spec)."""
     spec = resolve_model(model, overrides, task)
     if isinstance(spec, TaskSpec):
-        return build_task_model(spec, attention_impl)
-    return MobileViT(spec, attention_impl)
+        return build_task_model(spec, attention_impl, dropout)
+    return build_model(spec, attention_impl=attention_impl, dropout=dropout)
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:

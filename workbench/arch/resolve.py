@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from workbench.arch.families import FamilySpec, family_of
 from workbench.arch.presets import PRESETS, get_preset
 from workbench.arch.spec import MAX_NAME, ModelSpec, parse_assignments
 from workbench.errors import WorkbenchError
@@ -102,12 +103,18 @@ def resolve_spec(model: str | Path | ModelSpec, overrides: Mapping[str, Any] | l
     return with_overrides(spec, overrides)
 
 
-def check_resolution(spec: ModelSpec, resolution: int | str) -> int:
-    """The input side the model can take: an integer from the model's total stride up to 4096 px."""
+def check_resolution(spec: ModelSpec | FamilySpec, resolution: int | str) -> int:
+    """The input side the model can take: an integer from the model's total stride (its family's smallest side for
+    a family model) up to 4096 px."""
     try:
         res = int(str(resolution))
     except ValueError:
         raise WorkbenchError(f"resolution {resolution!r}: expected an integer number of pixels") from None
+    if isinstance(spec, FamilySpec):
+        low = family_of(spec).min_resolution_of(spec)
+        if res < low or res > MAX_RESOLUTION:
+            raise WorkbenchError(f"resolution {res}: {spec.name} needs {low} <= resolution <= {MAX_RESOLUTION}")
+        return res
     stride = spec.resolve().total_stride
     if res < stride or res > MAX_RESOLUTION:
         hint = " (or set stem.stride=1 to halve it)" if spec.stem.stride == 2 else ""

@@ -22,6 +22,7 @@ from typing import Any, Mapping, get_type_hints
 
 import yaml
 
+from workbench.arch.families import FamilySpec, is_family_dict, is_reference, resolve_reference
 from workbench.arch.presets import PRESETS
 from workbench.arch.resolve import MAX_RESOLUTION, SPEC_SUFFIXES, load_spec_file, spec_from_data, with_overrides
 from workbench.arch.spec import (
@@ -479,10 +480,13 @@ def _task_from_dict(data: Any, where: str) -> TaskSpec:
                     str(data.get("name", "custom")))
 
 
-def spec_from_dict(data: Any, where: str = "spec") -> ModelSpec | TaskSpec:
-    """A spec as `to_dict` wrote it, whichever model it is: a task spec has a `task` field, a classifier not."""
+def spec_from_dict(data: Any, where: str = "spec") -> ModelSpec | FamilySpec | TaskSpec:
+    """A spec as `to_dict` wrote it, whichever model it is: a task spec has a `task` field, a family model (timm, a
+    user's) `family` and `model`, a MobileViT classifier neither."""
     if isinstance(data, Mapping) and "task" in data:
         return _task_from_dict(data, where)
+    if is_family_dict(data):
+        return FamilySpec.from_dict(data, where)
     return ModelSpec.from_dict(data, where)
 
 
@@ -491,13 +495,20 @@ def _is_task_file(data: Any) -> bool:
         "task" in data or str(data.get("preset", "")).strip().lower() in TASK_PRESETS)
 
 
-def load_model_file(path: str | Path) -> ModelSpec | TaskSpec:
-    """A spec file: a classification spec (resolve.load_spec_file) or a task spec, whole (`task:`, `backbone:`,
-    the head) or a task preset plus overrides (`preset: deeplabv3-v3-xs-voc`, `overrides: {...}`)."""
+def load_model_file(path: str | Path) -> ModelSpec | FamilySpec | TaskSpec:
+    """A spec file: a classification spec (resolve.load_spec_file), a family model (`workbench spec timm:NAME` as
+    written, or `preset: timm:NAME` plus `overrides:`), or a task spec, whole (`task:`, `backbone:`, the head) or a
+    task preset plus overrides (`preset: deeplabv3-v3-xs-voc`, `overrides: {...}`)."""
     p = Path(path)
     if not p.is_file():
         return load_spec_file(p)  # its one-line errors for a folder or a missing file
     data, _ = load_yaml(p, "spec")
+    if is_family_dict(data) or (isinstance(data, Mapping) and is_reference(data.get("preset"))):
+        try:
+            return spec_from_data(data, p.stem, resolve_reference, lambda d: FamilySpec.from_dict(d, "spec"),
+                                  lambda name: None)
+        except WorkbenchError as e:
+            raise WorkbenchError(f"spec file {str(p)!r}: {e}") from None
     if not _is_task_file(data):
         return load_spec_file(p)
     try:
@@ -521,10 +532,12 @@ def resolve_model(model: str | Path | ModelSpec | TaskSpec, overrides: Mapping[s
     A classification backbone with `task` segmentation or detection gets the head its family's config builds
     (PASCAL VOC, or COCO); a task preset keeps its own task and refuses another one."""
     check_task(task)
-    if isinstance(model, (ModelSpec, TaskSpec)):
-        spec: ModelSpec | TaskSpec = model
+    if isinstance(model, (ModelSpec, TaskSpec, FamilySpec)):
+        spec: ModelSpec | TaskSpec | FamilySpec = model
     elif str(model).endswith(SPEC_SUFFIXES) or Path(str(model)).is_file():
         spec = load_model_file(model)
+    elif is_reference(str(model)):
+        spec = resolve_reference(str(model))
     else:
         key = str(model).strip().lower()
         if key in TASK_PRESETS:
@@ -540,6 +553,11 @@ def resolve_model(model: str | Path | ModelSpec | TaskSpec, overrides: Mapping[s
             raise WorkbenchError(f"{spec.name} is a {spec.task} model; --task {task} needs a backbone or a "
                                  f"{task} preset (see `workbench models --task {task}`)")
         return task_with_overrides(spec, overrides)
+    if isinstance(spec, FamilySpec):
+        if task not in (None, "classification"):
+            raise WorkbenchError(f"{spec.name}: the DeepLabv3 and SSDLite heads are built on MobileViT backbones; a "
+                                 f"{spec.family} model is a classifier here (--task classification)")
+        return spec.with_overrides(overrides)
     if task in (None, "classification"):
         return with_overrides(spec, overrides)
     # the head of the family the backbone is after its overrides (block.attention=linear: the v2-based head)

@@ -21,8 +21,9 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="folder to write the figure and table into")
     options.add_store(p)
     options.add_run_selector(p)
-    p.add_argument("--x", choices=("macs_paper", "macs_fvcore", "params"), default="macs_paper",
-                   help="x axis: MACs by the paper's rules or fvcore, or parameters (default: %(default)s)")
+    p.add_argument("--x", choices=("macs_paper", "macs_fvcore", "params"),
+                   help="x axis: MACs by the paper's rules or fvcore, or parameters (default: macs_paper, or "
+                        "macs_fvcore when the study has another family's models, which have no paper MACs)")
     p.add_argument("--colour-by", choices=("variant", "study", "family"), default="variant",
                    help="what the bubble colour tells apart (default: %(default)s)")
     p.set_defaults(func=cmd_report)

@@ -43,8 +43,9 @@ def register(sub) -> None:
     p = sub.add_parser("search", help="multi-objective architecture search (Optuna sampler, Ray Tune trials)")
     p.add_argument("--space", required=True, help="a search space file or a name from search_spaces/")
     p.add_argument("--objectives", default="top1:max,macs:min",
-                   help="METRIC:max|min,... with METRIC top1 | top5 | params | macs (paper) | macs_fvcore | "
-                        "macs_ptflops | latency_ms | throughput_img_s (default: %(default)s)")
+                   help="METRIC:max|min,... with METRIC top1 | top5 | params | macs (paper; FlopCounterMode's on a "
+                        "space over another family: docs/families.md) | macs_fvcore | macs_ptflops | "
+                        "macs_flopcounter | latency_ms | throughput_img_s (default: %(default)s)")
     p.add_argument("--trials", type=int, default=30, help="trials to train in all (resumes count) (default: 30)")
     p.add_argument("--sampler", default="nsga2", help="nsga2 | tpe | random (trial N is the same architecture "
                    "for a given --seed) | list (the architectures of --arch-list, in order) (default: %(default)s)")
@@ -187,8 +188,8 @@ def cmd_search(args) -> int:
     from workbench.search.space import load_space
 
     space = load_space(args.space)
-    try:
-        objectives = parse_objectives(args.objectives)
+    try:  # `macs` on a space over another family than MobileViT: FlopCounterMode's count (objectives.FAMILY_MACS)
+        objectives = parse_objectives(args.objectives, family=space.is_family)
     except WorkbenchError as e:
         raise WorkbenchError(f"--objectives {args.objectives!r}: {e}") from None
     if args.max_latency_ms is not None and args.max_latency_ms <= 0:

@@ -31,6 +31,10 @@ class CountReport:
     latency: dict | None = None
     # a task model's params by part: backbone, head, training_only (an auxiliary head), inference (backbone + head)
     params_parts: dict[str, int] | None = None
+    # the counter whose figure is this model's MACs in tables: paper for a MobileViT model (its rules are
+    # ml-cvnets'), flopcounter for any other family's (see PAPER_ELSEWHERE)
+    macs_by: str = "paper"
+    notes: list[str] = field(default_factory=list)
 
     @property
     def macs(self) -> dict[str, int]:
@@ -38,7 +42,8 @@ class CountReport:
 
     def to_dict(self) -> dict:
         out = {"model": self.model, "resolution": self.resolution, "params": self.params,
-               "trainable_params": self.trainable_params, "macs": self.macs,
+               "trainable_params": self.trainable_params, "macs": self.macs, "macs_by": self.macs_by,
+               **({"notes": self.notes} if self.notes else {}),
                **({"params_parts": self.params_parts} if self.params_parts is not None else {}),
                "breakdown": {n: r.breakdown for n, r in self.results.items()},
                "provenance": {n: r.provenance for n, r in self.results.items()},
@@ -52,26 +57,50 @@ class CountReport:
         return out
 
 
+PAPER_ELSEWHERE = ("paper: the ml-cvnets rules are MobileViT's (its attention modules, its 2*N*d^2 attention count); "
+                   "on a model of another family FlopCounterMode counts in its place: the same operators (convs and "
+                   "matmuls, attention included) at the aten level, without biases")
+MEASURED = {"fvcore": count_fvcore, "ptflops": count_ptflops, "flopcounter": count_flopcounter}
+
+
+def paper_rules_apply(model: nn.Module) -> bool:
+    """Is `model` a MobileViT classifier or a task model on one: what the paper's rules were written for?"""
+    from workbench.arch.mobilevit import MobileViT
+
+    return isinstance(model, MobileViT) or isinstance(getattr(model, "backbone", None), MobileViT)
+
+
 def count(model: nn.Module, resolution: int, counters: tuple[str, ...] = DEFAULT_COUNTERS,
           name: str | None = None) -> CountReport:
-    """Params and MACs of `model` at `resolution` x `resolution`, by each counter asked for."""
+    """Params and MACs of `model` at `resolution` x `resolution`, by each counter asked for. On a model of another
+    family than MobileViT (timm's, a user's) the paper's rules do not apply: "paper" is counted by FlopCounterMode
+    instead (PAPER_ELSEWHERE), `macs_by` says so, and there is no reconciliation against the paper."""
     total, trainable = count_params(model)
+    label = name or getattr(getattr(model, "spec", None), "name", type(model).__name__)
+    if not paper_rules_apply(model):
+        asked = [("flopcounter" if c == "paper" else c) for c in counters]
+        asked = list(dict.fromkeys(asked))
+        results = {c: MEASURED[c](model, resolution) for c in asked}
+        by = "flopcounter" if "flopcounter" in results else asked[0]
+        notes = [PAPER_ELSEWHERE] if "paper" in counters else []
+        return CountReport(label, resolution, total, trainable, results, {}, macs_by=by, notes=notes)
     # The paper pass always runs: it is cheap and its facts explain the other counters.
     paper, facts = count_paper(model, resolution)
     results: dict[str, CounterResult] = {}
     for c in counters:
-        measure = {"fvcore": count_fvcore, "ptflops": count_ptflops, "flopcounter": count_flopcounter}.get(c)
-        results[c] = paper if c == "paper" else measure(model, resolution)
+        results[c] = paper if c == "paper" else MEASURED[c](model, resolution)
     recon = {c: reconcile(paper, results[c], facts) for c in counters if c != "paper"}
-    label = name or getattr(getattr(model, "spec", None), "name", type(model).__name__)
     parts = model.param_parts() if hasattr(model, "param_parts") else None
     return CountReport(label, resolution, total, trainable, results, recon, params_parts=parts)
 
 
 def format_report(report: CountReport, spec) -> str:
     """The count as tables: totals by counter, the per-operator breakdown, the reconciliation, latency."""
+    from workbench.arch.families import FamilySpec
     from workbench.table import fmt_int, fmt_m, render
 
+    if isinstance(spec, FamilySpec):
+        return _format_family(report, spec)
     backbone = getattr(spec, "backbone", spec)  # a TaskSpec's, or the classifier's own spec
     r = backbone.resolve()
     paper = report.results.get("paper")
@@ -108,6 +137,34 @@ def format_report(report: CountReport, spec) -> str:
         out += ["", render(["operator", "paper", name, "difference", "unexplained", "why"], rows,
                            title=f"{name} vs paper: " + ("the rules explain the whole difference" if not unexplained
                                                         else f"{unexplained:,} MACs unexplained"))]
+    for name, res in report.results.items():
+        if res.unsupported:
+            ops = ", ".join(f"{k} x{v}" for k, v in sorted(res.unsupported.items()))
+            out.append(f"{name}: not counted (zero cost to it): {ops}")
+    if report.latency:
+        out += ["", format_latency(report.latency)]
+    return "\n".join(out)
+
+
+def _format_family(report: CountReport, spec) -> str:
+    """A family model's count: totals by counter against the one its tables use (macs_by), the breakdown, notes."""
+    from workbench.table import fmt_int, fmt_m, render
+
+    ref = report.results[report.macs_by]
+    knobs = ", ".join(f"{k}={v}" for k, v in spec.knob_values.items()) or "its defaults"
+    out = [f"{report.model} ({spec.group}, family {spec.family}: {spec.model}) at {report.resolution}x"
+           f"{report.resolution}: {fmt_int(report.params)} params ({fmt_int(report.trainable_params)} trainable)",
+           f"knobs: {knobs}; {spec.num_classes} classes", ""]
+    rows = [[n, fmt_m(r.total), fmt_int(r.total), f"{r.total / ref.total:.4f}" if ref.total else "-",
+             r.provenance["version"]] for n, r in report.results.items()]
+    out.append(render(["counter", "MACs (M)", "MACs", f"/ {report.macs_by}", "version"], rows,
+                      title=f"MACs (torch {ref.provenance['torch']}, attention path {ref.provenance['attention_impl']})"
+                            f"; its tables' MACs: {report.macs_by}"))
+    names = list(report.results)
+    out += ["", render(["operator"] + [f"{n} (M)" for n in names],
+                       [[c] + [fmt_m(report.results[n].breakdown[c], 3) for n in names] for c in CATEGORIES],
+                       title="Per-operator breakdown")]
+    out += [""] + report.notes if report.notes else []
     for name, res in report.results.items():
         if res.unsupported:
             ops = ", ".join(f"{k} x{v}" for k, v in sorted(res.unsupported.items()))

@@ -21,7 +21,9 @@ v1-s at 256 px batch 8 grew the peak RSS by 1.55 GB against an estimate of 2.2 G
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
+from workbench.arch.families import FamilySpec
 from workbench.arch.spec import ModelSpec
 from workbench.counting.analytic import analytic_count
 from workbench.errors import WorkbenchError
@@ -44,12 +46,66 @@ class MemoryEstimate:
         return self.bytes / 1e9
 
 
-def estimate_memory(spec: ModelSpec, sizes: list[tuple[int, int]], training: bool,
+PROBE_SIDE = 64  # a family model is measured once at this side; its activations scale with the pixels
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What the estimate reads of a model: params, activation elements kept per image and its largest tensor."""
+
+    params: int
+    activations: int
+    largest: int
+
+
+@lru_cache(maxsize=64)
+def _measured(arch: str) -> tuple[int, int, int]:
+    """(params, elements of every leaf module's output, the largest) of one image at PROBE_SIDE, measured."""
+    import json
+
+    import torch
+
+    from workbench.arch.families import build_model
+    from workbench.arch.tasks import spec_from_dict
+
+    spec = spec_from_dict(json.loads(arch))
+    model = build_model(spec).eval()
+    outputs: list[int] = []
+
+    def hook(m, inp, out):
+        if isinstance(out, torch.Tensor):
+            outputs.append(out.numel())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, PROBE_SIDE, PROBE_SIDE))
+    finally:
+        for h in handles:
+            h.remove()
+    return sum(p.numel() for p in model.parameters()), sum(outputs), max(outputs, default=0)
+
+
+def profile(spec, resolution: int) -> Profile:
+    """A MobileViT spec's closed form (analytic.py), or a family model's measured profile: built once (its family's
+    check refuses a bad name here, before anything trains), one image at 64 px through it, every leaf module's output
+    counted and scaled by the pixels (a measure, not a closed form: the estimate's slack covers the rest)."""
+    if isinstance(spec, FamilySpec):
+        import json
+
+        params, acts, largest = _measured(json.dumps({**spec.to_dict(), "name": "", "group": ""}, sort_keys=True))
+        scale = (resolution / PROBE_SIDE) ** 2
+        return Profile(params, int(acts * scale), int(largest * scale))
+    c = analytic_count(spec, resolution)
+    return Profile(c.params, c.activations, c.largest)
+
+
+def estimate_memory(spec: ModelSpec | FamilySpec, sizes: list[tuple[int, int]], training: bool,
                     activation_bytes: int = 4) -> MemoryEstimate:
     """Bytes to train (or run) `spec` on batches of (resolution, batch) pairs: the most any pair needs."""
     best: MemoryEstimate | None = None
     for resolution, batch in sizes:
-        c = analytic_count(spec, resolution)
+        c = profile(spec, resolution)
         if training:
             total = c.params * TRAIN_BYTES_PER_PARAM + int(batch * c.activations * activation_bytes *
                                                            ACTIVATION_SLACK)
@@ -98,7 +154,8 @@ def check_fits(spec: ModelSpec, sizes: list[tuple[int, int]], *, training: bool,
         return est
     doing = "train" if training else "run"
     name = what or spec.name
+    how = "a measured pass at 64 px" if isinstance(spec, FamilySpec) else "the analytic counter"
     raise WorkbenchError(
         f"{name}: needs about {est.gb:,.1f} GB to {doing} ({est.params:,} params, batch {est.batch} at "
-        f"{est.resolution} px, estimated from the analytic counter), more than this machine's {limit / 1e9:,.1f} GB "
+        f"{est.resolution} px, estimated from {how}), more than this machine's {limit / 1e9:,.1f} GB "
         f"of {kind}{note}; make the model, resolution or batch smaller, or pass {ALLOW_FLAG} to try anyway")

@@ -48,6 +48,12 @@ def count_ptflops(model: nn.Module, resolution: int) -> CounterResult:
 
     custom = {t: tag_module_hook(h, _MODULE_CATEGORY.get(t, "other"))
               for t, h in pytorch_ops.MODULES_MAPPING.items()}
+    # ptflops looks module types up exactly; a subclass of one it counts (timm's Linear, BatchNormAct2d) gets its
+    # base's hook, so that another library's layers are counted as torch's are (no workbench module subclasses one)
+    for t in {type(m) for m in model.modules()} - set(custom):
+        base = next((b for b in t.__mro__[1:] if b in pytorch_ops.MODULES_MAPPING), None)
+        if base is not None:
+            custom[t] = tag_module_hook(pytorch_ops.MODULES_MAPPING[base], _MODULE_CATEGORY.get(base, "other"))
     # ptflops reads these mappings when it patches torch; tag every handler for the duration of the call.
     saved = {name: dict(getattr(pytorch_ops, name)) for name in ("FUNCTIONAL_MAPPING", "TENSOR_OPS_MAPPING")}
     for fn, h in saved["FUNCTIONAL_MAPPING"].items():
@@ -71,7 +77,7 @@ def count_ptflops(model: nn.Module, resolution: int) -> CounterResult:
     if macs is None:
         raise RuntimeError(f"ptflops failed: {out.getvalue().strip().splitlines()[-1:]}")
     unsupported = Counter(type(m).__name__ for m in model.modules()
-                          if not list(m.children()) and type(m) not in pytorch_ops.MODULES_MAPPING
+                          if not list(m.children()) and type(m) not in custom
                           and not isinstance(m, _ZERO_COST))
     if attention_impl(model) == "sdpa" and any(isinstance(m, MultiHeadSelfAttention) for m in model.modules()):
         unsupported["F.scaled_dot_product_attention"] = sum(

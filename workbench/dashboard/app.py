@@ -22,9 +22,12 @@ import streamlit as st
 from workbench.dashboard import STORAGE_ENV
 from workbench.dashboard.chart_data import (
     COLOUR_BY,
+    MACS_LABELS,
     X_AXES,
     ChartData,
     ablation_frame,
+    area_column,
+    default_x,
     front,
     metric_word,
     plotted,
@@ -130,10 +133,14 @@ def chart_section(data: ChartData, x: str, colour_by: str, toggles: dict) -> Non
     st.altair_chart(chart, width="stretch", theme=None)
     best = front(data.points, x)
     word = metric_word(shown)  # top-1, or a task study's mIOU / mAP
+    unplaced = len(data.points[data.points["top1"].notna()]) - len(shown)
+    missing = (f" {unplaced} variant(s) have no {X_AXES[x]} (other families: the paper's rules are MobileViT's); "
+               "fvcore MACs or parameters place every family." if unplaced else "")
     st.caption(f"{len(shown)} measured variant(s): bubble area proportional to "
-               f"{'fvcore' if x == 'macs_fvcore' else 'paper'} MACs, whiskers the 95% interval of {word} over seeds. "
+               f"{MACS_LABELS[area_column(x, shown)]} MACs, whiskers the 95% interval of {word} over seeds. "
                f"Stars: the paper's published {word} (on the paper's dataset and schedule). Dashed: the Pareto "
-               f"front of the measured points (smaller x, higher {word}): {md(', '.join(best['variant_key']))}.")
+               f"front of the measured points (smaller x, higher {word}): {md(', '.join(best['variant_key']))}."
+               f"{missing}")
     pub = data.published if toggles["show_published"] else data.published.iloc[0:0]
     cols = st.columns(4)
     cols[0].download_button("Points (CSV)", data.points.to_csv(index=False), "pareto_points.csv", "text/csv")
@@ -243,7 +250,8 @@ def main() -> None:
         return
 
     filters = sidebar_filters(data)
-    x = st.sidebar.radio("x axis", list(X_AXES), format_func=X_AXES.get, key="x")
+    x = st.sidebar.radio("x axis", list(X_AXES), format_func=X_AXES.get, key="x",
+                         index=list(X_AXES).index(default_x(data.points)))
     colour_by = st.sidebar.radio("Colour by", COLOUR_BY, key="colour")
     toggles = {"show_published": st.sidebar.toggle("Published points", value=True, key="show_published"),
                "show_front": st.sidebar.toggle("Pareto front", value=True, key="show_front"),

@@ -42,9 +42,19 @@ def metric_word(points: pd.DataFrame) -> str:
     return " / ".join(METRIC_LABELS.get(m, m) for m in metrics) or "top-1"
 
 
-def area_column(x: str) -> str:
-    """The MACs the bubble area stands for: fvcore's when the x axis is fvcore's, the paper's otherwise."""
-    return "macs_fvcore" if x == "macs_fvcore" else "macs_paper"
+def area_column(x: str, points: pd.DataFrame | None = None) -> str:
+    """The MACs the bubble area stands for: fvcore's when the x axis is fvcore's, or when some point has no paper
+    MACs (a model of another family than MobileViT: the paper's rules are MobileViT's); the paper's otherwise."""
+    if x == "macs_fvcore" or (points is not None and len(points) and points["macs_paper"].isna().any()):
+        return "macs_fvcore"
+    return "macs_paper"
+
+
+def default_x(points: pd.DataFrame) -> str:
+    """The x axis a chart opens on: paper MACs, or fvcore MACs when some point has none (another family's model),
+    so that every family's point is on the one chart."""
+    have = points[points["top1"].notna()] if len(points) else points
+    return "macs_fvcore" if len(have) and have["macs_paper"].isna().any() else "macs_paper"
 
 
 @dataclass
@@ -130,7 +140,7 @@ def collect(store: Store, studies: list[str] | None = None) -> ChartData:
 POINT_COLUMNS = ["variant_key", "study", "run", "dataset", "schedule", "variant", "label", "family", "preset",
                  "toggles", "baseline", "params", "macs_paper", "macs_fvcore", "macs_ptflops", "top1", "top1_low",
                  "top1_high", "top1_text", "n_seeds", "seeds", "n_failed", "n_running", "delta", "delta_low",
-                 "delta_high", "published_top1", "metric"]
+                 "delta_high", "published_top1", "metric", "macs_flopcounter", "macs_by"]
 
 
 def _m(value) -> float:
@@ -152,7 +162,9 @@ def _point_row(study: str, run_id: str, attrs: dict, table: StudyTable, row: dic
             "top1_text": text, "n_seeds": row["n_seeds"], "seeds": ", ".join(map(str, seeds)) or "-",
             "n_failed": row["n_failed"], "n_running": row["n_running"], "delta": row["delta_mean"],
             "delta_low": dci[0], "delta_high": dci[1], "published_top1": row["published_top1"],
-            "metric": table.metric}
+            "metric": table.metric, "macs_flopcounter": _m(row["macs"].get("flopcounter")),
+            # whose MACs the row's table shows: paper (MobileViT) or flopcounter (another family: no paper MACs)
+            "macs_by": row.get("macs_by", "paper")}
 
 
 PUBLISHED_COLUMNS = ["variant_key", "study", "dataset", "schedule", "family", "variant", "label", "source",
@@ -176,9 +188,10 @@ def _published_row(point: dict, row: dict) -> dict:
 
 
 def _family(attrs: dict) -> str:
-    """A classifier spec's family, or a task spec's backbone's."""
+    """A classifier spec's family (v1, v2, v3), a task spec's backbone's, or another family's model's group (timm's
+    architecture, e.g. mobilenetv3; a user family's name): each its own colour."""
     spec = attrs.get("spec") or {}
-    return spec.get("family") or (spec.get("backbone") or {}).get("family") or "custom"
+    return spec.get("group") or spec.get("family") or (spec.get("backbone") or {}).get("family") or "custom"
 
 
 TRIAL_COLUMNS = ["trial_key", "study", "run", "trial", "state", "variant", "seed", "dataset", "schedule", "family",

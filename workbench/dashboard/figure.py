@@ -50,8 +50,8 @@ def bubble_figure(points: pd.DataFrame, published: pd.DataFrame, x: str = "macs_
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    area = area_column(x)
     shown = plotted(points, x)
+    area = area_column(x, shown)
     pub = published[published["top1"].notna() & published[x].notna()] if len(published) else published
     fig = Figure(figsize=(7.0, 4.6), layout="constrained")
     ax = fig.add_subplot()

@@ -52,8 +52,8 @@ def _tooltip_published(word: str = "top-1") -> list:
 def bubble_chart(points: pd.DataFrame, published: pd.DataFrame, x: str, colour_by: str, *,
                  show_published: bool = True, show_front: bool = True, show_ci: bool = True,
                  show_labels: bool = True) -> alt.LayerChart:
-    area = area_column(x)
     shown = plotted(points, x).assign(kind="measured")
+    area = area_column(x, shown)
     shown["run_label"] = shown["dataset"].astype(str) + " / " + shown["schedule"].astype(str)
     pub = published[published["top1"].notna() & published[x].notna()].assign(kind="published") \
         if show_published and len(published) else published.iloc[0:0].assign(kind="published")

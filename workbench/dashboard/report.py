@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workbench.dashboard.chart_data import X_AXES, ChartData, front, plotted
+from workbench.dashboard.chart_data import X_AXES, ChartData, default_x, front, plotted
 from workbench.dashboard.figure import ablation_figure, bubble_figure, figure_bytes
 from workbench.dashboard.readonly import ReadOnlyStore, read_chart_data
 from workbench.fileio import check_name, write_all
@@ -45,7 +45,7 @@ def report_markdown(table: StudyTable, data: ChartData, x: str, figure_name: str
 
 
 def build_report(url: str | None, study: str, dataset: str | None = None, schedule: str | None = None,
-                 x: str = "macs_paper", colour_by: str = "variant") -> dict[str, bytes]:
+                 x: str | None = None, colour_by: str = "variant") -> dict[str, bytes]:
     """File name -> content, all rendered, nothing written. `dataset` as typed: a relative path matches the run
     the store recorded with it made absolute."""
     from workbench.training.data import normalize_dataset
@@ -53,6 +53,7 @@ def build_report(url: str | None, study: str, dataset: str | None = None, schedu
     check_name(study, "study name")  # it names every file the report writes
     dataset = normalize_dataset(dataset, must_exist=False) if dataset else None
     table, data = study_run(url, study, dataset, schedule)
+    x = x or default_x(data.points)  # paper MACs, or fvcore's when another family's model has none
     config = table.config
     title = f"{study}: {config['dataset']} / {config['schedule']}"
     fig = bubble_figure(data.points, data.published, x, colour_by, title)

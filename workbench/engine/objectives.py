@@ -11,8 +11,8 @@ import math
 from workbench.errors import WorkbenchError
 from workbench.fileio import shown
 
-METRICS = ("top1", "top5", "miou", "map", "params", "macs_paper", "macs_fvcore", "macs_ptflops", "latency_ms",
-           "throughput_img_s")
+METRICS = ("top1", "top5", "miou", "map", "params", "macs_paper", "macs_fvcore", "macs_ptflops", "macs_flopcounter",
+           "latency_ms", "throughput_img_s")
 # A trial's primary metric (what its table ranks by, in percent): top1 for a classifier, miou for a segmentation
 # model (mean IoU over the classes), map for a detection model (COCO mAP@[.5:.95]); the record names it
 # (train.metric) and holds it under that name (train.miou, train.map).
@@ -24,22 +24,32 @@ DIRECTIONS = ("max", "min")
 Objective = tuple[str, str]  # (metric, "max" | "min")
 
 
-def parse_objective(text: str) -> Objective:
-    """'top1:max' -> ("top1", "max"); 'macs:min' -> ("macs_paper", "min")."""
+# On a model of another family than MobileViT the paper's rules do not apply: `macs` means FlopCounterMode's count,
+# which takes the paper's place in its tables (counting/counters.py), and macs_paper is refused.
+FAMILY_MACS = "macs_flopcounter"
+
+
+def parse_objective(text: str, family: bool = False) -> Objective:
+    """'top1:max' -> ("top1", "max"); 'macs:min' -> ("macs_paper", "min"), or ("macs_flopcounter", "min") for a
+    search over another family's models (`family`)."""
     metric, _, direction = str(text).strip().partition(":")
-    metric = ALIASES.get(metric.strip(), metric.strip())
+    if family and metric.strip() == "macs_paper":
+        raise WorkbenchError(f"{text!r}: paper MACs are MobileViT's (the ml-cvnets rules); these models are ranked by "
+                             f"macs ({FAMILY_MACS}: FlopCounterMode, the same operators), macs_fvcore or params")
+    metric = (FAMILY_MACS if family and metric.strip() in ("macs", "flops") else
+              ALIASES.get(metric.strip(), metric.strip()))
     if metric not in METRICS or direction.strip() not in DIRECTIONS:
         raise WorkbenchError(f"{shown(text, 80)}: expected METRIC:max|min with METRIC one of {', '.join(METRICS)} "
                              "(macs = paper MACs)")
     return metric, direction.strip()
 
 
-def parse_objectives(items: str | list) -> list[Objective]:
+def parse_objectives(items: str | list, family: bool = False) -> list[Objective]:
     """A comma-separated string or a list of 'METRIC:max|min'; at least one, each metric once."""
     parts = [p for p in items.split(",") if p.strip()] if isinstance(items, str) else list(items)
     if not parts:
         raise WorkbenchError("give at least one objective, e.g. top1:max")
-    out = [parse_objective(p) for p in parts]
+    out = [parse_objective(p, family) for p in parts]
     if len({m for m, _ in out}) != len(out):
         raise WorkbenchError("each metric may appear once")
     return out
@@ -106,7 +116,8 @@ def objective_values(record: dict, objectives: list[Objective]) -> list[float] |
         return None
 
 
-COUNTER_OF = {"macs_paper": "paper", "macs_fvcore": "fvcore", "macs_ptflops": "ptflops"}
+COUNTER_OF = {"macs_paper": "paper", "macs_fvcore": "fvcore", "macs_ptflops": "ptflops",
+              "macs_flopcounter": "flopcounter"}
 LATENCY_METRICS = ("latency_ms", "throughput_img_s")
 
 

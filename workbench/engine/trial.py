@@ -130,7 +130,9 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
         counts = count(model, item.count_resolution, tuple(item.counters))
         parts = counts.params_parts
         record["counts"] = {"params": parts["inference"] if parts else counts.params, "macs": counts.macs,
-                            "resolution": counts.resolution, **({"params_parts": parts} if parts else {})}
+                            "resolution": counts.resolution, **({"params_parts": parts} if parts else {}),
+                            # another family than MobileViT: paper's place taken by FlopCounterMode (counters.py)
+                            **({"macs_by": counts.macs_by} if counts.macs_by != "paper" else {})}
         del model
         if item.latency:
             # Before training: latency is a cost known up front, so an early-stopping rung can rank on it, and

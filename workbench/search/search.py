@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from workbench.arch.families import FamilySpec, block_of
 from workbench.engine.claims import owner_is_dead
 from workbench.engine.engine import HEARTBEAT_S, Engine, EngineOptions
 from workbench.engine.filecheck import LatencyPlan
@@ -47,24 +48,37 @@ class Constraints:
 
     def violation(self, spec) -> str | None:
         """Why `spec` is out of bounds, or None; params and MACs need no model, latency builds one."""
-        from workbench.counting.analytic import analytic_count
-
-        a = analytic_count(spec, self.latency_resolution)
-        if self.max_params is not None and a.params > self.max_params:
-            return f"params {a.params:,} > max {self.max_params:,}"
-        if self.max_macs is not None and a.paper > self.max_macs:
-            return f"paper MACs {a.paper:,} > max {self.max_macs:,}"
+        params, paper = self.sizes(spec)
+        if self.max_params is not None and params > self.max_params:
+            return f"params {params:,} > max {self.max_params:,}"
+        if self.max_macs is not None and paper > self.max_macs:
+            return f"paper MACs {paper:,} > max {self.max_macs:,}"
         if self.max_latency_ms is not None:
             lat = self.latency_ms(spec)
             if lat > self.max_latency_ms:
                 return f"latency {lat:.2f} ms > max {self.max_latency_ms:g} ms"
         return None
 
+    def sizes(self, spec) -> tuple[int, int]:
+        """(params, paper MACs): the analytic counter's for a MobileViT spec; a family model's params measured (its
+        paper MACs do not exist: the paper's rules are MobileViT's, so --max-macs is refused for it)."""
+        if isinstance(spec, FamilySpec):
+            if self.max_macs is not None:
+                raise WorkbenchError(f"--max-macs is in paper MACs, whose rules are MobileViT's; {spec.name} is a "
+                                     f"{spec.family} model: bound it with --max-params or --max-latency-ms")
+            from workbench.counting.memory import profile
+
+            return (profile(spec, self.latency_resolution).params if self.max_params is not None else 0), 0
+        from workbench.counting.analytic import analytic_count
+
+        a = analytic_count(spec, self.latency_resolution)
+        return a.params, a.paper
+
     def latency_ms(self, spec) -> float:
-        from workbench.arch.model import MobileViT
+        from workbench.arch.families import build_model
         from workbench.counting.latency import measure_latency
 
-        return measure_latency(MobileViT(spec), self.latency_resolution, batch=1, warmup=2, iters=5,
+        return measure_latency(build_model(spec), self.latency_resolution, batch=1, warmup=2, iters=5,
                                runtime=self.latency_runtime, throughput=False)["latency_ms"]
 
 
@@ -74,8 +88,6 @@ def check_feasible(space: SearchSpace, constraints: Constraints, samples: int = 
 
     if constraints.max_params is None and constraints.max_macs is None:
         return
-    from workbench.counting.analytic import analytic_count
-
     probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     smallest = None
     for _ in range(samples):
@@ -84,11 +96,11 @@ def check_feasible(space: SearchSpace, constraints: Constraints, samples: int = 
             spec = space.spec_for({p.key: p.suggest(trial) for p in space.params})
         except WorkbenchError:
             continue
-        a = analytic_count(spec, constraints.latency_resolution)
-        if smallest is None or (a.params, a.paper) < smallest:
-            smallest = (a.params, a.paper)
-        if (constraints.max_params is None or a.params <= constraints.max_params) and \
-                (constraints.max_macs is None or a.paper <= constraints.max_macs):
+        params, paper = constraints.sizes(spec)
+        if smallest is None or (params, paper) < smallest:
+            smallest = (params, paper)
+        if (constraints.max_params is None or params <= constraints.max_params) and \
+                (constraints.max_macs is None or paper <= constraints.max_macs):
             return
     have = f"the smallest of {samples} samples has {smallest[0]:,} params and {smallest[1]:,} paper MACs" \
         if smallest else "no sample built"
@@ -301,7 +313,7 @@ class SearchSource(WorkSource):
         return {**self.engine.trial_attrs(self), "variant": f"t{number}", "label": f"trial {number}",
                 "seed": self.opts.seed, "preset": self.space.base,
                 "overrides": {**self.space.fixed, **{k: str(v) for k, v in values.items()}},
-                "block": dict(vars(spec.block)), "spec": spec.to_dict(), "search_space": self.space.name,
+                "block": block_of(spec), "spec": spec.to_dict(), "search_space": self.space.name,
                 "sampler": self.opts.sampler, "pruner": pruner_for(self.opts), "sampled": dict(values)}
 
     def scheduler(self):

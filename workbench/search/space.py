@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from workbench.arch.resolve import check_resolution, resolve_spec
+from workbench.arch.families import FamilySpec, get_family, is_reference, split_reference
+from workbench.arch.resolve import check_resolution
 from workbench.arch.spec import ModelSpec, override_keys
+from workbench.arch.tasks import resolve_model
 from workbench.counting import COUNTERS, DEFAULT_COUNTERS
 from workbench.engine.filecheck import (
     MAX_DESCRIPTION,
@@ -77,9 +79,15 @@ class SearchSpace:
     latency: LatencyPlan | None = None  # how a trial measures latency_ms / throughput (None: not configured)
     text: str = field(repr=False, default="")
 
-    def spec_for(self, values: Mapping[str, Any]) -> ModelSpec:
-        """The base preset with the fixed overrides and the sampled values."""
-        return resolve_spec(self.base, {**self.fixed, **{k: scalar_text(v) for k, v in values.items()}})
+    @property
+    def is_family(self) -> bool:
+        """Does the space range over another family's models than MobileViT (timm's, a user's)?"""
+        return isinstance(self.spec_for({}), FamilySpec)
+
+    def spec_for(self, values: Mapping[str, Any]) -> ModelSpec | FamilySpec:
+        """The base (a preset, or a family model such as timm:mobilenetv3_large_100) with the fixed overrides and
+        the sampled values (a family model's knobs)."""
+        return resolve_model(self.base, {**self.fixed, **{k: scalar_text(v) for k, v in values.items()}})
 
 
 class _SpaceChecker(FileChecker):
@@ -112,13 +120,13 @@ def parse_space(c: FileChecker, data: Any, path: Path, text: str) -> SearchSpace
     # The space's name names its study in the store (search-NAME) and its run folders: NAME_RE, checked first.
     name = c.name("name", data["name"])
     description = c.text("description", data.get("description"), MAX_DESCRIPTION, one_line=False)
-    known = set(override_keys())
+    base = c.string("base", data["base"])
+    known = _keys(c, base)
     fixed = c.assignments("fixed", data.get("fixed"))
     raw = data["parameters"]
     if not isinstance(raw, Mapping) or not raw:
         raise c.fail("parameters", "expected a non-empty mapping of SPEC_KEY: [choices] or {low, high}")
     params = [_param(c, str(k), v, known) for k, v in raw.items()]
-    base = c.string("base", data["base"])
     cpus, gpus = resources_of(c, data.get("resources", {}))
     space = SearchSpace(
         name=name, path=path, description=description,
@@ -143,7 +151,39 @@ def parse_space(c: FileChecker, data: Any, path: Path, text: str) -> SearchSpace
     return space
 
 
-def _param(c: FileChecker, key: str, raw: Any, known: set[str]) -> Param:
+def _keys(c: FileChecker, base: str) -> Callable[[str], bool] | set[str]:
+    """The keys a space over `base` may range over: a MobileViT spec's dotted keys, or a family model's knobs (an
+    open family such as timm takes any keyword; the model refuses a wrong one when it is built)."""
+    if not is_reference(base):
+        return set(override_keys())
+    try:
+        family, _ = split_reference(base)
+        fam = get_family(family)
+    except WorkbenchError as e:
+        raise c.fail("base", str(e)) from None
+    if family == "mobilevit":
+        return set(override_keys())
+    return _FamilyKeys(fam)
+
+
+class _FamilyKeys:
+    """A family's knobs as the set of keys `_param` checks against (membership asks the family)."""
+
+    def __init__(self, family):
+        self.family = family
+
+    def __contains__(self, key: str) -> bool:
+        try:
+            self.family.knob(key)
+        except WorkbenchError:
+            return False
+        return key not in ("name",)
+
+    def __iter__(self):
+        return iter(self.family.knob_keys())
+
+
+def _param(c: FileChecker, key: str, raw: Any, known) -> Param:
     where = f"parameters.{key}"
     if key not in known:
         import difflib

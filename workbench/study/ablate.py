@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.arch.families import block_of
 from workbench.engine.engine import Engine, EngineOptions
 from workbench.engine.objectives import labels, optuna_directions
 from workbench.engine.plan import RunPlan
@@ -134,7 +135,7 @@ class StudySource(WorkSource):
     def _attrs(self, it: Item) -> dict:
         v = it.variant
         return {**self.engine.trial_attrs(self), "item": it.key, "variant": v.name, "label": v.label,
-                "seed": it.seed, "preset": v.preset, "overrides": v.overrides, "block": dict(vars(v.backbone.block)),
+                "seed": it.seed, "preset": v.preset, "overrides": v.overrides, "block": block_of(v.backbone),
                 "spec": v.spec.to_dict(), "published": v.published, "baseline": v.name == self.study.baseline,
                 "config_id": self.plan.config_id, "schedule_resolved": self.plan.key_fields,
                 **({"task": v.task} if v.task != "classification" else {}),

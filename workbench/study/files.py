@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from workbench.arch.families import FamilySpec
 from workbench.arch.resolve import check_resolution
 from workbench.arch.spec import ModelSpec
 from workbench.arch.tasks import TASKS, TaskSpec, resolve_model
@@ -175,6 +176,10 @@ def parse_study(data: Any, path: Path, text: str = "") -> Study:
         if other:
             raise c.fail("objectives", f"{metric} is measured by {other} models; this is a {study_task} study "
                          f"(its metric: {DEFAULT_OBJECTIVE[study_task]})")
+    family = next((v for v in variants if isinstance(v.spec, FamilySpec)), None)
+    if family is not None and any(m == "macs_paper" for m, _ in objectives):
+        raise c.fail("objectives", f"macs_paper: paper MACs are MobileViT's (the ml-cvnets rules) and variant "
+                     f"{family.name} is a {family.spec.family} model; rank by macs_flopcounter, macs_fvcore or params")
     cpus, gpus = resources_of(c, data.get("resources", {}))
     default_side = variants[0].spec.resolution if isinstance(variants[0].spec, TaskSpec) else 256
     count_resolution = c.integer("count_resolution", data.get("count_resolution", default_side))

@@ -15,7 +15,7 @@ from workbench.study.files import Study
 
 
 def measure_ratios(study: Study, progress=None) -> list[dict]:
-    from workbench.arch.model import MobileViT
+    from workbench.arch.families import build_model
     from workbench.counting.latency import measure_latency
     from workbench.machine import cpu_model
 
@@ -27,8 +27,9 @@ def measure_ratios(study: Study, progress=None) -> list[dict]:
             times = {name: [], base: []}
             for _ in range(plan.rounds):
                 for v in (a, b):
-                    lat = measure_latency(MobileViT(v.spec), plan.resolution, runtime=runtime, threads=(plan.threads,),
-                                          warmup=plan.warmup, iters=plan.iters, throughput=False)
+                    lat = measure_latency(build_model(v.spec), plan.resolution, runtime=runtime,
+                                          threads=(plan.threads,), warmup=plan.warmup, iters=plan.iters,
+                                          throughput=False)
                     times[v.name].append(lat["latency_ms"])
             per_round = [x / y for x, y in zip(times[name], times[base])]
             ratio = statistics.median(times[name]) / statistics.median(times[base])

@@ -141,6 +141,8 @@ def _row(name: str, trials: list[TrialRecord], t: StudyTable) -> dict:
         "variant": name, "label": first.get("label", name), "preset": first.get("preset"), "metric": t.metric,
         "overrides": first.get("overrides", {}), "block": first.get("block", {}),
         "params": counts.get("params"), "macs": counts.get("macs", {}), "count_resolution": counts.get("resolution"),
+        # whose MACs the row's MACs column shows: paper for a MobileViT model, flopcounter for another family's
+        "macs_by": counts.get("macs_by", "paper"),
         "top1_mean": _round(_mean(list(top1_by.values()))), "top1_ci": None, "top1_by_seed": top1_by,
         "n_seeds": len(done),
         "n_failed": sum(r.state == "FAIL" and r.attrs.get("failure") != "interrupted" for r in trials),

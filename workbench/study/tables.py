@@ -106,8 +106,12 @@ def table_cells(t: StudyTable, mark: str = "x") -> tuple[list[str], list[list[st
     has_latency = any(r["latency_ms"] is not None for r in t.rows)
     labelled = any(r["label"] != r["variant"] for r in t.rows)
     label = t.metric_label
+    # A table with another family's models (timm's, a user's) says whose MACs each row shows: the paper's rules are
+    # MobileViT's, FlopCounterMode counts the others (counting/counters.py); a MobileViT table is as it was.
+    mixed = any(r.get("macs_by", "paper") != "paper" for r in t.rows)
+    macs_cols = ["MACs (M)", "MACs by"] if mixed else ["paper MACs (M)"]
     headers = (["variant"] + (["model"] if labelled else []) + [m[0] for m in marks]
-               + ["params", "paper MACs (M)", "fvcore MACs (M)", f"{label} % (95% CI)",
+               + ["params"] + macs_cols + ["fvcore MACs (M)", f"{label} % (95% CI)",
                   f"Δ vs {t.baseline} (paired 95% CI)", "noise?", "MDE", "seeds", f"paper {label} (Δ)"])
     if has_latency:
         headers += ["latency ms", "img/s", "paper ms", "paper img/s"]
@@ -121,7 +125,10 @@ def table_cells(t: StudyTable, mark: str = "x") -> tuple[list[str], list[list[st
             (f" ({r['n_running']} running)" if r["n_running"] else "")
         row = ([r["variant"]] + ([r["label"]] if labelled else [])
                + [mark if r["block"].get(k) == v else "" for _, k, v in marks]
-               + [fmt_int(r["params"]), fmt_m(r["macs"].get("paper")), fmt_m(r["macs"].get("fvcore")),
+               + [fmt_int(r["params"])]
+               + ([fmt_m(r["macs"].get(r.get("macs_by", "paper"))), r.get("macs_by", "paper")] if mixed
+                  else [fmt_m(r["macs"].get("paper"))])
+               + [fmt_m(r["macs"].get("fvcore")),
                   _pm(r["top1_mean"], r["top1_ci"]), _pm(r["delta_mean"], r["delta_ci"], signed=True), noise, mde,
                   seeds, pub])
         if has_latency:
@@ -160,7 +167,7 @@ def title(t: StudyTable) -> str:
 SHORT_MARKS = {"conv-3x3": "3x3", "conv-1x1": "1x1", "no-fusion": "nofuse", "Input-Concat": "in-cat",
                "Local-Concat": "loc-cat", "Input-Add": "+input", "DWConv": "dw", "Linear-attn": "linear"}
 SHORT_HEADERS = {"top-1 % (95% CI)": "top-1 % ± CI", "mIOU % (95% CI)": "mIOU % ± CI", "mAP % (95% CI)": "mAP % ± CI",
-                 "paper MACs (M)": "MACs (M)"}
+                 "paper MACs (M)": "MACs (M)", "MACs by": "by"}
 DROP_FIRST = ("fvcore MACs (M)", "paper ms", "paper img/s", "model", "img/s", "seeds")
 
 
@@ -228,7 +235,7 @@ def render_csv(t: StudyTable) -> str:
             "delta_ci_high", "within_noise", "verdict", "p_value", "p_holm", "method", "mde", "mde_low", "mde_high",
             "underpowered",
             f"published_{m}", "published_delta", "latency_ms", "throughput_img_s",
-            "dataset", "schedule"]
+            "dataset", "schedule", "macs_flopcounter", "macs_by"]
     w = csv.writer(buf)
     w.writerow(cols)
     for r in t.rows:
@@ -240,7 +247,8 @@ def render_csv(t: StudyTable) -> str:
                     r["within_noise"], r.get("verdict"), r.get("p_value"), r.get("p_holm"), r.get("method"),
                     r.get("mde"), mr[0], mr[1], r.get("underpowered"),
                     r["published_top1"], r["published_delta"], r["latency_ms"],
-                    r["throughput_img_s"], t.config["dataset"], t.config["schedule"]])
+                    r["throughput_img_s"], t.config["dataset"], t.config["schedule"], r["macs"].get("flopcounter"),
+                    r.get("macs_by", "paper")])
     return buf.getvalue()
 
 

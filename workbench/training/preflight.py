@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.arch.families import FamilySpec, family_of
 from workbench.arch.resolve import check_resolution
 from workbench.arch.spec import ModelSpec
 from workbench.arch.tasks import TaskSpec, task_with_overrides
@@ -155,6 +156,11 @@ def check_training(spec: ModelSpec, facts: DatasetFacts, schedule: Schedule, *, 
     """`spec` with the dataset's head, checked as the trainer will check it: sizes, then memory."""
     if isinstance(spec, TaskSpec) or facts.task != "classification":
         return _check_task_training(spec, facts, schedule, device=device, allow_large=allow_large, what=what)
+    if isinstance(spec, FamilySpec):  # what reading its file could not check (a timm name), before anything runs
+        try:
+            family_of(spec).check(spec)
+        except WorkbenchError as e:
+            raise WorkbenchError(f"{what}: {e}" if what else str(e)) from None
     spec = spec.with_overrides({"num_classes": facts.num_classes})
     try:
         check_sizes(spec, schedule)

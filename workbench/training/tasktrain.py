@@ -33,6 +33,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from workbench.arch.families import FamilySpec
 from workbench.arch.model import build_task_model, init_weights
 from workbench.arch.resolve import check_resolution
 from workbench.arch.spec import ModelSpec
@@ -88,7 +89,7 @@ LABELS = {"miou": "mIOU", "map": "mAP", "map50": "mAP@.5"}
 def train_spec(spec, dataset="digits", schedule="smoke", **kwargs) -> RunResult:
     """Train a classifier (`train_model`) or a task model (`train_task`), whichever `spec` is; a task model's
     `init_from` is refused for a classifier (its run starts from a checkpoint by `--resume` instead)."""
-    if not isinstance(spec, (ModelSpec, TaskSpec)):
+    if not isinstance(spec, (ModelSpec, TaskSpec, FamilySpec)):
         spec = resolve_model(spec)
     if isinstance(spec, TaskSpec):
         return train_task(spec, dataset, schedule, **kwargs)

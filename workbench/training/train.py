@@ -23,9 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workbench.arch.model import MobileViT, count_params, init_weights
-from workbench.arch.resolve import resolve_spec
+from workbench.arch.families import FamilySpec, build_model
+from workbench.arch.model import count_params, init_weights
 from workbench.arch.spec import ModelSpec
+from workbench.arch.tasks import resolve_model
 from workbench.counting.memory import check_fits
 from workbench.errors import WorkbenchError, os_error_line
 from workbench.machine import StepLock
@@ -233,7 +234,8 @@ class _Loop:
         share = torch.get_num_threads() if threads == "auto" else int(threads)  # the run's CPUs, before a probe
         self.threads = thread_chooser(threads, device)  # None: the thread count stays as it is
         seed_everything(seed)
-        self.model = init_weights(MobileViT(spec, dropout=schedule.dropout), schedule.init).to(device)
+        # built by its family (MobileViT's, timm's, a user's), initialised by the schedule's rule alike
+        self.model = init_weights(build_model(spec, dropout=schedule.dropout), schedule.init).to(device)
         if schedule.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # compile=true: the compiled step is kept only where it is measured faster (training/compiled.py)
@@ -456,8 +458,8 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
             print("cuda: cudnn.benchmark on, not deterministic: a seed repeats to about the last digit of top-1, "
                   "not bit for bit", file=sys.stderr)
     mem_scope = reset_peak_memory(dev)  # this run's peak, not an earlier run's in the same worker
-    if not isinstance(spec, ModelSpec):
-        spec = resolve_spec(spec)
+    if not isinstance(spec, (ModelSpec, FamilySpec)):
+        spec = resolve_model(spec)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise WorkbenchError(f"seed {seed!r}: expected an integer >= 0")
     out = check_out_dir(Path(out_dir).expanduser() if out_dir is not None else None, resume)
