@@ -220,3 +220,28 @@ def test_compile_is_kept_only_where_measured_faster_and_the_choice_is_remembered
     again = train_model(spec, "digits", "smoke", overrides={"epochs": "1", "compile": "true"}, progress=False,
                         threads=1)
     assert again.compile.endswith(".json)") and "decided before" in again.compile
+
+
+def test_a_compile_that_fails_leaves_the_run_on_eager_and_says_why(tmp_path, monkeypatch):
+    from workbench.training import compiled as compiled_mod
+
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("cannot determine truth value of Relational\nmore detail")
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(compiled_mod.torch, "compile", lambda model, **_: Broken())
+    model = torch.nn.Linear(3, 2)
+    step = compiled_mod.CompiledStep(model, "key", progress=False)
+
+    def run(m):
+        loss = m(torch.ones(4, 3)).sum()
+        loss.backward()
+        return loss
+
+    model.weight.grad = torch.ones_like(model.weight)  # a failed first micro-batch's leftovers are dropped
+    loss = step.step(run)
+    assert step.choice == "eager" and step.module is model and torch.isfinite(loss)
+    assert step.line.startswith("compile: failed (RuntimeError: cannot determine truth value")
+    assert "eager kept" in step.line
+    assert torch.allclose(model.weight.grad, torch.ones(2, 3) * 4)  # one backward, not two

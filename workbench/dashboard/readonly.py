@@ -50,6 +50,16 @@ def _cause(path: Path, e: Exception) -> str:
     return f"{e}; the store {why}" if why else str(e)
 
 
+def _damage(path: Path, e: sqlite3.DatabaseError) -> str:
+    """Why a file cannot be read: a SQLite store damaged after it was written, or a file that never was one."""
+    with open(path, "rb") as f:
+        was_sqlite = f.read(16) == b"SQLite format 3\x00"
+    if was_sqlite:  # the header survived, the pages did not: truncated or overwritten by another program
+        return (f"the study store {str(path)!r} is no longer a readable database ({_cause(path, e)}): truncated or "
+                "overwritten? restore it from a copy (sqlite3 FILE .recover salvages what is left)")
+    return f"the study store {str(path)!r} is not a readable SQLite file ({_cause(path, e)})"
+
+
 def inspect_sqlite(path: Path) -> None:
     """Raise StoreProblem unless `path` is a readable SQLite file holding Optuna's tables."""
     if not path.exists():
@@ -66,8 +76,7 @@ def inspect_sqlite(path: Path) -> None:
     except WorkbenchError as e:
         raise StoreProblem("unreadable", str(e)) from None
     except sqlite3.DatabaseError as e:
-        raise StoreProblem("corrupt", f"the study store {str(path)!r} is not a readable SQLite file "
-                                      f"({_cause(path, e)})") from None
+        raise StoreProblem("corrupt", _damage(path, e)) from None
     if not tables:
         raise StoreProblem("empty", f"the study store {str(path)!r} is empty: no study has been recorded yet")
     if not OPTUNA_TABLES <= tables:

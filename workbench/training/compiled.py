@@ -42,11 +42,31 @@ class CompiledStep:
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
         known = self._known()
         self.choice = known["choice"] if known else None  # "compiled" | "eager" | None: still measuring
-        self.compiled = torch.compile(model) if self.choice != "eager" else None
+        # Static shapes: a step's sizes are few (a batch, a last batch, the sampler's resolutions), and dynamo
+        # otherwise turns a second size into a symbolic one, which inductor cannot lower for every model (seen on
+        # torch 2.14 with this file's model after another compile of the same forward in the process).
+        self.compiled = torch.compile(model, dynamic=False) if self.choice != "eager" else None
         self.times: dict[str, list[float]] = {"compiled": [], "eager": []}
         self.warm = 0
         self.compile_s = 0.0
         self.line = f"compile: {known['line']} (decided before, {self.path.name})" if known else ""
+
+    def step(self, run):
+        """`run(module)` through `module`; where compiling fails, the run goes on eager and says why once."""
+        module = self.module
+        if module is self.model:
+            return run(module)
+        try:
+            return run(module)
+        except Exception as e:  # noqa: BLE001 - any compiler failure (dynamo, inductor, a C compiler) means eager
+            for p in self.model.parameters():  # a failure after a first micro-batch's backward leaves its grads
+                p.grad = None
+            self.choice, self.compiled = "eager", None
+            first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            self.line = f"compile: failed ({type(e).__name__}: {first[:160]}); eager kept"
+            if self.progress:
+                print(self.line, file=sys.stderr, flush=True)
+            return run(self.model)
 
     def _known(self) -> dict | None:
         try:

@@ -201,7 +201,7 @@ class _TaskLoop:
         self.model = self.model.to(device)
         if schedule.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.step_model = torch.compile(self.model) if schedule.compile else self.model
+        self.step_model = torch.compile(self.model, dynamic=False) if schedule.compile else self.model
         fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
         groups = param_groups(self.model.backbone, schedule.weight_decay, schedule.no_decay_bn_filter_bias)
         head = torch.nn.ModuleList([m for n, m in self.model.named_children() if n != "backbone"])

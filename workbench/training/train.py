@@ -306,10 +306,13 @@ class _Loop:
 
         def loss_of(x, y, size):
             t_step = time.perf_counter()
-            loss = forward_backward(self.compiled.module if self.compiled else self.model, x, y,
-                                    self.micro.get(size, len(x)),
-                                    lambda out, target: F.cross_entropy(out, target, label_smoothing=s.label_smoothing),
-                                    lambda: autocast_for(dev, s.precision))
+            def through(model):
+                return forward_backward(model, x, y, self.micro.get(size, len(x)),
+                                        lambda out, target: F.cross_entropy(out, target,
+                                                                            label_smoothing=s.label_smoothing),
+                                        lambda: autocast_for(dev, s.precision))
+
+            loss = self.compiled.step(through) if self.compiled else through(self.model)
             if self.compiled is not None and self.compiled.choice is None:
                 sync(dev)
                 self.compiled.timed(time.perf_counter() - t_step)
