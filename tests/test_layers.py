@@ -80,6 +80,19 @@ def test_no_import_loops():
     assert not loops, loops
 
 
+def test_no_package_file_over_600_lines_and_no_function_over_80():
+    # Short files with one concept each, short functions a reader can hold: the house rules' size limits.
+    long_files, long_functions = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > 600:
+            long_files.append(f"{path.name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long_functions.append(f"{path.name}:{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not long_files and not long_functions, long_files + long_functions
+
+
 def test_reading_study_and_space_files_imports_no_torch_fvcore_ptflops_or_ray():
     """timm too: a study naming timm models (baselines) and a space over one (mobilenetv3) are read without it."""
     code = ("import sys\n"

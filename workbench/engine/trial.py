@@ -106,14 +106,49 @@ def _no_space_where(exc: BaseException, run_dir: str | None) -> str:
     return no_space_line(run_dir or ".")
 
 
+def _counts(spec, item: WorkItem) -> dict:
+    from workbench.arch.model import create_model
+    from workbench.counting.counters import count
+
+    # Counted as the study file states the model (e.g. the 1000-class head at 256 px), so params and MACs compare
+    # with the paper; the dataset's head only changes what is trained. A task model's params are what inference
+    # runs (backbone + head, no auxiliary head): what Tables 3 and 4 count.
+    counts = count(create_model(spec, attention_impl="matmul"), item.count_resolution, tuple(item.counters))
+    parts = counts.params_parts
+    return {"params": parts["inference"] if parts else counts.params, "macs": counts.macs,
+            "resolution": counts.resolution, **({"params_parts": parts} if parts else {}),
+            # another family than MobileViT: paper's place taken by FlopCounterMode (counters.py)
+            **({"macs_by": counts.macs_by} if counts.macs_by != "paper" else {})}
+
+
+def _latency(spec, lat: dict) -> dict:
+    from workbench.arch.model import create_model
+    from workbench.counting.latency import measure_latency
+
+    for _ in range(2):  # timed again once when other processes kept the cores busy meanwhile
+        measured = measure_latency(create_model(spec), lat["resolution"], device=lat["device"], batch=lat["batch"],
+                                   warmup=lat["warmup"], iters=lat["iters"], runtime=lat.get("runtime", "torch"))
+        if not (measured.get("load") or {}).get("busy"):
+            break
+    measured["settings"] = dict(lat)
+    return measured
+
+
+def _schedule_of(item: WorkItem):
+    """(schedule, overrides) for training: the driver's resolved fields as they are, else a name and overrides."""
+    if item.schedule_fields is not None:
+        from workbench.training.schedules import Schedule
+
+        return Schedule(**item.schedule_fields), None
+    return item.schedule, item.schedule_overrides
+
+
 def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable | None = None,
             still_ours: Callable[[], bool] | None = None) -> dict:
     """Run one work item and return its record. `still_ours` (a claim check) is passed to training."""
     import torch
 
-    from workbench.arch.model import create_model
     from workbench.arch.tasks import spec_from_dict
-    from workbench.counting.counters import count
     from workbench.engine.objectives import metrics_of
     from workbench.engine.provenance import hardware, library_versions
 
@@ -123,31 +158,12 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
     try:
         spec = spec_from_dict(item.spec)
         stage = "count"
-        # Counted as the study file states the model (e.g. the 1000-class head at 256 px), so params and
-        # MACs compare with the paper; the dataset's head only changes what is trained. A task model's params are
-        # what inference runs (backbone + head, no auxiliary head): what Tables 3 and 4 count.
-        model = create_model(spec, attention_impl="matmul")
-        counts = count(model, item.count_resolution, tuple(item.counters))
-        parts = counts.params_parts
-        record["counts"] = {"params": parts["inference"] if parts else counts.params, "macs": counts.macs,
-                            "resolution": counts.resolution, **({"params_parts": parts} if parts else {}),
-                            # another family than MobileViT: paper's place taken by FlopCounterMode (counters.py)
-                            **({"macs_by": counts.macs_by} if counts.macs_by != "paper" else {})}
-        del model
+        record["counts"] = _counts(spec, item)
         if item.latency:
             # Before training: latency is a cost known up front, so an early-stopping rung can rank on it, and
             # a trial whose latency cannot be measured fails before it pays for its training.
             stage = "latency"
-            from workbench.counting.latency import measure_latency
-
-            lat = item.latency
-            for _ in range(2):  # timed again once when other processes kept the cores busy meanwhile
-                record["latency"] = measure_latency(create_model(spec), lat["resolution"], device=lat["device"],
-                                                    batch=lat["batch"], warmup=lat["warmup"], iters=lat["iters"],
-                                                    runtime=lat.get("runtime", "torch"))
-                if not (record["latency"].get("load") or {}).get("busy"):
-                    break
-            record["latency"]["settings"] = dict(lat)
+            record["latency"] = _latency(spec, item.latency)
         costs = metrics_of(record, costs_only=True)
         stage = "train"
         if train_fn is None:
@@ -159,12 +175,7 @@ def execute(item: WorkItem, report: Callable[[dict], None], train_fn: Callable |
         def on_epoch(epoch: int, metrics: dict) -> None:
             report({**costs, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
 
-        if item.schedule_fields is not None:  # the driver's resolution, as it is
-            from workbench.training.schedules import Schedule
-
-            schedule, overrides = Schedule(**item.schedule_fields), None
-        else:
-            schedule, overrides = item.schedule, item.schedule_overrides
+        schedule, overrides = _schedule_of(item)
         extra = {"init_from": item.extra["init_from"]} if item.extra.get("init_from") else {}
         result = train_fn(spec, item.dataset, schedule, overrides=overrides, seed=item.seed,
                           device=item.device, out_dir=item.run_dir, resume=bool(run_dir), progress=False,

@@ -51,7 +51,6 @@ from workbench.training.checkpoint import (
     rng_state,
     save_checkpoint,
     seed_everything,
-    set_aside,
     set_rng_state,
     write_json,
     write_jsonl,
@@ -67,8 +66,8 @@ from workbench.training.threads import check_threads, thread_chooser
 from workbench.training.train import (
     Diverged,
     TakenOver,
+    _checkpoint_to_resume,
     _config,
-    _config_mismatch,
     _drop_if_empty,
     autocast_for,
     check_out_dir,
@@ -290,6 +289,26 @@ def _task_result(loop: _TaskLoop, status: str, message: str, wall_s: float, out_
         best=max(r[metric] for r in h) if h else None, init_from=loop.loaded)
 
 
+def _check_task_run(spec: TaskSpec, sched: Schedule, n_train: int, dev: torch.device, init_from: str | None,
+                    allow_large: bool, memory_share: float) -> None:
+    """What a task run refuses before anything is made: sizes, one resolution, batches of 2+, memory."""
+    for size in sorted(set(sched.train_sizes()) | {sched.resolution}):
+        check_resolution(spec.backbone, size)
+    if sched.multiscale:
+        raise WorkbenchError(f"multiscale={sched.multiscale}: a {spec.task} run trains at one size (resolution); "
+                             "set multiscale= (empty)")
+    if sched.batch_at(sched.resolution) < 2 or min(n_train, sched.batch) < 2:
+        raise WorkbenchError("batch: a task model trains on 2 images a step or more (the ASPP pooling branch's "
+                             "BatchNorm sees one value per channel and image)")
+    if init_from and not Path(init_from).expanduser().is_file():
+        raise WorkbenchError(f"init_from {init_from!r}: no such file")
+    check_fits(spec, [(sched.resolution, sched.batch)], training=True, device=str(dev), precision=sched.precision,
+               allow_large=allow_large, what=f"{spec.name} (training, batch {sched.batch})", share=memory_share)
+    check_fits(spec, [(sched.resolution, sched.eval_batch)], training=False, device=str(dev),
+               allow_large=allow_large, what=f"{spec.name} (evaluation, eval_batch={sched.eval_batch})",
+               share=memory_share)
+
+
 def train_task(spec: TaskSpec | str, dataset: str | TaskSet = DEFAULT_DATASET, schedule: str | Schedule = "smoke", *,
                overrides: dict[str, str] | None = None, seed: int = 0, device: str = "auto",
                out_dir: str | Path | None = None, resume: bool = False, data_dir: str | None = None,
@@ -320,39 +339,14 @@ def train_task(spec: TaskSpec | str, dataset: str | TaskSet = DEFAULT_DATASET, s
     if len(ds.train) < 2:
         raise WorkbenchError(f"{ds.name}: need at least 2 training images, found {len(ds.train)}")
     spec = with_classes(spec, ds.num_classes)
-    for size in sorted(set(sched.train_sizes()) | {sched.resolution}):
-        check_resolution(spec.backbone, size)
-    if sched.multiscale:
-        raise WorkbenchError(f"multiscale={sched.multiscale}: a {spec.task} run trains at one size (resolution); "
-                             "set multiscale= (empty)")
-    if sched.batch_at(sched.resolution) < 2 or min(len(ds.train), sched.batch) < 2:
-        raise WorkbenchError("batch: a task model trains on 2 images a step or more (the ASPP pooling branch's "
-                             "BatchNorm sees one value per channel and image)")
-    if init_from and not Path(init_from).expanduser().is_file():
-        raise WorkbenchError(f"init_from {init_from!r}: no such file")
-    check_fits(spec, [(sched.resolution, sched.batch)], training=True, device=str(dev), precision=sched.precision,
-               allow_large=allow_large, what=f"{spec.name} (training, batch {sched.batch})", share=memory_share)
-    check_fits(spec, [(sched.resolution, sched.eval_batch)], training=False, device=str(dev),
-               allow_large=allow_large, what=f"{spec.name} (evaluation, eval_batch={sched.eval_batch})",
-               share=memory_share)
+    _check_task_run(spec, sched, len(ds.train), dev, init_from, allow_large, memory_share)
     whole_set = whole_set_note(sched, len(ds.train), ds.name)
     config = {**_config(spec, sched, ds, int(seed)), "init_from": str(Path(init_from).expanduser().resolve())
               if init_from else None}
-    ck, refused = None, None
-    if out and resume and (out / CHECKPOINT).is_file():
-        try:
-            ck = load_checkpoint(out / CHECKPOINT)
-        except CheckpointRefused as e:
-            if bad_checkpoint != "restart":
-                raise
-            refused = set_aside(e.path)
-            print(f"warning: {e}; moved to {refused.name}, training starts from epoch 0", file=sys.stderr, flush=True)
-    if ck is not None:
-        why = _config_mismatch(ck["config"], config) if ck.get("format") == CHECKPOINT_FORMAT else "format changed"
-        if not why and ck["config"].get("init_from") != config["init_from"]:
-            why = f"init_from was {ck['config'].get('init_from')!r}, now {config['init_from']!r}"
-        if why:
-            raise WorkbenchError(f"cannot resume {out}: the run differs ({why})")
+    ck, refused = _checkpoint_to_resume(out, resume, bad_checkpoint, config)
+    if ck is not None and ck["config"].get("init_from") != config["init_from"]:
+        raise WorkbenchError(f"cannot resume {out}: the run differs (init_from was "
+                             f"{ck['config'].get('init_from')!r}, now {config['init_from']!r})")
     created = out is not None and not out.exists()
     if out:
         try:

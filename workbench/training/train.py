@@ -427,6 +427,36 @@ def _drop_if_empty(out: Path | None, created: bool) -> None:
         out.rmdir()
 
 
+def _cudnn_autotune(dev: torch.device, progress: bool) -> None:
+    if dev.type != "cuda":
+        return
+    # cuDNN's autotuner picks kernels by timing, so two runs of one seed can differ in the last digits; a CPU run
+    # repeats bit for bit (threads pinned). The choice is recorded (versions) and said once.
+    torch.backends.cudnn.benchmark = True
+    if progress:
+        print("cuda: cudnn.benchmark on, not deterministic: a seed repeats to about the last digit of top-1, "
+              "not bit for bit", file=sys.stderr)
+
+
+def _checkpoint_to_resume(out: Path | None, resume: bool, bad_checkpoint: str, config: dict):
+    """(checkpoint or None, where a refused one was moved or None): what `resume=True` continues from."""
+    ck, refused = None, None
+    if out and resume and (out / CHECKPOINT).is_file():
+        try:
+            ck = load_checkpoint(out / CHECKPOINT)
+        except CheckpointRefused as e:
+            if bad_checkpoint != "restart":
+                raise
+            refused = set_aside(e.path)
+            print(f"warning: {e}; moved to {refused.name}, training starts from epoch 0", file=sys.stderr,
+                  flush=True)
+    if ck is not None:
+        why = _config_mismatch(ck["config"], config) if ck.get("format") == CHECKPOINT_FORMAT else "format changed"
+        if why:
+            raise WorkbenchError(f"cannot resume {out}: the run differs ({why})")
+    return ck, refused
+
+
 def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET, schedule: str | Schedule = "smoke", *,
                 overrides: dict[str, str] | None = None, seed: int = 0, device: str = "auto",
                 out_dir: str | Path | None = None, resume: bool = False, data_dir: str | None = None,
@@ -453,13 +483,7 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
     sched = get_schedule(schedule, overrides)
     threads = check_threads(threads)
     dev = resolve_device(device)
-    if dev.type == "cuda":
-        # cuDNN's autotuner picks kernels by timing, so two runs of one seed can differ in the last digits; a CPU
-        # run repeats bit for bit (threads pinned). The choice is recorded (versions) and said once.
-        torch.backends.cudnn.benchmark = True
-        if progress:
-            print("cuda: cudnn.benchmark on, not deterministic: a seed repeats to about the last digit of top-1, "
-                  "not bit for bit", file=sys.stderr)
+    _cudnn_autotune(dev, progress)
     mem_scope = reset_peak_memory(dev)  # this run's peak, not an earlier run's in the same worker
     if not isinstance(spec, (ModelSpec, FamilySpec)):
         spec = resolve_model(spec)
@@ -481,20 +505,7 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
                what=f"{spec.name} (evaluation, eval_batch={sched.eval_batch})")
     allocator = _choose_allocator(spec, micro, dev, memory_share)
     config = _config(spec, sched, ds, int(seed))
-    ck, refused = None, None
-    if out and resume and (out / CHECKPOINT).is_file():
-        try:
-            ck = load_checkpoint(out / CHECKPOINT)
-        except CheckpointRefused as e:
-            if bad_checkpoint != "restart":
-                raise
-            refused = set_aside(e.path)
-            print(f"warning: {e}; moved to {refused.name}, training starts from epoch 0", file=sys.stderr,
-                  flush=True)
-    if ck is not None:
-        why = _config_mismatch(ck["config"], config) if ck.get("format") == CHECKPOINT_FORMAT else "format changed"
-        if why:
-            raise WorkbenchError(f"cannot resume {out}: the run differs ({why})")
+    ck, refused = _checkpoint_to_resume(out, resume, bad_checkpoint, config)
 
     created = out is not None and not out.exists()
     if out:  # made before anything is printed or built: an unusable folder is the one line
