@@ -113,7 +113,8 @@ def test_a_changed_spec_is_named_after_what_changed(capsys, tmp_path):
 
 @pytest.mark.parametrize("argv", [
     ["count", "v3-xs"],  # the reconciliation's "why" column was 187 characters wide
-    ["scale", "--target-params", "2.5M", "--base", "v3-xxs"],  # the candidates were 203
+    pytest.param(["scale", "--target-params", "2.5M", "--base", "v3-xxs"],  # the candidates were 203
+                 marks=pytest.mark.slow),  # 9 s: the fast lane stays under 2 minutes
     ["models", "--task", "detection"],
 ], ids=["count", "scale", "models-detection"])
 def test_console_output_fits_120_columns_and_wide_keeps_every_line_whole(capsys, tmp_path, monkeypatch, argv):

@@ -91,6 +91,7 @@ def _steps_of_a_training_process(out, lock_dir):
     lock.close()
 
 
+@pytest.mark.slow  # seconds: the fast lane stays under 2 minutes; CI runs it
 def test_a_cpu_latency_is_timed_while_this_machines_training_steps_wait(tmp_path, monkeypatch):
     import multiprocessing as mp
     import time

@@ -121,6 +121,7 @@ def test_fidelity_bad_input_is_one_line(store_url, capsys):
     assert len(err) == 3 and all(line.startswith("workbench: error:") for line in err)
 
 
+@pytest.mark.slow  # seconds: the fast lane stays under 2 minutes; CI runs it
 def test_results_show_mde_underpowered_and_the_power_sentence(tmp_path, capsys):
     # The same study, trained "for real" sizes: 400 test images, so the test-set noise is known.
     url = f"sqlite:///{tmp_path / 'p.db'}"
@@ -194,6 +195,7 @@ def test_ladder_runs_each_rung_once_and_reports_cost_and_fidelity(tmp_path, caps
     assert "rung 'x'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # seconds: the fast lane stays under 2 minutes; CI runs it
 def test_dashboard_fidelity_tab_shows_the_correlations(store_url, monkeypatch):
     from pathlib import Path
 

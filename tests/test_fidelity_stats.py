@@ -34,6 +34,7 @@ def _table(top1_by_seed: dict[str, dict[int, float]], params: dict[str, float], 
     return t
 
 
+@pytest.mark.slow  # seconds: the fast lane stays under 2 minutes; CI runs it
 def test_the_model_level_interval_covers_the_population_tau_at_least_90_percent():
     # Models drawn from a population where the proxy's expected top-1 and the reference are bivariate normal
     # with correlation rho: the population tau is 2/pi asin(rho). 12 models, 3 seeds each.

@@ -300,6 +300,7 @@ def test_count_a_segmentation_preset_with_every_counter(capsys):
     assert d["params_parts"]["inference"] == 1_533_450
 
 
+@pytest.mark.slow  # seconds: the fast lane stays under 2 minutes; CI runs it
 def test_export_and_time_a_detection_preset_on_onnxruntime(capsys, tmp_path):
     pytest.importorskip("onnxruntime", reason="the deploy extra is not installed: pip install -e '.[dev]' installs it")
     pytest.importorskip("onnx", reason="the deploy extra is not installed: pip install -e '.[dev]' installs it")

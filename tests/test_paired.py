@@ -44,6 +44,7 @@ def _run(regime: Regime, shifts: list[float], studies: int, seed: int, unpaired:
     return covered / total, rejected / total
 
 
+@pytest.mark.slow  # seconds: the fast lane stays under 2 minutes; CI runs it
 @pytest.mark.parametrize("regime", [SEED_DOMINATED, TEST_DOMINATED], ids=["seed-dominated", "test-dominated"])
 def test_2000_simulated_studies_cover_95_percent_and_call_5_percent_of_null_rows_real(regime):
     coverage, false_positive = _run(regime, [0.0] * ROWS, 2000, seed=1)

@@ -54,6 +54,7 @@ def test_report_axis_and_colour_options(db, tmp_path):
     assert "1 variant(s) have no completed trial yet" in md  # q failed
 
 
+@pytest.mark.slow  # seconds: the fast lane stays under 2 minutes; CI runs it
 def test_report_rewrites_its_files_in_place(db, tmp_path):
     out = tmp_path / "r"
     for _ in range(2):

@@ -82,6 +82,7 @@ def test_trains_writes_files_and_reports(blobs, tmp_path):
     assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
 
 
+@pytest.mark.slow  # seconds: the fast lane stays under 2 minutes; CI runs it
 def test_resume_reproduces_an_uninterrupted_run(blobs, tmp_path):
     # Threads pinned: a run that chose its thread count by timing equals this only to rounding (threads.py).
     overrides = {**FAST, "crop_scale": "0.5", "ema_momentum": "0.1"}
