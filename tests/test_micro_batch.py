@@ -13,9 +13,10 @@ from workbench.arch.resolve import resolve_spec
 from workbench.counting import memory
 from workbench.counting.memory import estimate_memory
 from workbench.errors import WorkbenchError
+from workbench.training.checkpoint import config_mismatch
 from workbench.training.micro import plan_micro_batches
 from workbench.training.schedules import get_schedule
-from workbench.training.train import _config_mismatch, forward_backward, train_model
+from workbench.training.train import forward_backward, train_model
 
 TINY = {"width": "0.25", "layer3.depth": "1", "layer4.depth": "1", "layer5.depth": "1"}
 
@@ -148,6 +149,6 @@ def test_micro_batch_at_auto_keeps_old_item_keys_and_old_checkpoints_resumable()
     now = {"dataset": "d", "seed": 0, "train_images": 1, "test_images": 1, "classes": ["a"],
            "schedule": get_schedule("smoke").to_dict(), "spec": {}}
     before = {**now, "schedule": {k: v for k, v in now["schedule"].items() if k != "micro_batch"}}
-    assert _config_mismatch(before, now) is None
+    assert config_mismatch(before, now) is None
     changed = {**now, "schedule": {**now["schedule"], "micro_batch": 8}}
-    assert "micro_batch was None, now 8" in _config_mismatch(before, changed)
+    assert "micro_batch was None, now 8" in config_mismatch(before, changed)

@@ -97,7 +97,7 @@ def count(model: nn.Module, resolution: int, counters: tuple[str, ...] = DEFAULT
 def format_report(report: CountReport, spec) -> str:
     """The count as tables: totals by counter, the per-operator breakdown, the reconciliation, latency."""
     from workbench.arch.families import FamilySpec
-    from workbench.table import fmt_int, fmt_m, render
+    from workbench.table import fmt_int, render
 
     if isinstance(spec, FamilySpec):
         return _format_family(report, spec)
@@ -119,17 +119,7 @@ def format_report(report: CountReport, spec) -> str:
     else:
         out += ["channels " + " / ".join(str(s.channels) for s in r.stages) + f", head {r.out_channels}; block "
                 + ", ".join(f"{k}={v}" for k, v in vars(spec.block).items()), ""]
-    rows = []
-    for name, res in report.results.items():
-        ratio = f"{res.total / paper.total:.4f}" if paper else "-"
-        rows.append([name, fmt_m(res.total), fmt_int(res.total), ratio, res.provenance["version"]])
-    out.append(render(["counter", "MACs (M)", "MACs", "/ paper", "version"], rows,
-                      title=f"MACs (torch {next(iter(report.results.values())).provenance['torch']}, "
-                            f"attention path {next(iter(report.results.values())).provenance['attention_impl']})"))
-    names = list(report.results)
-    out += ["", render(["operator"] + [f"{n} (M)" for n in names],
-                       [[c] + [fmt_m(report.results[n].breakdown[c], 3) for n in names] for c in CATEGORIES],
-                       title="Per-operator breakdown")]
+    out += _counter_tables(report, paper, "paper")
     for name, lines in report.reconciliation.items():
         rows = [[ln.category, fmt_int(ln.paper), fmt_int(ln.counter), fmt_int(ln.counter - ln.paper),
                  fmt_int(ln.residual), ln.reason] for ln in lines]
@@ -137,6 +127,26 @@ def format_report(report: CountReport, spec) -> str:
         out += ["", render(["operator", "paper", name, "difference", "unexplained", "why"], rows,
                            title=f"{name} vs paper: " + ("the rules explain the whole difference" if not unexplained
                                                         else f"{unexplained:,} MACs unexplained"))]
+    return _with_footer(report, out)
+
+
+def _counter_tables(report: CountReport, ref, ref_name: str, title_tail: str = "") -> list[str]:
+    """Each counter's total against `ref` (the counter the tables use), then the per-operator breakdown."""
+    from workbench.table import fmt_int, fmt_m, render
+
+    rows = [[n, fmt_m(r.total), fmt_int(r.total), f"{r.total / ref.total:.4f}" if ref and ref.total else "-",
+             r.provenance["version"]] for n, r in report.results.items()]
+    prov = next(iter(report.results.values())).provenance
+    names = list(report.results)
+    return [render(["counter", "MACs (M)", "MACs", f"/ {ref_name}", "version"], rows,
+                   title=f"MACs (torch {prov['torch']}, attention path {prov['attention_impl']}){title_tail}"),
+            "", render(["operator"] + [f"{n} (M)" for n in names],
+                       [[c] + [fmt_m(report.results[n].breakdown[c], 3) for n in names] for c in CATEGORIES],
+                       title="Per-operator breakdown")]
+
+
+def _with_footer(report: CountReport, out: list[str]) -> str:
+    """The report's lines, then what a counter left out and the latency, as one text."""
     for name, res in report.results.items():
         if res.unsupported:
             ops = ", ".join(f"{k} x{v}" for k, v in sorted(res.unsupported.items()))
@@ -148,30 +158,16 @@ def format_report(report: CountReport, spec) -> str:
 
 def _format_family(report: CountReport, spec) -> str:
     """A family model's count: totals by counter against the one its tables use (macs_by), the breakdown, notes."""
-    from workbench.table import fmt_int, fmt_m, render
+    from workbench.table import fmt_int
 
     ref = report.results[report.macs_by]
     knobs = ", ".join(f"{k}={v}" for k, v in spec.knob_values.items()) or "its defaults"
     out = [f"{report.model} ({spec.group}, family {spec.family}: {spec.model}) at {report.resolution}x"
            f"{report.resolution}: {fmt_int(report.params)} params ({fmt_int(report.trainable_params)} trainable)",
            f"knobs: {knobs}; {spec.num_classes} classes", ""]
-    rows = [[n, fmt_m(r.total), fmt_int(r.total), f"{r.total / ref.total:.4f}" if ref.total else "-",
-             r.provenance["version"]] for n, r in report.results.items()]
-    out.append(render(["counter", "MACs (M)", "MACs", f"/ {report.macs_by}", "version"], rows,
-                      title=f"MACs (torch {ref.provenance['torch']}, attention path {ref.provenance['attention_impl']})"
-                            f"; its tables' MACs: {report.macs_by}"))
-    names = list(report.results)
-    out += ["", render(["operator"] + [f"{n} (M)" for n in names],
-                       [[c] + [fmt_m(report.results[n].breakdown[c], 3) for n in names] for c in CATEGORIES],
-                       title="Per-operator breakdown")]
+    out += _counter_tables(report, ref, report.macs_by, f"; its tables' MACs: {report.macs_by}")
     out += [""] + report.notes if report.notes else []
-    for name, res in report.results.items():
-        if res.unsupported:
-            ops = ", ".join(f"{k} x{v}" for k, v in sorted(res.unsupported.items()))
-            out.append(f"{name}: not counted (zero cost to it): {ops}")
-    if report.latency:
-        out += ["", format_latency(report.latency)]
-    return "\n".join(out)
+    return _with_footer(report, out)
 
 
 def format_latency(lat: dict) -> str:

@@ -12,10 +12,12 @@ afresh without losing the evidence.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import pickle
 import random
+import sys
 import time
 import warnings
 import zipfile
@@ -125,3 +127,38 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def config_mismatch(saved: dict, current: dict) -> str | None:
+    for key in ("dataset", "seed", "train_images", "test_images", "classes"):
+        if saved.get(key) != current[key]:
+            return f"{key} was {saved.get(key)!r}, now {current[key]!r}"
+    from workbench.training.schedules import Schedule
+
+    defaults = {f.name: f.default for f in dataclasses.fields(Schedule)}
+    for group in ("schedule", "spec"):
+        for k, v in current[group].items():
+            if group == "schedule" and k not in saved[group] and v == defaults.get(k):
+                continue  # a field added since the checkpoint was written, at its default: the same run
+            if saved[group].get(k) != v:
+                return f"{group} field {k} was {saved[group].get(k)!r}, now {v!r}"
+    return None
+
+
+def checkpoint_to_resume(out: Path | None, resume: bool, bad_checkpoint: str, config: dict):
+    """(checkpoint or None, where a refused one was moved or None): what `resume=True` continues from."""
+    ck, refused = None, None
+    if out and resume and (out / CHECKPOINT).is_file():
+        try:
+            ck = load_checkpoint(out / CHECKPOINT)
+        except CheckpointRefused as e:
+            if bad_checkpoint != "restart":
+                raise
+            refused = set_aside(e.path)
+            print(f"warning: {e}; moved to {refused.name}, training starts from epoch 0", file=sys.stderr,
+                  flush=True)
+    if ck is not None:
+        why = config_mismatch(ck["config"], config) if ck.get("format") == CHECKPOINT_FORMAT else "format changed"
+        if why:
+            raise WorkbenchError(f"cannot resume {out}: the run differs ({why})")
+    return ck, refused

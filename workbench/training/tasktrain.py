@@ -42,18 +42,12 @@ from workbench.counting.memory import check_fits
 from workbench.errors import WorkbenchError, os_error_line
 from workbench.training.batches import normalise_uint8, plan_epoch
 from workbench.training.checkpoint import (
-    CHECKPOINT,
-    CHECKPOINT_FORMAT,
-    METRICS,
     RESULT,
     CheckpointRefused,
+    checkpoint_to_resume,
     load_checkpoint,
-    rng_state,
-    save_checkpoint,
     seed_everything,
-    set_rng_state,
     write_json,
-    write_jsonl,
 )
 from workbench.training.data import DEFAULT_DATASET, parse_dataset_name
 from workbench.training.ema import EMA
@@ -64,11 +58,8 @@ from workbench.training.taskdata import IGNORE_INDEX, TaskSet, index_taskset
 from workbench.training.taskstream import TaskBatches
 from workbench.training.threads import check_threads, thread_chooser
 from workbench.training.train import (
-    Diverged,
-    TakenOver,
-    _checkpoint_to_resume,
+    LoopState,
     _config,
-    _drop_if_empty,
     autocast_for,
     check_out_dir,
     param_groups,
@@ -76,6 +67,7 @@ from workbench.training.train import (
     reset_peak_memory,
     resolve_device,
     run_epoch,
+    run_epochs,
     train_model,
     versions,
 )
@@ -188,7 +180,7 @@ def evaluate_task(model: torch.nn.Module, source, spec: TaskSpec, schedule: Sche
 
 
 # --- the loop ---------------------------------------------------------------------------------------
-class _TaskLoop:
+class _TaskLoop(LoopState):
     def __init__(self, spec: TaskSpec, schedule: Schedule, ds: TaskSet, device: torch.device, seed: int,
                  progress: bool, threads, init_from: str | None):
         self.spec, self.schedule, self.ds, self.device, self.seed = spec, schedule, ds, device, seed
@@ -234,21 +226,6 @@ class _TaskLoop:
 
         return ssd_loss(out[0], out[1], target[0], target[1], label_smoothing=self.schedule.label_smoothing)[0]
 
-    def state(self) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "step": self.step,
-                "model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
-                "optimizer": self.opt.state_dict(), "history": self.history, "rng": rng_state(),
-                "wall_s": self.wall_before, "train_images": self.train_images, "train_seconds": self.train_seconds}
-
-    def load(self, ck: dict) -> None:
-        self.model.load_state_dict(ck["model"])
-        if self.ema:
-            self.ema.load_state_dict(ck["ema"])
-        self.opt.load_state_dict(ck["optimizer"])
-        self.epoch, self.step, self.history = ck["epoch"], ck["step"], ck["history"]
-        self.wall_before, self.train_images, self.train_seconds = ck["wall_s"], ck["train_images"], ck["train_seconds"]
-        set_rng_state(ck["rng"])
-
     def set_lr(self, progress: float) -> float:
         lr = lr_at(self.schedule, self.step, progress, self.warmup)
         for g in self.opt.param_groups:
@@ -269,6 +246,10 @@ class _TaskLoop:
 
         return run_epoch(self, plan, self.source.train(plan, self.epoch),
                          lambda batch: (normalise_uint8(batch[0]), batch[1], batch[2]), loss_of)
+
+    @staticmethod
+    def said(scores: dict[str, float]) -> str:
+        return "  ".join(f"{LABELS[k]} {v:.2f}%" for k, v in scores.items())
 
     def evaluate(self) -> dict[str, float]:
         return evaluate_task(self.eval_model, self.source, self.spec, self.schedule, self.device, self.eval_anchors)
@@ -343,7 +324,7 @@ def train_task(spec: TaskSpec | str, dataset: str | TaskSet = DEFAULT_DATASET, s
     whole_set = whole_set_note(sched, len(ds.train), ds.name)
     config = {**_config(spec, sched, ds, int(seed)), "init_from": str(Path(init_from).expanduser().resolve())
               if init_from else None}
-    ck, refused = _checkpoint_to_resume(out, resume, bad_checkpoint, config)
+    ck, refused = checkpoint_to_resume(out, resume, bad_checkpoint, config)
     if ck is not None and ck["config"].get("init_from") != config["init_from"]:
         raise WorkbenchError(f"cannot resume {out}: the run differs (init_from was "
                              f"{ck['config'].get('init_from')!r}, now {config['init_from']!r})")
@@ -376,52 +357,5 @@ def train_task(spec: TaskSpec | str, dataset: str | TaskSet = DEFAULT_DATASET, s
 def _task_epochs(loop: _TaskLoop, ck: dict | None, out: Path | None, created: bool, config: dict,
                  on_epoch: Callable[[int, dict], None] | None, t_start: float,
                  still_ours: Callable[[], bool] | None = None) -> RunResult:
-    sched, dev = loop.schedule, loop.device
-    if ck:
-        loop.load(ck["state"])
-    segment_start = time.perf_counter()
-
-    def wall() -> float:
-        return loop.wall_before + time.perf_counter() - segment_start
-
-    status, message = "completed", ""
-    while loop.epoch < sched.epochs:
-        if still_ours is not None and not still_ours():
-            raise TakenOver(f"the claim moved to another process before epoch {loop.epoch + 1}; nothing written")
-        try:
-            metrics = loop.train_epoch()
-        except Diverged as e:
-            status, message = "diverged", str(e)
-            break
-        except WorkbenchError:
-            _drop_if_empty(out, created)
-            raise
-        t_eval = time.perf_counter()
-        try:
-            scores = loop.evaluate()
-        except WorkbenchError:
-            _drop_if_empty(out, created)
-            raise
-        loop.epoch += 1
-        row = {"epoch": loop.epoch, **scores, **metrics, "eval_s": time.perf_counter() - t_eval, "wall_s": wall(),
-               "peak_mem_mb": peak_memory_mb(dev)}
-        loop.history.append(row)
-        if still_ours is not None and not still_ours():
-            raise TakenOver(f"the claim moved to another process during epoch {loop.epoch}; its files not written")
-        if out:
-            state = loop.state()
-            state["wall_s"] = wall()
-            try:
-                save_checkpoint(out / CHECKPOINT, {"format": CHECKPOINT_FORMAT, "config": config, "state": state})
-                write_jsonl(out / METRICS, loop.history)
-            except OSError:
-                _drop_if_empty(out, created)
-                raise
-        if loop.progress:
-            said = "  ".join(f"{LABELS[k]} {v:.2f}%" for k, v in scores.items())
-            print(f"epoch {loop.epoch}/{sched.epochs}: loss {row['train_loss']:.3f}  {said}  "
-                  f"{row['img_per_s']:.1f} img/s  {row['wall_s']:.0f} s", file=sys.stderr)
-        if on_epoch is not None:
-            on_epoch(loop.epoch, dict(row))
-    return _task_result(loop, status, message, wall() if loop.history or status != "completed" else
-                        time.perf_counter() - t_start, out)
+    status, message, wall_s = run_epochs(loop, ck, out, created, config, on_epoch, t_start, still_ours)
+    return _task_result(loop, status, message, wall_s, out)

@@ -15,7 +15,6 @@ import math
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
@@ -46,12 +45,10 @@ from workbench.training.checkpoint import (
     METRICS,
     RESULT,
     RUN_FILES,
-    CheckpointRefused,
-    load_checkpoint,
+    checkpoint_to_resume,
     rng_state,
     save_checkpoint,
     seed_everything,
-    set_aside,
     set_rng_state,
     write_json,
     write_jsonl,
@@ -173,20 +170,6 @@ def _config(spec: ModelSpec, schedule: Schedule, ds: Dataset | ImageFolderSet, s
             "classes": ds.classes, "seed": seed}
 
 
-def _config_mismatch(saved: dict, current: dict) -> str | None:
-    for key in ("dataset", "seed", "train_images", "test_images", "classes"):
-        if saved.get(key) != current[key]:
-            return f"{key} was {saved.get(key)!r}, now {current[key]!r}"
-    defaults = {f.name: f.default for f in fields(Schedule)}
-    for group in ("schedule", "spec"):
-        for k, v in current[group].items():
-            if group == "schedule" and k not in saved[group] and v == defaults.get(k):
-                continue  # a field added since the checkpoint was written, at its default: the same run
-            if saved[group].get(k) != v:
-                return f"{group} field {k} was {saved[group].get(k)!r}, now {v!r}"
-    return None
-
-
 # --- the loop --------------------------------------------------------------------------------------
 def forward_backward(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, micro: int,
                      criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -223,7 +206,29 @@ class TakenOver(Exception):
     """A study trial's claim is another process's now: the run stops and writes nothing more."""
 
 
-class _Loop:
+class LoopState:
+    """What a training loop's checkpoint holds and restores: model, EMA, optimiser, counters, history, RNG (a
+    classifier's loop and a task's alike)."""
+
+    def state(self) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "step": self.step,
+                "model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+                "optimizer": self.opt.state_dict(), "history": self.history, "rng": rng_state(),
+                "wall_s": self.wall_before, "train_images": self.train_images,
+                "train_seconds": self.train_seconds}
+
+    def load(self, ck: dict) -> None:
+        self.model.load_state_dict(ck["model"])
+        if self.ema:
+            self.ema.load_state_dict(ck["ema"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.epoch, self.step, self.history = ck["epoch"], ck["step"], ck["history"]
+        self.wall_before = ck["wall_s"]
+        self.train_images, self.train_seconds = ck["train_images"], ck["train_seconds"]
+        set_rng_state(ck["rng"])
+
+
+class _Loop(LoopState):
     """The state one run carries from step to step; split out so each phase reads as one small method."""
 
     def __init__(self, spec: ModelSpec, schedule: Schedule, ds: Dataset | ImageFolderSet, device: torch.device,
@@ -264,29 +269,22 @@ class _Loop:
         return self.ema.module if self.ema else self.model
 
     # -- checkpoint state --
-    def state(self) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "step": self.step,
-                "model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
-                "optimizer": self.opt.state_dict(), "history": self.history, "rng": rng_state(),
-                "wall_s": self.wall_before, "train_images": self.train_images,
-                "train_seconds": self.train_seconds}
-
-    def load(self, ck: dict) -> None:
-        self.model.load_state_dict(ck["model"])
-        if self.ema:
-            self.ema.load_state_dict(ck["ema"])
-        self.opt.load_state_dict(ck["optimizer"])
-        self.epoch, self.step, self.history = ck["epoch"], ck["step"], ck["history"]
-        self.wall_before = ck["wall_s"]
-        self.train_images, self.train_seconds = ck["train_images"], ck["train_seconds"]
-        set_rng_state(ck["rng"])
-
     # -- one epoch --
     def set_lr(self, progress: float) -> float:
         lr = lr_at(self.schedule, self.step, progress, self.warmup)
         for g in self.opt.param_groups:
             g["lr"] = lr
         return lr
+
+    def evaluate(self) -> dict[str, float]:
+        """Top-1 and top-5 of the evaluation model, its per-image hits kept in `hits` (what studies pair on)."""
+        self.hits = []
+        top1, top5 = evaluate(self.eval_model, self.source, self.schedule, self.device, hits=self.hits)
+        return {"top1": top1, "top5": top5}
+
+    @staticmethod
+    def said(scores: dict[str, float]) -> str:
+        return f"top-1 {scores['top1']:.2f}%  top-5 {scores['top5']:.2f}%"
 
     def train_epoch(self) -> dict:
         s, dev = self.schedule, self.device
@@ -438,25 +436,6 @@ def _cudnn_autotune(dev: torch.device, progress: bool) -> None:
               "not bit for bit", file=sys.stderr)
 
 
-def _checkpoint_to_resume(out: Path | None, resume: bool, bad_checkpoint: str, config: dict):
-    """(checkpoint or None, where a refused one was moved or None): what `resume=True` continues from."""
-    ck, refused = None, None
-    if out and resume and (out / CHECKPOINT).is_file():
-        try:
-            ck = load_checkpoint(out / CHECKPOINT)
-        except CheckpointRefused as e:
-            if bad_checkpoint != "restart":
-                raise
-            refused = set_aside(e.path)
-            print(f"warning: {e}; moved to {refused.name}, training starts from epoch 0", file=sys.stderr,
-                  flush=True)
-    if ck is not None:
-        why = _config_mismatch(ck["config"], config) if ck.get("format") == CHECKPOINT_FORMAT else "format changed"
-        if why:
-            raise WorkbenchError(f"cannot resume {out}: the run differs ({why})")
-    return ck, refused
-
-
 def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET, schedule: str | Schedule = "smoke", *,
                 overrides: dict[str, str] | None = None, seed: int = 0, device: str = "auto",
                 out_dir: str | Path | None = None, resume: bool = False, data_dir: str | None = None,
@@ -505,7 +484,7 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
                what=f"{spec.name} (evaluation, eval_batch={sched.eval_batch})")
     allocator = _choose_allocator(spec, micro, dev, memory_share)
     config = _config(spec, sched, ds, int(seed))
-    ck, refused = _checkpoint_to_resume(out, resume, bad_checkpoint, config)
+    ck, refused = checkpoint_to_resume(out, resume, bad_checkpoint, config)
 
     created = out is not None and not out.exists()
     if out:  # made before anything is printed or built: an unusable folder is the one line
@@ -534,11 +513,13 @@ def train_model(spec: ModelSpec | str, dataset: str | Dataset = DEFAULT_DATASET,
     return result
 
 
-def _epochs(loop: _Loop, ck: dict | None, out: Path | None, created: bool, config: dict,
-            on_epoch: Callable[[int, dict], None] | None, t_start: float,
-            still_ours: Callable[[], bool] | None = None) -> RunResult:
-    """The epochs of a checked run (train, evaluate, checkpoint, report), from `ck` when resuming."""
-    sched, dev, progress = loop.schedule, loop.device, loop.progress
+def run_epochs(loop, ck: dict | None, out: Path | None, created: bool, config: dict,
+               on_epoch: Callable[[int, dict], None] | None, t_start: float,
+               still_ours: Callable[[], bool] | None = None) -> tuple[str, str, float]:
+    """The epochs of a checked run (train, evaluate, checkpoint, report), from `ck` when resuming, for a
+    classifier's loop and a task's alike (`loop.evaluate()` gives the epoch's scores, `loop.said` words them).
+    Returns (status, message, wall seconds)."""
+    sched, dev = loop.schedule, loop.device
     if ck:
         loop.load(ck["state"])
     segment_start = time.perf_counter()
@@ -560,14 +541,13 @@ def _epochs(loop: _Loop, ck: dict | None, out: Path | None, created: bool, confi
             raise
         t_eval = time.perf_counter()
         try:
-            loop.hits = []
-            top1, top5 = evaluate(loop.eval_model, loop.source, sched, dev, hits=loop.hits)
+            scores = loop.evaluate()
         except WorkbenchError:
             _drop_if_empty(out, created)
             raise
         loop.epoch += 1
-        row = {"epoch": loop.epoch, "top1": top1, "top5": top5, **metrics,
-               "eval_s": time.perf_counter() - t_eval, "wall_s": wall(), "peak_mem_mb": peak_memory_mb(dev)}
+        row = {"epoch": loop.epoch, **scores, **metrics, "eval_s": time.perf_counter() - t_eval, "wall_s": wall(),
+               "peak_mem_mb": peak_memory_mb(dev)}
         loop.history.append(row)
         if still_ours is not None and not still_ours():
             raise TakenOver(f"the claim moved to another process during epoch {loop.epoch}; its files not written")
@@ -582,15 +562,20 @@ def _epochs(loop: _Loop, ck: dict | None, out: Path | None, created: bool, confi
             except OSError:  # a full disk, say: the previous epoch's files stay; a fresh folder goes again
                 _drop_if_empty(out, created)
                 raise
-        if progress:
-            print(f"epoch {loop.epoch}/{sched.epochs}: loss {row['train_loss']:.3f}  top-1 {top1:.2f}%  "
-                  f"top-5 {top5:.2f}%  {row['img_per_s']:.0f} img/s  {row['wall_s']:.0f} s", file=sys.stderr)
+        if loop.progress:
+            print(f"epoch {loop.epoch}/{sched.epochs}: loss {row['train_loss']:.3f}  {loop.said(scores)}  "
+                  f"{row['img_per_s']:.1f} img/s  {row['wall_s']:.0f} s", file=sys.stderr)
         if on_epoch is not None:
             on_epoch(loop.epoch, dict(row))
+    return status, message, wall() if loop.history or status != "completed" else time.perf_counter() - t_start
+
+
+def _epochs(loop: _Loop, ck: dict | None, out: Path | None, created: bool, config: dict,
+            on_epoch: Callable[[int, dict], None] | None, t_start: float,
+            still_ours: Callable[[], bool] | None = None) -> RunResult:
+    status, message, wall_s = run_epochs(loop, ck, out, created, config, on_epoch, t_start, still_ours)
     if status == "completed" and loop.history and not loop.hits:
         # Resumed after its last epoch's checkpoint: that epoch's per-image hits were not kept, so score again
         # (the same weights give the same hits).
-        evaluate(loop.eval_model, loop.source, sched, dev, hits=loop.hits)
-
-    return _result(loop, status, message, dev, wall() if loop.history or status != "completed" else
-                   time.perf_counter() - t_start, out)
+        loop.evaluate()
+    return _result(loop, status, message, loop.device, wall_s, out)
