@@ -29,6 +29,7 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.fileio import atomic_write
+from workbench.training.schedules import Schedule
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -130,11 +131,10 @@ def seed_everything(seed: int) -> None:
 
 
 def config_mismatch(saved: dict, current: dict) -> str | None:
+    """Why a checkpoint's run differs from the one asked for (the first difference), or None when it is the same."""
     for key in ("dataset", "seed", "train_images", "test_images", "classes"):
         if saved.get(key) != current[key]:
             return f"{key} was {saved.get(key)!r}, now {current[key]!r}"
-    from workbench.training.schedules import Schedule
-
     defaults = {f.name: f.default for f in dataclasses.fields(Schedule)}
     for group in ("schedule", "spec"):
         for k, v in current[group].items():
