@@ -224,11 +224,13 @@ def test_compile_is_kept_only_where_measured_faster_and_the_choice_is_remembered
 
 
 def test_a_compile_that_fails_leaves_the_run_on_eager_and_says_why(tmp_path, monkeypatch):
+    from torch._dynamo.exc import InternalTorchDynamoError
+
     from workbench.training import compiled as compiled_mod
 
     class Broken(torch.nn.Module):
         def forward(self, x):
-            raise RuntimeError("cannot determine truth value of Relational\nmore detail")
+            raise InternalTorchDynamoError("cannot determine truth value of Relational\nmore detail")
 
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(compiled_mod.torch, "compile", lambda model, **_: Broken())
@@ -243,6 +245,25 @@ def test_a_compile_that_fails_leaves_the_run_on_eager_and_says_why(tmp_path, mon
     model.weight.grad = torch.ones_like(model.weight)  # a failed first micro-batch's leftovers are dropped
     loss = step.step(run)
     assert step.choice == "eager" and step.module is model and torch.isfinite(loss)
-    assert step.line.startswith("compile: failed (RuntimeError: cannot determine truth value")
+    assert step.line.startswith("compile: failed (InternalTorchDynamoError: cannot determine truth value")
     assert "eager kept" in step.line
     assert torch.allclose(model.weight.grad, torch.ones(2, 3) * 4)  # one backward, not two
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 GB"),
+                                   ValueError("a label out of range")])
+def test_an_error_that_is_not_the_compilers_fails_the_step_instead_of_falling_back(tmp_path, monkeypatch, error):
+    from workbench.training import compiled as compiled_mod
+
+    class Failing(torch.nn.Module):
+        def forward(self, x):
+            raise error
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(compiled_mod.torch, "compile", lambda model, **_: Failing())
+    model = torch.nn.Linear(3, 2)
+    step = compiled_mod.CompiledStep(model, "key", progress=False)
+    with pytest.raises(type(error)):
+        step.step(lambda m: m(torch.ones(4, 3)).sum())
+    assert step.choice is None and "failed" not in step.line  # still measuring: nothing was decided on an OOM

@@ -58,7 +58,9 @@ class CompiledStep:
             return run(module)
         try:
             return run(module)
-        except Exception as e:  # noqa: BLE001 - any compiler failure (dynamo, inductor, a C compiler) means eager
+        except Exception as e:
+            if not compiler_failure(e):  # out of memory, a data error: the trial's own failure, said as such
+                raise
             for p in self.model.parameters():  # a failure after a first micro-batch's backward leaves its grads
                 p.grad = None
             self.choice, self.compiled = "eager", None
@@ -110,6 +112,21 @@ class CompiledStep:
             self.path.write_text(json.dumps({"choice": self.choice, "line": verdict, "decided": time.time()}))
         except OSError:
             pass
+
+
+def compiler_failure(e: BaseException) -> bool:
+    """Whether `e` came from the compiler stack (dynamo, inductor, the C compiler it calls), so eager may run.
+
+    Out of memory is never one: the eager step would only fail the same way later, and the trial should say
+    "out of memory", not "compile failed". A genuine model error seen first while tracing falls back too and then
+    surfaces from the eager step with its own message."""
+    if isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower() or "can't allocate" in str(e):
+        return False
+    from torch._dynamo.exc import TorchDynamoException
+
+    if isinstance(e, TorchDynamoException):
+        return True
+    return type(e).__module__.startswith(("torch._dynamo", "torch._inductor", "torch._functorch", "torch.fx"))
 
 
 def compile_key(spec, schedule, device: torch.device) -> str:
