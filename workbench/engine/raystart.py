@@ -4,6 +4,7 @@ or a cluster joined, the resources a trial asks for checked against what is ther
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 
@@ -34,6 +35,19 @@ def check_ray_address(address: str, source: str = "--ray-address") -> str:
     return address
 
 
+def worker_env() -> dict:
+    """The runtime environment this command's Ray workers start with.
+
+    One glibc malloc arena per worker (MALLOC_ARENA_MAX=1). Tune runs each trial of a reused worker in a new
+    thread, and glibc hands new threads its arenas in turn (up to 8 per core); each arena kept the high-water
+    mark of the trials it served, freed memory included, so a worker grew about 30 MB a trial (tiny trials on
+    2 cores: 1,016 -> 1,382 MB over 16 trials) where the same trials in one thread stayed flat. With one arena
+    every trial reuses what the last one freed (1,004 -> 1,005 MB). A value the user set is kept."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return {}
+    return {"env_vars": {"MALLOC_ARENA_MAX": "1"}}
+
+
 def start_ray(address: str | None):
     import ray
 
@@ -41,13 +55,14 @@ def start_ray(address: str | None):
         return ray
     try:
         if address:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, runtime_env=worker_env())
         else:
             # "local": always a fresh Ray for this command. Without it ray.init() joins whatever cluster
             # `ray start` last recorded in /tmp/ray, even one that has since been stopped. Ray announces on
             # every start that it turned token authentication on (the safe default we want): not news here.
             logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-            ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                     runtime_env=worker_env())
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise WorkbenchError(f"cannot start or join Ray{f' at {address}' if address else ''}: "
                              f"{first_line(e)}") from None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -269,6 +270,7 @@ def tune_trainable(config: dict, train_fn: Callable | None = None, store_url: st
     if check is not None:
         check.close()
     record["worker_rss_mb"] = _release_memory()  # the worker is reused for the next trial: start it from this
+    record["worker_pid"] = os.getpid()  # which reused worker: its trials' worker_rss_mb in order show any growth
     tune.report({FINAL_KEY: json.dumps(record, default=str)})
 
 
