@@ -9,7 +9,7 @@ operator paying a wake-up. No setting wins both, and which case holds changes wh
 starts, a trial next door ends). So the trainer times its own steps: it starts from the cores no other process
 is using, searches (doubling or halving, then one bisection) instead of trying every count, runs the fastest, and
 looks again only when its step time drifts. Never more than the cores it may use, its cgroup quota allows, or
-torch's count (a study trial's share). Simulated on 8 and 64 cores (tests/test_threads.py) it keeps 0.97 or more
+torch's count (a study trial's share). Simulated on 8 and 64 cores (tests/test_threads.py) it keeps 0.967 or more
 of the best fixed count's throughput through a neighbour that comes and goes; trying {1, N/2, N-1, N} every
 minute, as it did before, lost 19-60% there. No library does this for a PyTorch training loop.
 
