@@ -42,7 +42,8 @@ def worker_env() -> dict:
     thread, and glibc hands new threads its arenas in turn (up to 8 per core); each arena kept the high-water
     mark of the trials it served, freed memory included, so a worker grew about 30 MB a trial (tiny trials on
     2 cores: 1,016 -> 1,382 MB over 16 trials) where the same trials in one thread stayed flat. With one arena
-    every trial reuses what the last one freed (1,004 -> 1,005 MB). A value the user set is kept."""
+    every trial reuses what the last one freed (1,004 -> 1,005 MB), for about 3% of training speed
+    (docs/results/worker-memory.md). A value the user set is kept."""
     if os.environ.get("MALLOC_ARENA_MAX"):
         return {}
     return {"env_vars": {"MALLOC_ARENA_MAX": "1"}}
