@@ -36,9 +36,10 @@ def one_case(model: str, resolution: int, batch: int, steps: int, keep: bool) ->
     from workbench.arch.model import MobileViT
     from workbench.arch.resolve import resolve_spec
     from workbench.training import allocator
+    from workbench.training.device import process_memory_mb
 
     kept = allocator.keep_freed_memory() if keep else False
-    base_kb = _status_kb("VmRSS")  # the interpreter and torch's libraries: what the estimate leaves out
+    base_mb = process_memory_mb("VmRSS")  # the interpreter and torch's libraries: what the estimate leaves out
     torch.manual_seed(0)
     m = MobileViT(resolve_spec(model, {"num_classes": "1000"})).train().to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
@@ -58,14 +59,9 @@ def one_case(model: str, resolution: int, batch: int, steps: int, keep: bool) ->
         step()
     r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
-    hwm = _status_kb("VmHWM")
+    peak_mb = process_memory_mb("VmHWM")
     return {"kept": kept, "step_s": (t1 - t0) / steps, "user_s": user, "sys_s": system,
-            "faults": r1.ru_minflt - r0.ru_minflt, "peak_mb": hwm / 1024, "growth_mb": (hwm - base_kb) / 1024}
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field))
+            "faults": r1.ru_minflt - r0.ru_minflt, "peak_mb": peak_mb, "growth_mb": peak_mb - base_mb}
 
 
 def run_child(args, keep: bool) -> dict:
