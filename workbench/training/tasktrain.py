@@ -60,6 +60,7 @@ from workbench.training.threads import check_threads, thread_chooser
 from workbench.training.train import (
     LoopState,
     _config,
+    adamw,
     autocast_for,
     check_out_dir,
     param_groups,
@@ -193,12 +194,11 @@ class _TaskLoop(LoopState):
         if schedule.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.step_model = torch.compile(self.model, dynamic=False) if schedule.compile else self.model
-        fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
         groups = param_groups(self.model.backbone, schedule.weight_decay, schedule.no_decay_bn_filter_bias)
         head = torch.nn.ModuleList([m for n, m in self.model.named_children() if n != "backbone"])
         for g in param_groups(head, schedule.weight_decay, schedule.no_decay_bn_filter_bias):
             groups.append({**g, "lr_scale": schedule.head_lr_multiplier})
-        self.opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=schedule.warmup_init_lr, **fused)
+        self.opt = adamw([g for g in groups if g["params"]], schedule.warmup_init_lr)
         self.ema = EMA(self.model, schedule.ema_momentum, schedule.ema_warmup) if schedule.ema_momentum > 0 else None
         self.metric = PRIMARY[spec.task]
         self.train_anchors = self.eval_anchors = None
