@@ -299,3 +299,24 @@ def test_adamw_is_fused_on_cpu_matches_foreach_and_takes_foreach_state():
     moved = sum(not torch.equal(p, q) for p, q in zip(models[1].parameters(), before))
     assert moved == len(before)
     assert resumed.state[next(models[1].parameters())]["step"].item() == 4
+
+
+@pytest.mark.slow  # two fresh training processes, ~12 s
+def test_cpu_defaults_bench_runs_both_sides_in_fresh_processes():
+    """bench/cpu_defaults.py trains the same slice both ways and prints the two speeds and their ratio: "before"
+    with the foreach AdamW and glibc's default allocator, "now" with the trainer's defaults."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "bench/cpu_defaults.py", "--models", "v3-xxs", "--resolutions", "32",
+                          "--rounds", "1", "--images", "128", "--threads", "1"], cwd=repo, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(repo)}, timeout=600)
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith("digits"))
+    before, now, ratio = (float(v) for v in re.findall(r"(\d+\.\d+)", row)[:3])
+    assert before > 0 and now > 0 and ratio == pytest.approx(now / before, abs=0.01)
+    assert "freed memory kept" in row  # the "now" side chose the trainer's allocator; 2/2 runs reported
+    assert "2/2 v3-xxs 32 px digits now" in out.stderr and "ETA" in out.stderr
