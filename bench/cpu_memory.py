@@ -37,12 +37,13 @@ def one_case(model: str, resolution: int, batch: int, steps: int, keep: bool) ->
     from workbench.arch.resolve import resolve_spec
     from workbench.training import allocator
     from workbench.training.device import process_memory_mb
+    from workbench.training.train import adamw
 
     kept = allocator.keep_freed_memory() if keep else False
     base_mb = process_memory_mb("VmRSS")  # the interpreter and torch's libraries: what the estimate leaves out
     torch.manual_seed(0)
     m = MobileViT(resolve_spec(model, {"num_classes": "1000"})).train().to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    opt = adamw([{"params": list(m.parameters())}], 1e-3)  # the trainer's optimiser
     x = torch.randn(batch, 3, resolution, resolution).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch,))
 
